@@ -1,0 +1,8 @@
+//! ldmd: the Logical Domains Manager daemon.
+//!
+//! The crate is split along the sans-IO line (see `README.md`, "Architecture"):
+//! - pure protocol and rules, no I/O, no clock: [`xml`], [`xmpp`], [`ldm`];
+//! - the shell that owns sockets, threads and time: [`server`], [`auth`] (credential storage
+//!   and the verifier pool), [`config`], [`metrics`].
+
+pub mod xml;

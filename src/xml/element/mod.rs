@@ -1,0 +1,491 @@
+//! A small element tree borrowed from one framed slice.
+//!
+//! The framer hands us a complete top-level element; quick-xml tokenizes that slice in place and
+//! we build a tree whose names and (unescaped-when-needed) texts borrow from it. Namespaces are
+//! resolved against the element's own declarations and then the stream header's, and the ones
+//! XMPP cares about are interned as [`Namespace`] so the session compares enums, not URIs.
+//!
+//! Built only from frames the framer accepted, so the input is already size-, depth- and
+//! character-checked; quick-xml adds the end-name match and duplicate-attribute checks.
+
+use std::borrow::Cow;
+
+use quick_xml::XmlVersion;
+use quick_xml::escape::resolve_predefined_entity;
+use quick_xml::events::attributes::Attribute;
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::reader::Reader;
+
+/// Namespaces the daemon recognises; everything else is `Other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Namespace {
+    /// No namespace (no default declared, as in the legacy LDM client's stream).
+    None,
+    /// A prefix was used without a declaration in scope.
+    Undeclared,
+    Client,
+    Streams,
+    StreamErrors,
+    Tls,
+    Sasl,
+    Bind,
+    Session,
+    Stanzas,
+    Ping,
+    Xml,
+    Other,
+}
+
+impl Namespace {
+    pub const CLIENT: &'static str = "jabber:client";
+    pub const STREAMS: &'static str = "http://etherx.jabber.org/streams";
+    pub const STREAM_ERRORS: &'static str = "urn:ietf:params:xml:ns:xmpp-streams";
+    pub const TLS: &'static str = "urn:ietf:params:xml:ns:xmpp-tls";
+    pub const SASL: &'static str = "urn:ietf:params:xml:ns:xmpp-sasl";
+    pub const BIND: &'static str = "urn:ietf:params:xml:ns:xmpp-bind";
+    pub const SESSION: &'static str = "urn:ietf:params:xml:ns:xmpp-session";
+    pub const STANZAS: &'static str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+    pub const PING: &'static str = "urn:xmpp:ping";
+    pub const XML: &'static str = "http://www.w3.org/XML/1998/namespace";
+
+    /// Interns a namespace URI.
+    pub fn from_uri(uri: &str) -> Namespace {
+        match uri {
+            "" => Namespace::None,
+            Self::CLIENT => Namespace::Client,
+            Self::STREAMS => Namespace::Streams,
+            Self::STREAM_ERRORS => Namespace::StreamErrors,
+            Self::TLS => Namespace::Tls,
+            Self::SASL => Namespace::Sasl,
+            Self::BIND => Namespace::Bind,
+            Self::SESSION => Namespace::Session,
+            Self::STANZAS => Namespace::Stanzas,
+            Self::PING => Namespace::Ping,
+            Self::XML => Namespace::Xml,
+            _ => Namespace::Other,
+        }
+    }
+}
+
+/// The namespace declarations in scope at the stream's top level, taken from its header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceScope {
+    pub default: Namespace,
+    /// Prefix declarations of the header (bounded by `attributes_max`).
+    pub prefixes: Vec<(Box<str>, Namespace)>,
+}
+
+impl NamespaceScope {
+    /// The scope of a conforming client stream: `jabber:client` and `stream:`.
+    pub fn client() -> Self {
+        Self {
+            default: Namespace::Client,
+            prefixes: vec![("stream".into(), Namespace::Streams)],
+        }
+    }
+
+    fn lookup(&self, prefix: Option<&str>) -> Namespace {
+        match prefix {
+            None => self.default,
+            Some("xml") => Namespace::Xml,
+            Some(p) => self
+                .prefixes
+                .iter()
+                .rev()
+                .find(|(declared, _)| &**declared == p)
+                .map_or(Namespace::Undeclared, |(_, ns)| *ns),
+        }
+    }
+}
+
+/// Why a framed slice could not become a tree: always `not-well-formed` on the stream.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not well-formed: {0}")]
+pub struct ParseError(pub String);
+
+impl From<quick_xml::Error> for ParseError {
+    fn from(err: quick_xml::Error) -> Self {
+        ParseError(err.to_string())
+    }
+}
+
+/// An attribute other than a namespace declaration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr<'a> {
+    /// The qualified name as written (`type`, `xml:lang`, `ovf:id`).
+    pub name: &'a str,
+    pub value: Cow<'a, str>,
+}
+
+impl Attr<'_> {
+    /// The name without its prefix.
+    pub fn local_name(&self) -> &str {
+        local_part(self.name)
+    }
+}
+
+/// A child of an element.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node<'a> {
+    Element(Element<'a>),
+    Text(Cow<'a, str>),
+}
+
+/// One element, borrowing from the framed slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Element<'a> {
+    /// The qualified name as written (`iq`, `stream:error`, `rasd:OtherResourceType`).
+    pub name: &'a str,
+    pub namespace: Namespace,
+    pub attrs: Vec<Attr<'a>>,
+    pub children: Vec<Node<'a>>,
+}
+
+impl<'a> Element<'a> {
+    /// Parses one complete element (a framer `Element` frame) in the stream's scope.
+    pub fn parse(slice: &'a str, scope: &NamespaceScope) -> Result<Element<'a>, ParseError> {
+        Builder::new(scope).build(slice)
+    }
+
+    /// The name without its prefix.
+    pub fn local_name(&self) -> &'a str {
+        local_part(self.name)
+    }
+
+    pub fn prefix(&self) -> Option<&'a str> {
+        self.name.split_once(':').map(|(prefix, _)| prefix)
+    }
+
+    /// True when this element is `local` in `namespace`.
+    pub fn is(&self, local: &str, namespace: Namespace) -> bool {
+        self.namespace == namespace && self.local_name() == local
+    }
+
+    /// An attribute by its qualified name.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| &*a.value)
+    }
+
+    /// An attribute by its local name, whatever its prefix (`id` matches `ovf:id`).
+    pub fn attr_local(&self, local: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.local_name() == local)
+            .map(|a| &*a.value)
+    }
+
+    /// Child elements in document order.
+    pub fn elements(&self) -> impl Iterator<Item = &Element<'a>> {
+        self.children.iter().filter_map(|node| match node {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    /// The first child element with this local name, whatever its prefix or namespace.
+    pub fn child_local(&self, local: &str) -> Option<&Element<'a>> {
+        self.elements().find(|e| e.local_name() == local)
+    }
+
+    /// The first child element `local` in `namespace`.
+    pub fn child(&self, local: &str, namespace: Namespace) -> Option<&Element<'a>> {
+        self.elements().find(|e| e.is(local, namespace))
+    }
+
+    /// The element's character data (its text children concatenated).
+    pub fn text(&self) -> Cow<'a, str> {
+        let mut texts = self.children.iter().filter_map(|node| match node {
+            Node::Text(t) => Some(t),
+            Node::Element(_) => None,
+        });
+        match (texts.next(), texts.next()) {
+            (None, _) => Cow::Borrowed(""),
+            (Some(only), None) => only.clone(),
+            (Some(first), Some(second)) => {
+                let mut all = String::with_capacity(first.len() + second.len());
+                all.push_str(first);
+                all.push_str(second);
+                texts.for_each(|t| all.push_str(t));
+                Cow::Owned(all)
+            }
+        }
+    }
+
+    /// True when some element in this tree used an undeclared prefix.
+    pub fn has_undeclared_prefix(&self) -> bool {
+        self.namespace == Namespace::Undeclared
+            || self.elements().any(|e| e.has_undeclared_prefix())
+    }
+}
+
+/// A parsed stream header start tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderTag<'a> {
+    pub name: &'a str,
+    pub namespace: Namespace,
+    /// The declarations the header makes; the scope of every stanza that follows.
+    pub scope: NamespaceScope,
+    pub attrs: Vec<Attr<'a>>,
+}
+
+impl<'a> HeaderTag<'a> {
+    /// Parses the header start tag framed by the framer (`<stream:stream ...>`).
+    pub fn parse(slice: &'a str) -> Result<HeaderTag<'a>, ParseError> {
+        let mut reader = Reader::from_str(slice);
+        match reader.read_event()? {
+            Event::Start(start) => {
+                let empty = NamespaceScope {
+                    default: Namespace::None,
+                    prefixes: Vec::new(),
+                };
+                let mut builder = Builder::new(&empty);
+                let name = borrowed_name(slice, &start)?;
+                let (attrs, declared) = builder.attributes(slice, &start)?;
+                let scope = builder.into_scope(declared);
+                let namespace = scope.lookup(name.split_once(':').map(|(p, _)| p));
+                Ok(HeaderTag {
+                    name,
+                    namespace,
+                    scope,
+                    attrs,
+                })
+            }
+            _ => Err(ParseError("stream header expected".into())),
+        }
+    }
+
+    pub fn local_name(&self) -> &'a str {
+        local_part(self.name)
+    }
+
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| &*a.value)
+    }
+}
+
+fn local_part(name: &str) -> &str {
+    name.split_once(':').map_or(name, |(_, local)| local)
+}
+
+/// Recovers a `&'a str` for a name quick-xml reports: names are never unescaped, so the bytes
+/// always lie inside `slice`.
+fn borrowed_name<'a>(slice: &'a str, start: &BytesStart<'a>) -> Result<&'a str, ParseError> {
+    subslice(slice, start.name().into_inner())
+        .ok_or_else(|| ParseError("element name outside the frame".into()))
+}
+
+/// Turns a sub-slice of `slice` back into a `&'a str` with the full lifetime.
+fn subslice<'a>(slice: &'a str, part: &str) -> Option<&'a str> {
+    let base = slice.as_ptr() as usize;
+    let at = (part.as_ptr() as usize).checked_sub(base)?;
+    slice.get(at..at + part.len())
+}
+
+/// Builds the tree with an explicit stack: no recursion, so depth is bounded by the framer only.
+struct Builder<'s> {
+    stream: &'s NamespaceScope,
+    /// Declarations in scope inside the stanza: (prefix or None for default, namespace).
+    declared: Vec<(Option<Box<str>>, Namespace)>,
+}
+
+impl<'s> Builder<'s> {
+    fn new(stream: &'s NamespaceScope) -> Self {
+        Self {
+            stream,
+            declared: Vec::new(),
+        }
+    }
+
+    fn lookup(&self, prefix: Option<&str>) -> Namespace {
+        if prefix == Some("xml") {
+            return Namespace::Xml;
+        }
+        self.declared
+            .iter()
+            .rev()
+            .find(|(p, _)| p.as_deref() == prefix)
+            .map_or_else(|| self.stream.lookup(prefix), |(_, ns)| *ns)
+    }
+
+    /// Splits attributes from namespace declarations (which it pushes, returning their count).
+    fn attributes<'a>(
+        &mut self,
+        slice: &'a str,
+        start: &BytesStart<'a>,
+    ) -> Result<(Vec<Attr<'a>>, usize), ParseError> {
+        let mut attrs = Vec::new();
+        let mut declared = 0;
+        for attr in start.attributes().with_checks(true) {
+            let attr = attr.map_err(|e| ParseError(e.to_string()))?;
+            let key = subslice(slice, attr.key.into_inner())
+                .ok_or_else(|| ParseError("attribute name outside the frame".into()))?;
+            let value = attribute_value(slice, &attr)?;
+            if key == "xmlns" {
+                self.declared.push((None, Namespace::from_uri(&value)));
+                declared += 1;
+            } else if let Some(prefix) = key.strip_prefix("xmlns:") {
+                if value.is_empty() {
+                    return Err(ParseError(format!("empty namespace for prefix {prefix}")));
+                }
+                self.declared
+                    .push((Some(prefix.into()), Namespace::from_uri(&value)));
+                declared += 1;
+            } else {
+                attrs.push(Attr { name: key, value });
+            }
+        }
+        Ok((attrs, declared))
+    }
+
+    fn into_scope(self, declared: usize) -> NamespaceScope {
+        debug_assert_eq!(declared, self.declared.len());
+        let mut scope = NamespaceScope {
+            default: Namespace::None,
+            prefixes: Vec::new(),
+        };
+        for (prefix, ns) in self.declared {
+            match prefix {
+                None => scope.default = ns,
+                Some(p) => scope.prefixes.push((p, ns)),
+            }
+        }
+        scope
+    }
+
+    fn open<'a>(
+        &mut self,
+        slice: &'a str,
+        start: &BytesStart<'a>,
+    ) -> Result<(Element<'a>, usize), ParseError> {
+        let name = borrowed_name(slice, start)?;
+        let (attrs, declared) = self.attributes(slice, start)?;
+        let namespace = self.lookup(name.split_once(':').map(|(p, _)| p));
+        Ok((
+            Element {
+                name,
+                namespace,
+                attrs,
+                children: Vec::new(),
+            },
+            declared,
+        ))
+    }
+
+    fn build<'a>(mut self, slice: &'a str) -> Result<Element<'a>, ParseError> {
+        let mut reader = Reader::from_str(slice);
+        let config = reader.config_mut();
+        config.check_end_names = true;
+        config.expand_empty_elements = false;
+        config.trim_text(false);
+        // (element, declarations it pushed)
+        let mut open: Vec<(Element<'a>, usize)> = Vec::new();
+        let mut text = TextRun::default();
+        loop {
+            let event = reader.read_event()?;
+            if !matches!(
+                event,
+                Event::Text(_) | Event::CData(_) | Event::GeneralRef(_)
+            ) {
+                if let (Some(t), Some((parent, _))) = (text.take(), open.last_mut()) {
+                    parent.children.push(Node::Text(t));
+                }
+            }
+            match event {
+                Event::Start(start) => open.push(self.open(slice, &start)?),
+                Event::Empty(start) => {
+                    let (element, declared) = self.open(slice, &start)?;
+                    self.declared.truncate(self.declared.len() - declared);
+                    match open.last_mut() {
+                        Some((parent, _)) => parent.children.push(Node::Element(element)),
+                        None => return finish(reader, element),
+                    }
+                }
+                Event::End(_) => {
+                    let (element, declared) = open
+                        .pop()
+                        .ok_or_else(|| ParseError("unbalanced end tag".into()))?;
+                    self.declared.truncate(self.declared.len() - declared);
+                    match open.last_mut() {
+                        Some((parent, _)) => parent.children.push(Node::Element(element)),
+                        None => return finish(reader, element),
+                    }
+                }
+                Event::Text(t) => text.push(t.xml10_content()),
+                Event::CData(c) => text.push(c.xml10_content()),
+                Event::GeneralRef(r) => {
+                    let resolved = match r.resolve_char_ref()? {
+                        Some(c) => Cow::Owned(c.to_string()),
+                        None => {
+                            let name: &str = &r;
+                            let entity = resolve_predefined_entity(name)
+                                .ok_or_else(|| ParseError(format!("unknown entity {name}")))?;
+                            Cow::Borrowed(entity)
+                        }
+                    };
+                    text.push(resolved);
+                }
+                Event::Eof => return Err(ParseError("element is not complete".into())),
+                // The framer refuses these before we ever see them.
+                Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {
+                    return Err(ParseError("restricted XML".into()));
+                }
+            }
+        }
+    }
+}
+
+/// Nothing may follow the element in its frame but whitespace.
+fn finish<'a>(
+    mut reader: Reader<&'a [u8]>,
+    element: Element<'a>,
+) -> Result<Element<'a>, ParseError> {
+    match reader.read_event()? {
+        Event::Eof => Ok(element),
+        Event::Text(t) if t.chars().all(|c| c.is_ascii_whitespace()) => Ok(element),
+        _ => Err(ParseError("content after the element".into())),
+    }
+}
+
+/// The normalized, unescaped value; borrowed from `slice` when nothing had to change.
+fn attribute_value<'a>(slice: &'a str, attr: &Attribute<'_>) -> Result<Cow<'a, str>, ParseError> {
+    let value = attr
+        .normalized_value(XmlVersion::Implicit1_0)
+        .map_err(|e| ParseError(e.to_string()))?;
+    Ok(match value {
+        Cow::Borrowed(v) => {
+            subslice(slice, v).map_or_else(|| Cow::Owned(v.to_owned()), Cow::Borrowed)
+        }
+        Cow::Owned(v) => Cow::Owned(v),
+    })
+}
+
+/// Adjacent text, CDATA and references merged into one node; borrowed when it is one piece.
+#[derive(Default)]
+struct TextRun<'a> {
+    text: Option<Cow<'a, str>>,
+}
+
+impl<'a> TextRun<'a> {
+    fn push(&mut self, piece: Cow<'a, str>) {
+        self.text = Some(match self.text.take() {
+            None => piece,
+            Some(mut acc) => {
+                acc.to_mut().push_str(&piece);
+                acc
+            }
+        });
+    }
+
+    fn take(&mut self) -> Option<Cow<'a, str>> {
+        self.text.take()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,460 @@
+use super::*;
+
+/// Plays the caller: appends each chunk, frames, drops consumed bytes. Returns every frame's
+/// kind and bytes, whitespace frames left out (their count depends on where reads split).
+fn frames_of(
+    chunks: &[&[u8]],
+    limits: FramerLimits,
+) -> Result<Vec<(FrameKind, Vec<u8>)>, FrameError> {
+    let mut framer = Framer::new(limits);
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        while let Some(frame) = framer.next(&buf)? {
+            if frame.kind != FrameKind::Whitespace {
+                out.push((frame.kind, buf[frame.start..frame.end].to_vec()));
+            }
+            buf.drain(..frame.end);
+            if frame.kind == FrameKind::StreamEnd {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn frames(input: &[u8]) -> Result<Vec<(FrameKind, Vec<u8>)>, FrameError> {
+    frames_of(&[input], FramerLimits::default())
+}
+
+fn first_error(input: &[u8]) -> FrameError {
+    frames(input).expect_err("input must be refused")
+}
+
+const BARE_HEADER: &[u8] = b"<s:stream>";
+
+const HEADER: &[u8] = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0'>";
+
+/// A stream that exercises every construct the framer knows.
+const RICH_STREAM: &[u8] = b"\xEF\xBB\xBF<?xml version='1.0' encoding='UTF-8'?>\n\
+<x:stream xmlns='jabber:client' xmlns:x='http://etherx.jabber.org/streams' to=\"a>b\" version='1.0'>  \
+<iq type='get' id='p&amp;1'><ping xmlns='urn:xmpp:ping'/></iq>\n \t\r\
+<LDM_interface version=\"1.0\"><cmd><action>list-domain</action><data version=\"3.0\">\
+<gprop:GenericProperty key='a&#x3C;b'>x &lt; y &#169; \xC3\xA9</gprop:GenericProperty>\
+<![CDATA[ <not> ]] ]]]>tail</data></cmd></LDM_interface>\
+<presence/>   </x:stream>";
+
+fn rich_expected() -> Vec<(FrameKind, Vec<u8>)> {
+    frames(RICH_STREAM).expect("rich stream frames")
+}
+
+#[test]
+fn frames_header_elements_and_end() {
+    // The rich stream splits into exactly its header, three stanzas and the end tag.
+    let got = rich_expected();
+    let kinds: Vec<_> = got.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        kinds,
+        [
+            FrameKind::Header,
+            FrameKind::Element,
+            FrameKind::Element,
+            FrameKind::Element,
+            FrameKind::StreamEnd
+        ]
+    );
+    assert!(got[0].1.starts_with(b"<x:stream ") && got[0].1.ends_with(b"version='1.0'>"));
+    assert_eq!(
+        got[1].1,
+        b"<iq type='get' id='p&amp;1'><ping xmlns='urn:xmpp:ping'/></iq>"
+    );
+    assert!(got[2].1.starts_with(b"<LDM_interface") && got[2].1.ends_with(b"</LDM_interface>"));
+    assert_eq!(got[3].1, b"<presence/>");
+    assert_eq!(got[4].1, b"</x:stream>");
+}
+
+#[test]
+fn every_split_point_gives_the_same_frames() {
+    // Resumability: splitting the stream into two reads at any byte yields identical frames.
+    let expected = rich_expected();
+    for split in 0..=RICH_STREAM.len() {
+        let (a, b) = RICH_STREAM.split_at(split);
+        assert_eq!(
+            frames_of(&[a, b], FramerLimits::default()).unwrap(),
+            expected,
+            "split at {split}"
+        );
+    }
+}
+
+#[test]
+fn every_pair_of_split_points_gives_the_same_frames() {
+    // Three reads, all split positions: catches states that survive only one resume.
+    let expected = rich_expected();
+    let n = RICH_STREAM.len();
+    for i in 0..=n {
+        for j in i..=n {
+            let chunks = [&RICH_STREAM[..i], &RICH_STREAM[i..j], &RICH_STREAM[j..]];
+            assert_eq!(
+                frames_of(&chunks, FramerLimits::default()).unwrap(),
+                expected,
+                "splits {i},{j}"
+            );
+        }
+    }
+}
+
+#[test]
+fn byte_at_a_time_gives_the_same_frames() {
+    // The slowest client possible still frames identically.
+    let chunks: Vec<&[u8]> = RICH_STREAM.chunks(1).collect();
+    assert_eq!(
+        frames_of(&chunks, FramerLimits::default()).unwrap(),
+        rich_expected()
+    );
+}
+
+#[test]
+fn errors_are_the_same_at_every_split_point() {
+    // A refusal does not depend on how the bytes were split.
+    let bad: &[&[u8]] = &[
+        b"<stream:stream><a><!-- c --></a>",
+        b"<stream:stream><a>&foo;</a>",
+        b"<stream:stream><a b='<'/>",
+        b"<?xml version='1.0' encoding='ISO-8859-1'?><stream:stream>",
+        b"<stream:stream>hello",
+        b"<stream:stream><a></b></a></stream:other>",
+    ];
+    for input in bad {
+        let expected = frames(input).map(|f| f.len());
+        for split in 0..=input.len() {
+            let (a, b) = input.split_at(split);
+            let got = frames_of(&[a, b], FramerLimits::default()).map(|f| f.len());
+            assert_eq!(
+                got,
+                expected,
+                "input {:?} split {split}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+}
+
+#[test]
+fn whitespace_keepalive_is_returned_so_the_buffer_can_be_released() {
+    // RFC 6120 §4.6.1: whitespace between stanzas is legal and must not pin a read buffer.
+    let mut framer = Framer::new(FramerLimits::default());
+    let mut buf = HEADER.to_vec();
+    let header = framer.next(&buf).unwrap().unwrap();
+    buf.drain(..header.end);
+    buf.extend_from_slice(b" \n ");
+    let frame = framer.next(&buf).unwrap().unwrap();
+    assert_eq!(frame.kind, FrameKind::Whitespace);
+    assert_eq!(frame.end, 3);
+    buf.drain(..frame.end);
+    assert!(framer.is_between_frames());
+    assert_eq!(framer.next(&buf).unwrap(), None);
+}
+
+#[test]
+fn partial_element_is_held_until_complete() {
+    // "Need more bytes" is an ordinary answer, not an error.
+    let mut framer = Framer::new(FramerLimits::default());
+    let mut buf = HEADER.to_vec();
+    let header = framer.next(&buf).unwrap().unwrap();
+    buf.drain(..header.end);
+    buf.extend_from_slice(b"<message><body>hi");
+    assert_eq!(framer.next(&buf).unwrap(), None);
+    assert!(!framer.is_between_frames());
+    buf.extend_from_slice(b"</body></message>");
+    let frame = framer.next(&buf).unwrap().unwrap();
+    assert_eq!(
+        &buf[frame.start..frame.end],
+        b"<message><body>hi</body></message>"
+    );
+}
+
+#[test]
+fn restart_accepts_a_new_declaration_and_header() {
+    // RFC 6120 §4.3.3: after STARTTLS or SASL the stream starts over, declaration included.
+    let mut framer = Framer::new(FramerLimits::default());
+    let mut buf = HEADER.to_vec();
+    buf.extend_from_slice(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    let header = framer.next(&buf).unwrap().unwrap();
+    buf.drain(..header.end);
+    let starttls = framer.next(&buf).unwrap().unwrap();
+    buf.drain(..starttls.end);
+    framer.restart();
+    buf.extend_from_slice(b"<?xml version='1.0'?>");
+    buf.extend_from_slice(HEADER);
+    let frame = framer.next(&buf).unwrap().unwrap();
+    assert_eq!(frame.kind, FrameKind::Header);
+    assert_eq!(&buf[frame.start..frame.end], HEADER);
+}
+
+#[test]
+fn comment_is_restricted_xml() {
+    // RFC 6120 §11.1: comments are forbidden.
+    assert!(matches!(
+        first_error(b"<stream:stream><a><!-- x --></a>"),
+        FrameError::Restricted(_)
+    ));
+    assert!(matches!(
+        first_error(b"<!-- x --><stream:stream>"),
+        FrameError::Restricted(_)
+    ));
+}
+
+#[test]
+fn processing_instruction_is_restricted_xml() {
+    // RFC 6120 §11.1: processing instructions are forbidden.
+    assert!(matches!(
+        first_error(b"<stream:stream><?php x?>"),
+        FrameError::Restricted(_)
+    ));
+    assert!(matches!(
+        first_error(b"<?xml-stylesheet x?><stream:stream>"),
+        FrameError::Restricted(_)
+    ));
+}
+
+#[test]
+fn dtd_is_restricted_xml() {
+    // RFC 6120 §11.1: internal and external DTD subsets are forbidden (no billion laughs).
+    let input = b"<?xml version='1.0'?><!DOCTYPE lol [<!ENTITY lol 'lol'>]><stream:stream>";
+    assert!(matches!(first_error(input), FrameError::Restricted(_)));
+    assert!(matches!(
+        first_error(b"<stream:stream><a><!DOCTYPE x></a>"),
+        FrameError::Restricted(_)
+    ));
+}
+
+#[test]
+fn foreign_entity_reference_is_restricted_xml() {
+    // RFC 6120 §11.1: only the five predefined entities; never expanded, always refused.
+    assert!(matches!(
+        first_error(b"<stream:stream><a>&lol;</a>"),
+        FrameError::Restricted(_)
+    ));
+    assert!(matches!(
+        first_error(b"<stream:stream><a b='&lol;'/>"),
+        FrameError::Restricted(_)
+    ));
+    assert!(
+        frames(b"<stream:stream><a b='&lt;&gt;&amp;&quot;&apos;&#65;&#x42;'>&#x1F600;</a>").is_ok()
+    );
+}
+
+#[test]
+fn malformed_references_are_not_well_formed() {
+    for input in [
+        &b"<stream:stream><a>& b</a>"[..],
+        b"<stream:stream><a>&#xZZ;</a>",
+        b"<stream:stream><a>&#0;</a>",
+        b"<stream:stream><a>&#xD800;</a>",
+        b"<stream:stream><a>&#x110000;</a>",
+        b"<stream:stream><a>&ampampampampamp;</a>",
+    ] {
+        assert!(
+            matches!(first_error(input), FrameError::NotWellFormed(_)),
+            "{input:?}"
+        );
+    }
+}
+
+#[test]
+fn declaration_with_another_encoding_is_unsupported_encoding() {
+    // RFC 6120 §11.6: UTF-8 only.
+    let input = b"<?xml version='1.0' encoding='UTF-16'?><stream:stream>";
+    assert_eq!(first_error(input), FrameError::UnsupportedEncoding);
+    assert!(frames(b"<?xml version='1.0' encoding='utf-8'?><stream:stream>").is_ok());
+}
+
+#[test]
+fn utf16_input_is_unsupported_encoding() {
+    assert_eq!(
+        first_error(b"\xFF\xFE<\x00s\x00"),
+        FrameError::UnsupportedEncoding
+    );
+    assert_eq!(
+        first_error(b"\xFE\xFF\x00<"),
+        FrameError::UnsupportedEncoding
+    );
+}
+
+#[test]
+fn declaration_is_allowed_only_at_the_start() {
+    // The XML declaration may only open the stream.
+    assert!(matches!(
+        first_error(b" <?xml version='1.0'?><stream:stream>"),
+        FrameError::Restricted(_)
+    ));
+    assert!(matches!(
+        first_error(b"<stream:stream><?xml version='1.0'?>"),
+        FrameError::Restricted(_)
+    ));
+}
+
+#[test]
+fn tls_client_hello_on_the_plaintext_port_is_not_well_formed() {
+    // A client trying direct TLS first gets not-well-formed at the very first byte.
+    let hello = [
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    assert!(matches!(first_error(&hello), FrameError::NotWellFormed(_)));
+    assert!(matches!(
+        first_error(&hello[..1]),
+        FrameError::NotWellFormed(_)
+    ));
+}
+
+#[test]
+fn http_request_is_not_well_formed() {
+    assert!(matches!(
+        first_error(b"GET / HTTP/1.1\r\n"),
+        FrameError::NotWellFormed(_)
+    ));
+}
+
+#[test]
+fn text_between_stanzas_is_refused() {
+    assert_eq!(
+        first_error(b"<stream:stream>hello<a/>"),
+        FrameError::TextBetweenStanzas
+    );
+}
+
+#[test]
+fn invalid_utf8_and_control_characters_are_not_well_formed() {
+    assert!(matches!(
+        first_error(b"<stream:stream><a>\xC3\x28</a>"),
+        FrameError::NotWellFormed(_)
+    ));
+    assert!(matches!(
+        first_error(b"<stream:stream><a>\x01</a>"),
+        FrameError::NotWellFormed(_)
+    ));
+    assert!(matches!(
+        first_error(b"<stream:stream><a>\xEF\xBF\xBF</a>"),
+        FrameError::NotWellFormed(_)
+    ));
+    assert!(matches!(
+        first_error(b"<stream:stream \x07>"),
+        FrameError::NotWellFormed(_)
+    ));
+}
+
+#[test]
+fn markup_errors_are_not_well_formed() {
+    for input in [
+        &b"<stream:stream><a b='<'/>"[..],
+        b"<stream:stream><a b=c/>",
+        b"<stream:stream><a b/>",
+        b"<stream:stream><a b='1'c='2'/>",
+        b"<stream:stream><a/ >",
+        b"<stream:stream/>",
+        b"</stream:stream>",
+        b"<stream:stream></>",
+        b"<stream:stream></other>",
+        b"<stream:stream>< a/>",
+        b"<stream:stream><a><![CDTA[x]]></a>",
+    ] {
+        assert!(
+            matches!(first_error(input), FrameError::NotWellFormed(_)),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
+#[test]
+fn stanza_over_the_limit_is_refused_before_it_completes() {
+    // RFC 6120 §13.12: the limit fires as soon as the partial stanza outgrows it.
+    let limits = FramerLimits {
+        stanza_bytes_max: 64,
+        ..FramerLimits::default()
+    };
+    let mut body = b"<message><body>".to_vec();
+    body.extend(std::iter::repeat_n(b'x', 100));
+    let got = frames_of(&[HEADER, &body], limits);
+    assert_eq!(got, Err(FrameError::LimitExceeded(Limit::StanzaBytes)));
+    let exact = b"<a>"
+        .iter()
+        .chain(&[b'y'; 57])
+        .chain(b"</a>")
+        .copied()
+        .collect::<Vec<_>>();
+    assert_eq!(exact.len(), 64);
+    assert!(frames_of(&[HEADER, &exact], limits).is_ok());
+}
+
+#[test]
+fn header_over_the_limit_is_refused() {
+    let limits = FramerLimits {
+        header_bytes_max: 32,
+        ..FramerLimits::default()
+    };
+    assert_eq!(
+        frames_of(&[HEADER], limits),
+        Err(FrameError::LimitExceeded(Limit::HeaderBytes))
+    );
+}
+
+#[test]
+fn depth_over_the_limit_is_refused() {
+    let limits = FramerLimits {
+        depth_max: 3,
+        ..FramerLimits::default()
+    };
+    assert!(frames_of(&[HEADER, b"<a><b><c/></b></a>"], limits).is_ok());
+    let got = frames_of(&[HEADER, b"<a><b><c><d/></c></b></a>"], limits);
+    assert_eq!(got, Err(FrameError::LimitExceeded(Limit::Depth)));
+}
+
+#[test]
+fn attributes_over_the_limit_are_refused() {
+    let limits = FramerLimits {
+        attributes_max: 2,
+        ..FramerLimits::default()
+    };
+    assert!(frames_of(&[BARE_HEADER, b"<a x='1' y='2'/>"], limits).is_ok());
+    let got = frames_of(&[BARE_HEADER, b"<a x='1' y='2' z='3'/>"], limits);
+    assert_eq!(got, Err(FrameError::LimitExceeded(Limit::Attributes)));
+}
+
+#[test]
+fn attribute_value_over_the_limit_is_refused() {
+    let limits = FramerLimits {
+        attribute_value_bytes_max: 8,
+        ..FramerLimits::default()
+    };
+    assert!(frames_of(&[BARE_HEADER, b"<a x='12345678'/>"], limits).is_ok());
+    let got = frames_of(&[BARE_HEADER, b"<a x='12&amp;456789'/>"], limits);
+    assert_eq!(
+        got,
+        Err(FrameError::LimitExceeded(Limit::AttributeValueBytes))
+    );
+}
+
+#[test]
+fn name_over_the_limit_is_refused() {
+    let limits = FramerLimits {
+        name_bytes_max: 8,
+        ..FramerLimits::default()
+    };
+    let got = frames_of(&[HEADER, b"<abcdefghijk/>"], limits);
+    assert_eq!(got, Err(FrameError::LimitExceeded(Limit::NameBytes)));
+}
+
+#[test]
+fn bytes_after_the_stream_end_are_ignored() {
+    let mut framer = Framer::new(FramerLimits::default());
+    let buf = b"<s:stream></s:stream>garbage";
+    let header = framer.next(buf).unwrap().unwrap();
+    let rest = &buf[header.end..];
+    let end = framer.next(rest).unwrap().unwrap();
+    assert_eq!(end.kind, FrameKind::StreamEnd);
+    assert!(framer.is_ended());
+    assert_eq!(framer.next(&rest[end.end..]).unwrap(), None);
+}

@@ -1,0 +1,8 @@
+//! XML for XMPP streams: the framer that finds stanza boundaries in pooled bytes, the borrowing
+//! element tree built from one framed slice, and the escaping writer.
+
+pub mod element;
+pub mod framer;
+
+pub use element::{Attr, Element, HeaderTag, Namespace, NamespaceScope, Node, ParseError};
+pub use framer::{Frame, FrameError, FrameKind, Framer, FramerLimits, Limit};
