@@ -5,4 +5,7 @@
 //! - the shell that owns sockets, threads and time: [`server`], [`auth`] (credential storage
 //!   and the verifier pool), [`config`], [`metrics`].
 
+pub mod ldm;
+pub mod limits;
 pub mod xml;
+pub mod xmpp;

@@ -3,6 +3,8 @@
 
 pub mod element;
 pub mod framer;
+pub mod writer;
 
 pub use element::{Attr, Element, HeaderTag, Namespace, NamespaceScope, Node, ParseError};
 pub use framer::{Frame, FrameError, FrameKind, Framer, FramerLimits, Limit};
+pub use writer::XmlWriter;

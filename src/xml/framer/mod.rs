@@ -24,6 +24,8 @@
 
 use std::fmt;
 
+pub use crate::limits::Limit;
+
 /// Limits the framer enforces while scanning. See `config::Limits` for the documented defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FramerLimits {
@@ -74,31 +76,6 @@ pub struct Frame {
     pub kind: FrameKind,
     pub start: usize,
     pub end: usize,
-}
-
-/// Which limit fired: each maps to a config key and a metric label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Limit {
-    StanzaBytes,
-    HeaderBytes,
-    Depth,
-    Attributes,
-    AttributeValueBytes,
-    NameBytes,
-}
-
-impl Limit {
-    /// The config key that sets this limit, also used as the metric label.
-    pub fn key(self) -> &'static str {
-        match self {
-            Limit::StanzaBytes => "stanza_bytes_max",
-            Limit::HeaderBytes => "header_bytes_max",
-            Limit::Depth => "depth_max",
-            Limit::Attributes => "attributes_max",
-            Limit::AttributeValueBytes => "attribute_value_bytes_max",
-            Limit::NameBytes => "name_bytes_max",
-        }
-    }
 }
 
 /// Why the byte stream cannot go on. Each maps to one stream error condition.

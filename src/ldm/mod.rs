@@ -1,0 +1,14 @@
+//! The LDM XML interface (ldm-xml-interface.md): the document model, its parser and writer, and
+//! the handler seam through which documents reach whoever answers them. Pure: no I/O.
+
+pub mod document;
+pub mod handler;
+pub mod parse;
+pub mod write;
+
+pub use document::{
+    Binding, Cmd, CmdResponse, Content, Data, DataResponse, Document, Envelope, Item, Property,
+    Response, Role, Section, SectionKind, Status,
+};
+pub use parse::parse_document;
+pub use write::write_response;
