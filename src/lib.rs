@@ -5,7 +5,9 @@
 //! - the shell that owns sockets, threads and time: [`server`], [`auth`] (credential storage
 //!   and the verifier pool), [`config`], [`metrics`].
 
+pub mod auth;
 pub mod ldm;
 pub mod limits;
+pub mod server;
 pub mod xml;
 pub mod xmpp;

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 
+use crate::limits::Limit;
 use crate::xml::writer::XmlWriter;
 
 /// Every defined stream error condition (RFC 6120 §4.9.3).
@@ -104,6 +105,8 @@ impl StreamErrorCondition {
 pub struct StreamError {
     pub condition: StreamErrorCondition,
     pub text: Option<Cow<'static, str>>,
+    /// The configured limit that caused the error, if one did (counted in metrics).
+    pub limit: Option<Limit>,
 }
 
 impl StreamError {
@@ -111,6 +114,7 @@ impl StreamError {
         Self {
             condition,
             text: None,
+            limit: None,
         }
     }
 
@@ -118,6 +122,19 @@ impl StreamError {
         Self {
             condition,
             text: Some(text.into()),
+            limit: None,
+        }
+    }
+
+    /// A stream error caused by a configured limit.
+    pub fn limit(
+        condition: StreamErrorCondition,
+        limit: Limit,
+        text: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            limit: Some(limit),
+            ..Self::with_text(condition, text)
         }
     }
 

@@ -1,0 +1,153 @@
+//! SASL PLAIN [§6, RFC 4616].
+
+use super::*;
+use crate::xmpp::SaslFailure;
+use base64::Engine as _;
+
+fn auth(raw: &[u8]) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+    format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{encoded}</auth>")
+}
+
+fn failure(condition: &str) -> String {
+    format!("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{condition}/></failure>")
+}
+
+#[test]
+fn sasl_plain_success_restarts_with_bind() {
+    // §6.4.6: <success/>, then the client restarts and gets the bind feature.
+    let mut pair = Pair::remote();
+    pair.login();
+    assert!(pair.server.is_authenticated());
+}
+
+#[test]
+fn sasl_plain_accepts_user_at_domain_and_own_authzid() {
+    let mut pair = Pair::remote();
+    pair.secured_stream();
+    pair.send(&auth(b"alice@example.com\0alice@example.com\0pw"));
+    pair.expect_verify("alice", "pw");
+}
+
+#[test]
+fn sasl_plain_rejects_foreign_authzid() {
+    // RFC 4616 §2: an authzid other than the user's own identity is invalid-authzid.
+    let mut pair = Pair::remote();
+    pair.secured_stream();
+    pair.send(&auth(b"root@example.com\0alice\0pw"));
+    assert_eq!(pair.recv(), failure("invalid-authzid"));
+    assert!(
+        pair.events().iter().all(|e| !matches!(e, Event::Verify(_))),
+        "no password check"
+    );
+}
+
+#[test]
+fn sasl_plain_bad_base64_is_incorrect_encoding() {
+    let mut pair = Pair::remote();
+    pair.secured_stream();
+    pair.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>@@@@</auth>");
+    assert_eq!(pair.recv(), failure("incorrect-encoding"));
+}
+
+#[test]
+fn sasl_plain_wrong_structure_is_malformed_request() {
+    let mut pair = Pair::remote();
+    pair.secured_stream();
+    pair.send(&auth(b"alice\0pw"));
+    assert_eq!(pair.recv(), failure("malformed-request"));
+}
+
+#[test]
+fn sasl_bad_credentials_are_not_authorized() {
+    // §6.5.10: the verifier said no.
+    let mut pair = Pair::remote();
+    pair.secured_stream();
+    pair.send(AUTH_ALICE);
+    pair.expect_verify("alice", "secret");
+    pair.answer_auth(Err(SaslFailure::NotAuthorized));
+    assert_eq!(pair.recv(), failure("not-authorized"));
+    assert!(!pair.server.is_authenticated());
+}
+
+#[test]
+fn sasl_other_mechanism_is_invalid_mechanism() {
+    let mut pair = Pair::remote();
+    pair.secured_stream();
+    pair.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>biws</auth>");
+    assert_eq!(pair.recv(), failure("invalid-mechanism"));
+}
+
+#[test]
+fn sasl_abort_is_aborted() {
+    let mut pair = Pair::remote();
+    pair.secured_stream();
+    pair.send("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+    assert_eq!(pair.recv(), failure("aborted"));
+}
+
+#[test]
+fn sasl_empty_auth_gets_an_empty_challenge() {
+    // §6.4.2: no initial response: an empty challenge, then the response carries the message.
+    let mut pair = Pair::remote();
+    pair.secured_stream();
+    pair.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'/>");
+    assert_eq!(
+        pair.recv(),
+        "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"
+    );
+    pair.send("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>AGFsaWNlAHNlY3JldA==</response>");
+    pair.expect_verify("alice", "secret");
+}
+
+#[test]
+fn sasl_equals_sign_is_an_empty_response_and_malformed_for_plain() {
+    let mut pair = Pair::remote();
+    pair.secured_stream();
+    pair.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>=</auth>");
+    assert_eq!(pair.recv(), failure("malformed-request"));
+}
+
+#[test]
+fn sasl_retries_are_bounded() {
+    // §6.4.5: a few retries, then policy-violation and close.
+    let mut pair = Pair::remote();
+    pair.secured_stream();
+    for _ in 0..2 {
+        pair.send(AUTH_ALICE);
+        pair.expect_verify("alice", "secret");
+        pair.answer_auth(Err(SaslFailure::NotAuthorized));
+        assert_eq!(pair.recv(), failure("not-authorized"));
+    }
+    pair.send(AUTH_ALICE);
+    pair.answer_auth(Err(SaslFailure::NotAuthorized));
+    let out = pair.expect_stream_error("policy-violation");
+    assert!(out.starts_with(&failure("not-authorized")));
+    let limit_hit = pair.events().into_iter().any(|e| {
+        matches!(
+            e,
+            Event::StreamError(_, Some(crate::limits::Limit::SaslAttempts))
+        )
+    });
+    assert!(limit_hit);
+}
+
+#[test]
+fn input_pauses_while_the_password_is_checked() {
+    // The check runs off-thread; nothing behind <auth> is processed until it answers.
+    let mut pair = Pair::remote();
+    pair.secured_stream();
+    pair.send(AUTH_ALICE);
+    assert!(!pair.server.wants_input());
+    pair.answer_auth(Err(SaslFailure::TemporaryAuthFailure));
+    assert_eq!(pair.recv(), failure("temporary-auth-failure"));
+    assert!(pair.server.wants_input());
+}
+
+#[test]
+fn auth_after_authentication_is_a_policy_violation() {
+    let mut pair = Pair::remote();
+    pair.login();
+    pair.send(AUTH_ALICE);
+    pair.expect_stream_error("policy-violation");
+}
