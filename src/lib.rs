@@ -6,8 +6,10 @@
 //!   and the verifier pool), [`config`], [`metrics`].
 
 pub mod auth;
+pub mod config;
 pub mod ldm;
 pub mod limits;
+pub mod metrics;
 pub mod server;
 pub mod xml;
 pub mod xmpp;

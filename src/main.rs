@@ -1,1 +1,234 @@
-fn main() {}
+//! `ldmd`: the Logical Domains Manager daemon, and its user administration.
+//!
+//! ```text
+//! ldmd [--config PATH] [--listen ADDR]... [--socket PATH] [--state-dir DIR] [--metrics-listen ADDR]
+//! ldmd user add NAME --auth read|write      (password from stdin)
+//! ldmd user list
+//! ldmd user remove NAME
+//! ```
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use ldmd::auth::store::{StoreError, UserStore};
+use ldmd::config::{Config, Overrides};
+use ldmd::ldm::Role;
+use ldmd::ldm::handler::Unsupported;
+use ldmd::server::Server;
+
+#[derive(Parser)]
+#[command(
+    name = "ldmd",
+    version,
+    about = "Logical Domains Manager daemon: the LDM XML interface over XMPP"
+)]
+struct Cli {
+    /// TOML configuration file (see README, "Configuration").
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// XMPP listen address (repeatable); replaces `listen` from the file.
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Path of the local Unix socket.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Directory for the certificate, users and (later) the domain state.
+    #[arg(long, global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Address of the Prometheus /metrics endpoint, or `off`.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the accounts remote clients log in with (SASL PLAIN over TLS).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user; the password is read from stdin (prompted twice on a terminal).
+    Add {
+        name: String,
+        /// What the user may do: read (list-*, events) or write (everything).
+        #[arg(long, value_parser = ["read", "write"])]
+        auth: String,
+    },
+    /// List users and their authorization.
+    List,
+    /// Remove a user.
+    Remove { name: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        listen: cli.listen.clone(),
+        socket: cli.socket.clone(),
+        state_dir: cli.state_dir.clone(),
+        metrics_listen: cli.metrics_listen.clone(),
+    };
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => return fail(format!("configuration: {e}")),
+    };
+    let result = match cli.command {
+        None => run(config),
+        Some(Command::User { action }) => user(&config, action),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(message),
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("ldmd: {message}");
+    ExitCode::FAILURE
+}
+
+fn run(config: Config) -> Result<(), String> {
+    init_logging(&config.log);
+    if let Some(addr) = config.metrics_listen {
+        ldmd::metrics::install_exporter(addr)?;
+    }
+    let metrics_addr = config.metrics_listen;
+    let server = Server::start(config, Box::new(Unsupported)).map_err(|e| e.to_string())?;
+    if server.certificate_generated {
+        tracing::info!(fingerprint = %server.fingerprint, "generated a self-signed TLS certificate");
+    }
+    let xmpp = server
+        .tcp_addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    tracing::info!(xmpp = %xmpp, unix = %server.socket_path.display(), fingerprint = %server.fingerprint, "ldmd ready");
+    // One machine-readable line on stdout, for supervisors and tests.
+    let metrics = metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    println!(
+        "ldmd ready xmpp={} unix={} metrics={} fingerprint={}",
+        if xmpp.is_empty() { "off" } else { &xmpp },
+        server.socket_path.display(),
+        metrics,
+        server.fingerprint
+    );
+    let _ = io::stdout().flush();
+    wait_for_signal()?;
+    tracing::info!("shutting down");
+    server.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("signal runtime: {e}"))?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        Ok(())
+    })
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+fn user(config: &Config, action: UserAction) -> Result<(), String> {
+    let path = config.users_file();
+    let store_error = |e: StoreError| e.to_string();
+    match action {
+        UserAction::Add { name, auth } => {
+            ldmd::auth::store::check_user_name(&name).map_err(store_error)?;
+            let role: Role = auth.parse()?;
+            let password = read_password(&name)?;
+            UserStore::add(&path, &name, role, &password).map_err(store_error)?;
+            eprintln!(
+                "added {name} ({auth}); remote clients log in as {name}@{}",
+                config.domains[0]
+            );
+        }
+        UserAction::List => {
+            let store = UserStore::load(&path).map_err(store_error)?;
+            println!("{:<32} AUTH", "NAME");
+            for user in store.users() {
+                println!("{:<32} {}", user.name, user.auth);
+            }
+        }
+        UserAction::Remove { name } => {
+            UserStore::remove(&path, &name).map_err(store_error)?;
+            eprintln!("removed {name}");
+        }
+    }
+    Ok(())
+}
+
+/// The password: prompted twice without echo on a terminal, else the first line of stdin.
+fn read_password(name: &str) -> Result<Zeroizing<String>, String> {
+    let stdin = io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = Zeroizing::new(String::new());
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("reading the password: {e}"))?;
+        let trimmed = Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned());
+        return Ok(trimmed);
+    }
+    let first = prompt_hidden(&format!("Password for {name}: "))?;
+    let second = prompt_hidden("Again: ")?;
+    if *first != *second {
+        return Err("the passwords differ".into());
+    }
+    Ok(first)
+}
+
+fn prompt_hidden(prompt: &str) -> Result<Zeroizing<String>, String> {
+    eprint!("{prompt}");
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: termios calls on stdin with a zeroed struct they fill in.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    let have_tty = unsafe { libc::tcgetattr(fd, &mut saved) } == 0;
+    if have_tty {
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: as above.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
+    }
+    let mut line = Zeroizing::new(String::new());
+    let read = io::stdin().lock().read_line(&mut line);
+    if have_tty {
+        // SAFETY: restores the settings read above.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    }
+    eprintln!();
+    read.map_err(|e| format!("reading the password: {e}"))?;
+    Ok(Zeroizing::new(
+        line.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
+}

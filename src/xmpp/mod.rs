@@ -14,4 +14,4 @@ mod checklist;
 pub use connection::{Connection, ConnectionConfig, Event};
 pub use error::{SaslFailure, StanzaErrorCondition, StreamError, StreamErrorCondition};
 pub use outbox::Outbox;
-pub use stream::{IdSource, Identity, OsRandom, Peer, Step, Stream, StreamConfig};
+pub use stream::{IdSource, Identity, Peer, Step, Stream, StreamConfig};

@@ -80,7 +80,7 @@ fn stream_ids_are_fresh_at_every_restart_and_client_id_is_ignored() {
 #[test]
 fn production_stream_ids_have_128_bits_and_do_not_repeat() {
     // §4.7.3: ids come from the OS CSPRNG, 16 bytes each.
-    use crate::xmpp::OsRandom;
+    use crate::server::OsRandom;
     let config = config(|_, _| {});
     let config = Arc::new(ConnectionConfig {
         ids: Arc::new(OsRandom),

@@ -52,16 +52,6 @@ pub trait IdSource: Send + Sync + 'static {
     fn fill(&self, bytes: &mut [u8]);
 }
 
-/// The operating system's CSPRNG.
-#[derive(Debug, Default)]
-pub struct OsRandom;
-
-impl IdSource for OsRandom {
-    fn fill(&self, bytes: &mut [u8]) {
-        getrandom::fill(bytes).expect("the OS random number generator is unavailable");
-    }
-}
-
 /// Who is on the other end, decided by the shell from the socket before any byte is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {

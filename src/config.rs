@@ -1,0 +1,549 @@
+//! Configuration: a TOML file (`ldmd --config PATH`), overridden by command-line flags, parsed
+//! once into checked types. Every key, its default and its meaning is in the README; unknown
+//! keys are refused so that a typo is an error, not a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ldm::Role;
+use crate::xml::FramerLimits;
+
+/// The XMPP port of the reference daemon.
+pub const DEFAULT_PORT: u16 = 6482;
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:6482";
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9482";
+pub const DEFAULT_STATE_DIR: &str = "./ldmd-state";
+pub const SOCKET_NAME: &str = "ldmd.sock";
+
+/// The file as written by the operator.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<Vec<String>>,
+    socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    metrics_listen: Option<String>,
+    io_threads: Option<usize>,
+    xmpp_enabled: Option<bool>,
+    domains: Option<Vec<String>>,
+    tcp_loopback_is_local: Option<bool>,
+    log: Option<String>,
+    #[serde(default)]
+    tls: TlsFile,
+    #[serde(default)]
+    auth: AuthFile,
+    #[serde(default)]
+    local_users: BTreeMap<String, String>,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    allow_tls13: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    verifier_threads: Option<usize>,
+    cache_entries_max: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    stanza_bytes_max: Option<usize>,
+    header_bytes_max: Option<usize>,
+    depth_max: Option<u32>,
+    attributes_max: Option<u32>,
+    attribute_value_bytes_max: Option<usize>,
+    name_bytes_max: Option<usize>,
+    sasl_attempts_max: Option<u32>,
+    auth_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    connections_max: Option<usize>,
+    unix_connections_max: Option<usize>,
+    requests_in_flight_max: Option<u32>,
+    send_timeout_secs: Option<u64>,
+    auth_queue_max: Option<usize>,
+    shutdown_drain_secs: Option<u64>,
+}
+
+/// Flags that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Vec<String>,
+    pub socket: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub metrics_listen: Option<String>,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// TCP addresses of the XMPP listener (empty when `xmpp_enabled = false`).
+    pub listen: Vec<SocketAddr>,
+    /// The local Unix socket.
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    /// Where /metrics is served; `None` when turned off.
+    pub metrics_listen: Option<SocketAddr>,
+    pub io_threads: usize,
+    pub xmpp_enabled: bool,
+    /// XMPP domains served, lower case; the first is the default.
+    pub domains: Vec<String>,
+    /// TCP peers on loopback whose uid the kernel reports are local peers.
+    pub tcp_loopback_is_local: bool,
+    /// The log filter (`info`, `ldmd=debug`, ...).
+    pub log: String,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+    /// Roles of local uids other than root (root always has write).
+    pub local_users: BTreeMap<u32, Role>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    /// Both or neither; without them a certificate is generated in the state directory.
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+    pub allow_tls13: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Threads that check passwords (argon2id), off the I/O threads.
+    pub verifier_threads: usize,
+    /// Successful verifications remembered (as keyed digests), so reconnecting clients do not
+    /// pay the hash every time.
+    pub cache_entries_max: usize,
+}
+
+/// Every limit, with its default. Each one that fires is counted in
+/// `ldmd_limit_hits_total{limit="<key>"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub framer: FramerLimits,
+    pub sasl_attempts_max: u32,
+    pub auth_timeout: Duration,
+    /// `None` when `idle_timeout_secs = 0`.
+    pub idle_timeout: Option<Duration>,
+    pub connections_max: usize,
+    pub unix_connections_max: usize,
+    pub requests_in_flight_max: u32,
+    pub send_timeout: Duration,
+    pub auth_queue_max: usize,
+    pub shutdown_drain: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            framer: FramerLimits::default(),
+            sasl_attempts_max: 3,
+            auth_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(900)),
+            connections_max: 16_384,
+            unix_connections_max: 256,
+            requests_in_flight_max: 16,
+            send_timeout: Duration::from_secs(30),
+            auth_queue_max: 256,
+            shutdown_drain: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Loads `path` (if given) and applies the flags.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = match path {
+            None => File::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+        };
+        Config::from_file(file, overrides)
+    }
+
+    /// Parses configuration text (for tests and `--check-config`).
+    pub fn from_toml(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: "<config>".into(),
+            message: e.to_string(),
+        })?;
+        Config::from_file(file, overrides)
+    }
+
+    fn from_file(file: File, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let xmpp_enabled = file.xmpp_enabled.unwrap_or(true);
+        let listen_text = if overrides.listen.is_empty() {
+            file.listen
+                .unwrap_or_else(|| vec![DEFAULT_LISTEN.to_owned()])
+        } else {
+            overrides.listen.clone()
+        };
+        let listen = if xmpp_enabled {
+            listen_text
+                .iter()
+                .map(|a| parse_addr("listen", a))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
+        let state_dir = overrides
+            .state_dir
+            .clone()
+            .or(file.state_dir)
+            .unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+        let socket = overrides
+            .socket
+            .clone()
+            .or(file.socket)
+            .unwrap_or_else(|| state_dir.join(SOCKET_NAME));
+        let metrics_text = overrides
+            .metrics_listen
+            .clone()
+            .or(file.metrics_listen)
+            .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_owned());
+        let metrics_listen = match metrics_text.trim() {
+            "" | "off" | "none" => None,
+            addr => Some(parse_addr("metrics_listen", addr)?),
+        };
+        let io_threads = match file.io_threads.unwrap_or(0) {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n if n > 256 => return Err(invalid("io_threads", "at most 256")),
+            n => n,
+        };
+        let domains = match file.domains {
+            Some(domains) if domains.is_empty() => {
+                return Err(invalid("domains", "at least one domain is required"));
+            }
+            Some(domains) => domains,
+            None => default_domains(),
+        };
+        let domains = domains
+            .into_iter()
+            .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
+            .collect::<Vec<_>>();
+        if let Some(bad) = domains
+            .iter()
+            .find(|d| !crate::xmpp::jid::is_valid_domain(d))
+        {
+            return Err(invalid("domains", format!("'{bad}' is not a valid domain")));
+        }
+        let cert_and_key = match (file.tls.cert_file, file.tls.key_file) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "tls",
+                    "set both cert_file and key_file, or neither",
+                ));
+            }
+        };
+        let mut local_users = BTreeMap::new();
+        for (uid, role) in file.local_users {
+            let uid: u32 = uid
+                .parse()
+                .map_err(|_| invalid("local_users", format!("'{uid}' is not a numeric uid")))?;
+            let role: Role = role
+                .parse()
+                .map_err(|e: String| invalid("local_users", e))?;
+            local_users.insert(uid, role);
+        }
+        let auth = AuthConfig {
+            verifier_threads: file.auth.verifier_threads.unwrap_or(2).clamp(1, 64),
+            cache_entries_max: file.auth.cache_entries_max.unwrap_or(4096),
+        };
+        Ok(Config {
+            listen,
+            socket,
+            state_dir,
+            metrics_listen,
+            io_threads,
+            xmpp_enabled,
+            domains,
+            tcp_loopback_is_local: file.tcp_loopback_is_local.unwrap_or(true),
+            log: file.log.unwrap_or_else(|| "info".to_owned()),
+            tls: TlsConfig {
+                cert_and_key,
+                allow_tls13: file.tls.allow_tls13.unwrap_or(false),
+            },
+            auth,
+            local_users,
+            limits: limits(file.limits)?,
+        })
+    }
+
+    /// The role of a local peer: root writes, mapped uids get their role, others nothing.
+    pub fn local_role(&self, uid: u32) -> Role {
+        if uid == 0 {
+            return Role::Write;
+        }
+        self.local_users.get(&uid).copied().unwrap_or(Role::None)
+    }
+
+    /// Where the user store lives.
+    pub fn users_file(&self) -> PathBuf {
+        self.state_dir.join("users.toml")
+    }
+}
+
+fn limits(file: LimitsFile) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let positive = |key: &'static str, value: Option<usize>, default: usize| match value {
+        Some(0) => Err(invalid(key, "must be at least 1")),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    };
+    let framer = FramerLimits {
+        stanza_bytes_max: positive(
+            "limits.stanza_bytes_max",
+            file.stanza_bytes_max,
+            d.framer.stanza_bytes_max,
+        )?,
+        header_bytes_max: positive(
+            "limits.header_bytes_max",
+            file.header_bytes_max,
+            d.framer.header_bytes_max,
+        )?,
+        depth_max: positive(
+            "limits.depth_max",
+            file.depth_max.map(|v| v as usize),
+            d.framer.depth_max as usize,
+        )? as u32,
+        attributes_max: positive(
+            "limits.attributes_max",
+            file.attributes_max.map(|v| v as usize),
+            d.framer.attributes_max as usize,
+        )? as u32,
+        attribute_value_bytes_max: positive(
+            "limits.attribute_value_bytes_max",
+            file.attribute_value_bytes_max,
+            d.framer.attribute_value_bytes_max,
+        )?,
+        name_bytes_max: positive(
+            "limits.name_bytes_max",
+            file.name_bytes_max,
+            d.framer.name_bytes_max,
+        )?,
+    };
+    if framer.header_bytes_max < 256 {
+        return Err(invalid(
+            "limits.header_bytes_max",
+            "at least 256 bytes are needed for a stream header",
+        ));
+    }
+    let sasl_attempts_max = file.sasl_attempts_max.unwrap_or(d.sasl_attempts_max);
+    if !(1..=5).contains(&sasl_attempts_max) {
+        return Err(invalid(
+            "limits.sasl_attempts_max",
+            "between 1 and 5 (RFC 6120 §6.4.5)",
+        ));
+    }
+    let secs = |key: &'static str, value: Option<u64>, default: Duration| match value {
+        Some(0) => Err(invalid(key, "must be at least 1 second")),
+        Some(v) => Ok(Duration::from_secs(v)),
+        None => Ok(default),
+    };
+    Ok(Limits {
+        framer,
+        sasl_attempts_max,
+        auth_timeout: secs(
+            "limits.auth_timeout_secs",
+            file.auth_timeout_secs,
+            d.auth_timeout,
+        )?,
+        idle_timeout: match file.idle_timeout_secs {
+            Some(0) => None,
+            Some(v) => Some(Duration::from_secs(v)),
+            None => d.idle_timeout,
+        },
+        connections_max: positive(
+            "limits.connections_max",
+            file.connections_max,
+            d.connections_max,
+        )?,
+        unix_connections_max: positive(
+            "limits.unix_connections_max",
+            file.unix_connections_max,
+            d.unix_connections_max,
+        )?,
+        requests_in_flight_max: positive(
+            "limits.requests_in_flight_max",
+            file.requests_in_flight_max.map(|v| v as usize),
+            d.requests_in_flight_max as usize,
+        )? as u32,
+        send_timeout: secs(
+            "limits.send_timeout_secs",
+            file.send_timeout_secs,
+            d.send_timeout,
+        )?,
+        auth_queue_max: positive(
+            "limits.auth_queue_max",
+            file.auth_queue_max,
+            d.auth_queue_max,
+        )?,
+        shutdown_drain: secs(
+            "limits.shutdown_drain_secs",
+            file.shutdown_drain_secs,
+            d.shutdown_drain,
+        )?,
+    })
+}
+
+/// `host:port`, or a bare host with the default port.
+fn parse_addr(key: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = text
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
+        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+    }
+    Err(invalid(
+        key,
+        format!("'{text}' is not an address like 127.0.0.1:6482 or [::1]:6482"),
+    ))
+}
+
+/// The host's name and `localhost`.
+fn default_domains() -> Vec<String> {
+    let host = gethostname::gethostname()
+        .to_string_lossy()
+        .trim()
+        .to_ascii_lowercase();
+    let mut domains = Vec::new();
+    if !host.is_empty() && host != "localhost" && crate::xmpp::jid::is_valid_domain(&host) {
+        domains.push(host);
+    }
+    domains.push("localhost".to_owned());
+    domains
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_loopback_only_with_the_standard_port() {
+        let config = Config::from_toml("", &Overrides::default()).unwrap();
+        assert_eq!(config.listen, ["127.0.0.1:6482".parse().unwrap()]);
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9482".parse().unwrap())
+        );
+        assert_eq!(config.state_dir, PathBuf::from("./ldmd-state"));
+        assert_eq!(config.socket, PathBuf::from("./ldmd-state/ldmd.sock"));
+        assert!(config.domains.contains(&"localhost".to_owned()));
+        assert!(config.xmpp_enabled);
+        assert!(!config.tls.allow_tls13);
+        assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let overrides = Overrides {
+            listen: vec!["[::1]:7000".into()],
+            socket: Some("/tmp/x.sock".into()),
+            state_dir: Some("/var/lib/ldmd".into()),
+            metrics_listen: Some("off".into()),
+        };
+        let config =
+            Config::from_toml("listen = ['0.0.0.0:6482']\nstate_dir = '/a'", &overrides).unwrap();
+        assert_eq!(config.listen, ["[::1]:7000".parse().unwrap()]);
+        assert_eq!(config.socket, PathBuf::from("/tmp/x.sock"));
+        assert_eq!(config.state_dir, PathBuf::from("/var/lib/ldmd"));
+        assert_eq!(config.metrics_listen, None);
+    }
+
+    #[test]
+    fn xmpp_disabled_means_no_tcp_listener() {
+        let config = Config::from_toml("xmpp_enabled = false", &Overrides::default()).unwrap();
+        assert!(config.listen.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = Config::from_toml("lisen = []", &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lisen"), "{err}");
+        let err = Config::from_toml("[limits]\nsasl_attempts_max = 9", &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.sasl_attempts_max"), "{err}");
+        let err = Config::from_toml("listen = ['nowhere']", &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
+        let err = Config::from_toml("[tls]\ncert_file = 'a.pem'", &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key_file"), "{err}");
+        let err = Config::from_toml("[local_users]\nbob = 'read'", &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("uid"), "{err}");
+    }
+
+    #[test]
+    fn local_roles() {
+        let config = Config::from_toml(
+            "[local_users]\n1000 = 'read'\n1001 = 'write'",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.local_role(0), Role::Write);
+        assert_eq!(config.local_role(1000), Role::Read);
+        assert_eq!(config.local_role(1001), Role::Write);
+        assert_eq!(config.local_role(4242), Role::None);
+    }
+
+    #[test]
+    fn idle_timeout_zero_disables_it() {
+        let config =
+            Config::from_toml("[limits]\nidle_timeout_secs = 0", &Overrides::default()).unwrap();
+        assert_eq!(config.limits.idle_timeout, None);
+    }
+}

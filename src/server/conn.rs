@@ -1,0 +1,348 @@
+//! The connection actor: one task per connection, driving a pure [`Connection`].
+//!
+//! Reads: the actor waits for readability through the runtime's reactor without lending any
+//! buffer, then borrows a pooled buffer, receives with `MSG_DONTWAIT`, lets the connection
+//! consume what it can and returns the buffer as soon as nothing partial remains. An io_uring
+//! read would have to own a buffer for as long as the peer stays silent (tokio-uring 0.5 has no
+//! provided-buffer rings), which would cost an idle connection its whole buffer.
+//!
+//! Writes go through io_uring with an owned pooled buffer, one write per `poll_transmit`, under
+//! the send timeout. Answers from other threads arrive in the inbox, with a notification.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::time::Instant;
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use crate::auth::verifier::{Busy, Reply, VerifyRequest};
+use crate::limits::Limit;
+use crate::server::dispatch::{ConnKey, Request, ToIo};
+use crate::server::io_thread::{BUFFER_BYTES, ConnShared, Inbound, ThreadCtx};
+use crate::xmpp::connection::{Connection, Event};
+use crate::xmpp::error::{SaslFailure, StreamError, StreamErrorCondition};
+use crate::xmpp::stream::Peer;
+
+/// The smallest free space worth a receive call; below it the buffer grows.
+const READ_ROOM_MIN: usize = 4096;
+
+pub enum Transport {
+    Tcp(tokio_uring::net::TcpStream),
+    Unix(tokio_uring::net::UnixStream),
+}
+
+impl Transport {
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Transport::Tcp(s) => s.as_raw_fd(),
+            Transport::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    async fn write_all(&self, buffer: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        match self {
+            Transport::Tcp(s) => s.write_all(buffer).await,
+            Transport::Unix(s) => s.write_all(buffer).await,
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Transport::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Transport::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+
+    fn is_unix(&self) -> bool {
+        matches!(self, Transport::Unix(_))
+    }
+}
+
+/// Runs one connection to its end. `refused`: the connection is over a limit and is told so.
+pub async fn run(
+    ctx: Rc<ThreadCtx>,
+    transport: Transport,
+    peer: Peer,
+    refused: Option<StreamError>,
+) {
+    let counted = refused.is_none();
+    let (key, shared) = ctx.register();
+    let mut actor = Actor {
+        core: Box::new(Connection::new(
+            ctx.shared.connection.clone(),
+            peer,
+            Instant::now(),
+        )),
+        ctx: ctx.clone(),
+        key,
+        shared,
+        drain_deadline: None,
+    };
+    if let Some(error) = refused {
+        actor.core.handle_error(Instant::now(), error);
+    } else if ctx.shutting_down.get() {
+        actor.core.handle_shutdown(Instant::now());
+    }
+    // SAFETY: `transport` owns the fd and outlives `readiness`, which is dropped at the end of
+    // this match, before the socket is shut down and closed.
+    match unsafe { AsyncFd::register_with_interest(transport.raw_fd(), Interest::READABLE) } {
+        Ok(readiness) => actor.serve(&transport, &readiness).await,
+        Err(e) => tracing::warn!(error = %e, "cannot watch the socket"),
+    }
+    transport.shutdown();
+    actor.finish();
+    ctx.release(key);
+    let metrics = ctx.shared.metrics;
+    if counted {
+        use std::sync::atomic::Ordering;
+        if transport.is_unix() {
+            ctx.shared.unix_open.fetch_sub(1, Ordering::AcqRel);
+            metrics.open_unix.decrement(1.0);
+        } else {
+            ctx.shared.tcp_open.fetch_sub(1, Ordering::AcqRel);
+            metrics.open_tcp.decrement(1.0);
+        }
+    }
+}
+
+struct Actor {
+    core: Box<Connection>,
+    ctx: Rc<ThreadCtx>,
+    key: ConnKey,
+    shared: Rc<ConnShared>,
+    /// After shutdown began: when to stop waiting for documents in flight.
+    drain_deadline: Option<Instant>,
+}
+
+/// Why the loop stopped reading the socket.
+enum Wake {
+    Readable,
+    Inbox,
+    Timer,
+}
+
+impl Actor {
+    async fn serve(&mut self, transport: &Transport, readiness: &AsyncFd<RawFd>) {
+        let mut peer_done = false;
+        loop {
+            self.handle_events().await;
+            if !self.transmit(transport).await {
+                return;
+            }
+            if self.core.is_finished() {
+                return;
+            }
+            let deadline = match (self.core.poll_timeout(), self.drain_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let read = self.core.wants_input() && !peer_done;
+            let wake = tokio::select! {
+                biased;
+                _ = self.shared.notify.notified() => Wake::Inbox,
+                _ = readiness.readable(), if read => Wake::Readable,
+                _ = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
+            };
+            let now = Instant::now();
+            match wake {
+                Wake::Inbox => self.deliver(now),
+                Wake::Timer => {
+                    self.core.handle_timeout(now);
+                    if self.drain_deadline.is_some_and(|d| now >= d) {
+                        self.drain_deadline = None;
+                        self.core.handle_error(
+                            now,
+                            StreamError::new(StreamErrorCondition::SystemShutdown),
+                        );
+                    }
+                }
+                Wake::Readable => match self.read(readiness) {
+                    ReadOutcome::Data | ReadOutcome::Nothing => {}
+                    ReadOutcome::Eof => {
+                        peer_done = true;
+                        self.core.handle_eof(now);
+                    }
+                    ReadOutcome::Dead => return,
+                },
+            }
+        }
+    }
+
+    /// One receive into the connection's buffer.
+    fn read(&mut self, readiness: &AsyncFd<RawFd>) -> ReadOutcome {
+        let buffer = self.core.input_buffer();
+        if buffer.capacity() == 0 {
+            *buffer = self.ctx.pool.borrow_mut().take();
+        }
+        if buffer.capacity() - buffer.len() < READ_ROOM_MIN {
+            buffer.reserve(BUFFER_BYTES);
+        }
+        // try_io clears the readiness flag when recv finds nothing (a stale wake-up).
+        let outcome = readiness.try_io(Interest::READABLE, |fd| receive(*fd, buffer));
+        let outcome = match outcome {
+            Ok(0) => ReadOutcome::Eof,
+            Ok(_) => {
+                self.core.handle_input(Instant::now());
+                ReadOutcome::Data
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::Nothing,
+            Err(_) => ReadOutcome::Dead, // reset: nobody to answer
+        };
+        if let Some(empty) = self.core.take_empty_input_buffer() {
+            self.ctx.pool.borrow_mut().give(empty);
+        }
+        outcome
+    }
+
+    /// Writes everything the connection has to send, one `poll_transmit` per write.
+    async fn transmit(&mut self, transport: &Transport) -> bool {
+        let send_timeout = self.ctx.shared.config.limits.send_timeout;
+        loop {
+            let mut buffer = self.ctx.pool.borrow_mut().take();
+            if !self.core.poll_transmit(&mut buffer) {
+                self.ctx.pool.borrow_mut().give(buffer);
+                return true;
+            }
+            match tokio::time::timeout(send_timeout, transport.write_all(buffer)).await {
+                Ok((Ok(()), buffer)) => self.ctx.pool.borrow_mut().give(buffer),
+                Ok((Err(_), buffer)) => {
+                    self.ctx.pool.borrow_mut().give(buffer);
+                    return false;
+                }
+                Err(_) => {
+                    // The peer stopped reading. The write still owns its buffer; the socket's
+                    // shutdown by our caller ends it. The pool lends another next time.
+                    self.ctx.pool.borrow_mut().forget_one();
+                    self.ctx
+                        .shared
+                        .metrics
+                        .limit_hit(Limit::SendTimeout)
+                        .increment(1);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Acts on what the connection asks for.
+    async fn handle_events(&mut self) {
+        let metrics = self.ctx.shared.metrics;
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::Verify(credentials) => self.verify(credentials),
+                Event::Document(document, role) => {
+                    metrics.documents.increment(1);
+                    let request = Request {
+                        document,
+                        role,
+                        reply_to: self.key,
+                        received: Instant::now(),
+                    };
+                    // Waits while the handler is busy: back-pressure for this connection only.
+                    if self.ctx.handler.send(request).await.is_err() {
+                        let error = StreamError::with_text(
+                            StreamErrorCondition::InternalServerError,
+                            "the LDM handler stopped",
+                        );
+                        self.core.handle_error(Instant::now(), error);
+                    }
+                }
+                Event::TlsEstablished => metrics.tls_established.increment(1),
+                Event::TlsFailed => metrics.tls_failed.increment(1),
+                Event::Authenticated => metrics.sasl_success.increment(1),
+                Event::AuthFailed(failure) => metrics.sasl_failure(failure).increment(1),
+                Event::StreamError(condition, limit) => {
+                    metrics.stream_error(condition).increment(1);
+                    if let Some(limit) = limit {
+                        metrics.limit_hit(limit).increment(1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a password check to the verifier pool; its verdict comes back through the mailbox.
+    fn verify(&mut self, credentials: crate::xmpp::sasl::PlainCredentials) {
+        let mailbox = self.ctx.mailbox.clone();
+        let key = self.key;
+        let reply: Reply = Box::new(move |verdict| {
+            let _ = mailbox.blocking_send(ToIo::AuthVerdict { key, verdict });
+        });
+        if let Err(Busy(_)) = self
+            .ctx
+            .shared
+            .verifier
+            .submit(VerifyRequest { credentials, reply })
+        {
+            self.ctx
+                .shared
+                .metrics
+                .limit_hit(Limit::AuthQueue)
+                .increment(1);
+            self.core
+                .handle_auth_result(Instant::now(), Err(SaslFailure::TemporaryAuthFailure));
+        }
+    }
+
+    /// Everything the router left in the inbox.
+    fn deliver(&mut self, now: Instant) {
+        loop {
+            let Some(message) = self.shared.inbox.borrow_mut().pop_front() else {
+                return;
+            };
+            match message {
+                Inbound::Response(response) => self.core.handle_response(now, &response),
+                Inbound::AuthVerdict(verdict) => self.core.handle_auth_result(now, verdict),
+                Inbound::Shutdown => {
+                    self.core.handle_shutdown(now);
+                    self.drain_deadline = Some(now + self.ctx.shared.config.limits.shutdown_drain);
+                }
+            }
+        }
+    }
+
+    /// Gives back a buffer still lent to the connection.
+    fn finish(&mut self) {
+        self.core.input_buffer().clear();
+        if let Some(buffer) = self.core.take_empty_input_buffer() {
+            self.ctx.pool.borrow_mut().give(buffer);
+        }
+    }
+}
+
+enum ReadOutcome {
+    Data,
+    Nothing,
+    Eof,
+    Dead,
+}
+
+/// `recv(MSG_DONTWAIT)` into the spare capacity of `buffer`.
+fn receive(fd: RawFd, buffer: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buffer.spare_capacity_mut();
+    // SAFETY: the kernel writes at most `spare.len()` bytes into memory we own; we then mark
+    // exactly the bytes written as initialized.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: `n` bytes after the current length were initialized by recv.
+    unsafe { buffer.set_len(buffer.len() + n) };
+    Ok(n)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+    }
+}

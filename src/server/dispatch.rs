@@ -1,0 +1,69 @@
+//! The handler thread, and the messages that cross between threads.
+//!
+//! Connections hand LDM documents to one handler thread through a bounded channel (a full
+//! channel makes the sending connection wait, which stops its reads: back-pressure reaches the
+//! client through TCP). Answers go back to the connection's I/O thread through that thread's
+//! bounded mailbox, tagged with the connection's key; a router task there delivers them.
+
+use std::io;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::ldm::handler::DocumentHandler;
+use crate::ldm::{Document, Response, Role};
+use crate::xmpp::error::SaslFailure;
+use crate::xmpp::stream::Identity;
+
+/// A connection on some I/O thread: slab index plus a generation, so that an answer for a
+/// closed connection never reaches a new one that reused the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnKey {
+    pub thread: usize,
+    pub index: usize,
+    pub generation: u64,
+}
+
+/// A document for the handler.
+pub struct Request {
+    pub document: Document,
+    pub role: Role,
+    pub reply_to: ConnKey,
+    pub received: Instant,
+}
+
+/// Messages to an I/O thread.
+pub enum ToIo {
+    Response {
+        key: ConnKey,
+        response: Response,
+    },
+    AuthVerdict {
+        key: ConnKey,
+        verdict: Result<Identity, SaslFailure>,
+    },
+    /// Stop accepting, drain every stream, and end the thread.
+    Shutdown,
+}
+
+/// Runs `handler` on its own thread until every request sender is gone.
+pub fn spawn_handler(
+    mut handler: Box<dyn DocumentHandler>,
+    mut requests: mpsc::Receiver<Request>,
+    mailboxes: Vec<mpsc::Sender<ToIo>>,
+) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("ldmd-handler".into())
+        .spawn(move || {
+            let mut batch = Vec::with_capacity(64);
+            while requests.blocking_recv_many(&mut batch, 64) > 0 {
+                for request in batch.drain(..) {
+                    let response = handler.handle(&request.document, request.role);
+                    let key = request.reply_to;
+                    // The thread may be gone already (shutting down): the answer has nowhere to go.
+                    let _ = mailboxes[key.thread].blocking_send(ToIo::Response { key, response });
+                }
+            }
+        })
+}

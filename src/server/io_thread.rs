@@ -1,0 +1,384 @@
+//! One I/O thread: a tokio-uring runtime with its own listeners, its connection table (a slab),
+//! its buffer pool, and a router task that delivers answers from other threads.
+//!
+//! ```text
+//!   accept (io_uring) ──spawn──▶ connection actor ──document──▶ handler thread
+//!                                   ▲    ▲                          │
+//!                 inbox + notify ───┘    └── password check ── verifier threads
+//!   mailbox ──▶ router ──(slab key, generation)──▶ inbox           │      │
+//!      ▲________________________________________________________________/
+//! ```
+//!
+//! Nothing here blocks: the thread only waits in the runtime.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+use tokio::sync::{Notify, mpsc};
+
+use crate::auth::Verifier;
+use crate::auth::peercred::{self, SockDiag};
+use crate::config::Config;
+use crate::ldm::Response;
+use crate::limits::Limit;
+use crate::metrics::Metrics;
+use crate::server::conn::{self, Transport};
+use crate::server::dispatch::{ConnKey, Request, ToIo};
+use crate::server::pool::BufferPool;
+use crate::xmpp::connection::ConnectionConfig;
+use crate::xmpp::error::{SaslFailure, StreamError, StreamErrorCondition};
+use crate::xmpp::stream::{Identity, Peer};
+
+/// Standard size of pooled buffers: a full TLS record (16 KiB + 325) fits with room to spare.
+pub const BUFFER_BYTES: usize = 32 * 1024;
+/// Idle buffers each thread keeps.
+const POOLED_BUFFERS_MAX: usize = 256;
+
+/// State shared by all I/O threads.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub connection: Arc<ConnectionConfig>,
+    pub verifier: Verifier,
+    pub tcp_open: AtomicUsize,
+    pub unix_open: AtomicUsize,
+    pub metrics: &'static Metrics,
+}
+
+/// What a thread starts with.
+pub struct ThreadSetup {
+    pub index: usize,
+    pub tcp: Vec<std::net::TcpListener>,
+    pub unix: Option<std::os::unix::net::UnixListener>,
+    pub mailbox: mpsc::Sender<ToIo>,
+    pub mailbox_rx: mpsc::Receiver<ToIo>,
+    pub handler: mpsc::Sender<Request>,
+    pub shared: Arc<Shared>,
+}
+
+/// Something delivered to a connection by the router.
+pub enum Inbound {
+    Response(Response),
+    AuthVerdict(Result<Identity, SaslFailure>),
+    Shutdown,
+}
+
+/// A connection's side of the table: its inbox and the notification that wakes it.
+#[derive(Default)]
+pub struct ConnShared {
+    pub inbox: RefCell<VecDeque<Inbound>>,
+    pub notify: Notify,
+}
+
+struct Slot {
+    generation: u64,
+    shared: Rc<ConnShared>,
+}
+
+/// Per-thread context, shared by the thread's tasks (single-threaded: `Rc` and `RefCell`;
+/// no borrow is ever held across an await).
+pub struct ThreadCtx {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    pub mailbox: mpsc::Sender<ToIo>,
+    pub handler: mpsc::Sender<Request>,
+    pub pool: RefCell<BufferPool>,
+    slots: RefCell<Slab<Slot>>,
+    next_generation: Cell<u64>,
+    sock_diag: RefCell<Option<SockDiag>>,
+    listener_fds: RefCell<Vec<RawFd>>,
+    pub shutting_down: Cell<bool>,
+    /// Notified whenever a connection leaves the table (the router is its only waiter).
+    slot_freed: Notify,
+    /// Wakes the Unix accept loop at shutdown.
+    stop_accepting: Notify,
+}
+
+/// Runs the thread until shutdown has drained its connections.
+pub fn run(setup: ThreadSetup) {
+    tokio_uring::start(async move {
+        let metrics = setup.shared.metrics;
+        let ctx = Rc::new(ThreadCtx {
+            index: setup.index,
+            shared: setup.shared,
+            mailbox: setup.mailbox,
+            handler: setup.handler,
+            pool: RefCell::new(BufferPool::new(BUFFER_BYTES, POOLED_BUFFERS_MAX, metrics)),
+            slots: RefCell::new(Slab::new()),
+            next_generation: Cell::new(0),
+            sock_diag: RefCell::new(None),
+            listener_fds: RefCell::new(Vec::new()),
+            shutting_down: Cell::new(false),
+            slot_freed: Notify::new(),
+            stop_accepting: Notify::new(),
+        });
+        for listener in setup.tcp {
+            let listener = tokio_uring::net::TcpListener::from_std(listener);
+            ctx.listener_fds.borrow_mut().push(listener.as_raw_fd());
+            tokio_uring::spawn(accept_tcp(ctx.clone(), listener));
+        }
+        if let Some(unix) = setup.unix {
+            tokio_uring::spawn(accept_unix(ctx.clone(), unix));
+        }
+        route(&ctx, setup.mailbox_rx).await;
+    });
+}
+
+/// Delivers mailbox messages to connections; on shutdown, drains and returns.
+async fn route(ctx: &Rc<ThreadCtx>, mut mailbox: mpsc::Receiver<ToIo>) {
+    let mut batch = Vec::with_capacity(64);
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        if drain_until.is_some() && ctx.slots.borrow().is_empty() {
+            return;
+        }
+        let deadline = drain_until.map(tokio::time::Instant::from_std);
+        tokio::select! {
+            received = mailbox.recv_many(&mut batch, 64) => {
+                if received == 0 {
+                    return; // every sender is gone
+                }
+                for message in batch.drain(..) {
+                    match message {
+                        ToIo::Response { key, response } => ctx.deliver(key, Inbound::Response(response)),
+                        ToIo::AuthVerdict { key, verdict } => ctx.deliver(key, Inbound::AuthVerdict(verdict)),
+                        ToIo::Shutdown if drain_until.is_none() => {
+                            let drain = ctx.shared.config.limits.shutdown_drain;
+                            // Connections get the drain time; the thread a little more to close.
+                            drain_until = Some(Instant::now() + drain + Duration::from_secs(1));
+                            ctx.begin_shutdown();
+                        }
+                        ToIo::Shutdown => {}
+                    }
+                }
+            }
+            _ = ctx.slot_freed.notified(), if drain_until.is_some() => {}
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                tracing::warn!(thread = ctx.index, left = ctx.slots.borrow().len(), "shutdown drain timed out; closing the rest");
+                return;
+            }
+        }
+    }
+}
+
+impl ThreadCtx {
+    fn deliver(&self, key: ConnKey, message: Inbound) {
+        let slots = self.slots.borrow();
+        if let Some(slot) = slots
+            .get(key.index)
+            .filter(|s| s.generation == key.generation)
+        {
+            slot.shared.inbox.borrow_mut().push_back(message);
+            slot.shared.notify.notify_one();
+        }
+    }
+
+    /// Stops accepting and asks every connection to close.
+    fn begin_shutdown(&self) {
+        self.shutting_down.set(true);
+        for fd in self.listener_fds.borrow().iter() {
+            // A pending io_uring accept is not woken by close(); shutdown() ends it with EINVAL.
+            // SAFETY: the fd belongs to a listener owned by this thread's accept task.
+            unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
+        }
+        // The accept loop is parked in its select (this thread runs one task at a time).
+        self.stop_accepting.notify_waiters();
+        for (_, slot) in self.slots.borrow().iter() {
+            slot.shared.inbox.borrow_mut().push_back(Inbound::Shutdown);
+            slot.shared.notify.notify_one();
+        }
+    }
+
+    /// Registers a connection; the actor removes itself with `release`.
+    pub fn register(&self) -> (ConnKey, Rc<ConnShared>) {
+        let generation = self.next_generation.get();
+        self.next_generation.set(generation + 1);
+        let shared = Rc::new(ConnShared::default());
+        let index = self.slots.borrow_mut().insert(Slot {
+            generation,
+            shared: shared.clone(),
+        });
+        (
+            ConnKey {
+                thread: self.index,
+                index,
+                generation,
+            },
+            shared,
+        )
+    }
+
+    pub fn release(&self, key: ConnKey) {
+        let mut slots = self.slots.borrow_mut();
+        if slots
+            .get(key.index)
+            .is_some_and(|s| s.generation == key.generation)
+        {
+            slots.remove(key.index);
+        }
+        drop(slots);
+        self.slot_freed.notify_one();
+    }
+
+    /// A local TCP peer is one on loopback whose socket's owner the kernel reports.
+    fn tcp_peer(&self, peer: SocketAddr, local: SocketAddr) -> Peer {
+        let config = &self.shared.config;
+        if !config.tcp_loopback_is_local || !peercred::is_loopback_pair(peer, local) {
+            return Peer::Remote;
+        }
+        let mut diag = self.sock_diag.borrow_mut();
+        if diag.is_none() {
+            match SockDiag::new() {
+                Ok(d) => *diag = Some(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sock_diag unavailable; loopback peers must authenticate");
+                    return Peer::Remote;
+                }
+            }
+        }
+        match diag.as_mut().map(|d| d.tcp_peer_uid(peer, local)) {
+            Some(Ok(Some(uid))) => Peer::Local {
+                uid,
+                role: config.local_role(uid),
+            },
+            Some(Ok(None)) => Peer::Remote,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "sock_diag lookup failed");
+                *diag = None; // reopen next time
+                Peer::Remote
+            }
+            None => Peer::Remote,
+        }
+    }
+}
+
+async fn accept_tcp(ctx: Rc<ThreadCtx>, listener: tokio_uring::net::TcpListener) {
+    let local = listener.local_addr().ok();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(_) if ctx.shutting_down.get() => return,
+            Err(e) => {
+                // EMFILE and friends: wait a little rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if ctx.shutting_down.get() {
+            return;
+        }
+        let shared = &ctx.shared;
+        shared.metrics.accepted_tcp.increment(1);
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+        let refused = over_limit(
+            &shared.tcp_open,
+            shared.config.limits.connections_max,
+            Limit::Connections,
+        );
+        let peer = match (refused.is_some(), local) {
+            (false, Some(local)) => ctx.tcp_peer(peer, local),
+            _ => Peer::Remote,
+        };
+        if refused.is_none() {
+            shared.metrics.open_tcp.increment(1.0);
+        }
+        tokio_uring::spawn(conn::run(
+            ctx.clone(),
+            Transport::Tcp(stream),
+            peer,
+            refused,
+        ));
+    }
+}
+
+async fn accept_unix(ctx: Rc<ThreadCtx>, listener: std::os::unix::net::UnixListener) {
+    // tokio-uring's UnixListener::bind fails on Linux ≥ 6.12.9: accept with tokio, then hand
+    // each stream to tokio-uring.
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixListener::from_std(listener))
+    {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "unix listener");
+            return;
+        }
+    };
+    loop {
+        if ctx.shutting_down.get() {
+            return;
+        }
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = ctx.stop_accepting.notified() => return,
+        };
+        if ctx.shutting_down.get() {
+            return;
+        }
+        let stream = match accepted.and_then(|(s, _)| s.into_std()) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "unix accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // io_uring honours O_NONBLOCK (writes would fail with EAGAIN): back to blocking mode;
+        // reads use MSG_DONTWAIT.
+        if let Err(e) = stream.set_nonblocking(false) {
+            tracing::warn!(error = %e, "unix stream mode");
+            continue;
+        }
+        let shared = &ctx.shared;
+        shared.metrics.accepted_unix.increment(1);
+        let refused = over_limit(
+            &shared.unix_open,
+            shared.config.limits.unix_connections_max,
+            Limit::UnixConnections,
+        );
+        let peer = match peercred::unix_peer_uid(stream.as_raw_fd()) {
+            Ok(uid) => Peer::Local {
+                uid,
+                role: shared.config.local_role(uid),
+            },
+            Err(_) => Peer::Local {
+                uid: u32::MAX,
+                role: crate::ldm::Role::None,
+            },
+        };
+        if refused.is_none() {
+            shared.metrics.open_unix.increment(1.0);
+        }
+        let stream = tokio_uring::net::UnixStream::from_std(stream);
+        tokio_uring::spawn(conn::run(
+            ctx.clone(),
+            Transport::Unix(stream),
+            peer,
+            refused,
+        ));
+    }
+}
+
+/// Counts the connection in `open`, or returns the error to refuse it with.
+fn over_limit(open: &AtomicUsize, max: usize, limit: Limit) -> Option<StreamError> {
+    let previous = open.fetch_add(1, Ordering::AcqRel);
+    if previous < max {
+        return None;
+    }
+    open.fetch_sub(1, Ordering::AcqRel);
+    // Counted by the actor when it sends this error, like every limit.
+    Some(StreamError::limit(
+        StreamErrorCondition::ResourceConstraint,
+        limit,
+        "too many connections",
+    ))
+}
