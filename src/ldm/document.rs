@@ -231,3 +231,44 @@ impl std::str::FromStr for Role {
         }
     }
 }
+
+/// The role an action needs (ldm-xml-interface.md §3): read for every `list-*` action and
+/// event (un)registration, write for everything else.
+pub fn required_role(action: &str) -> Role {
+    if action.starts_with("list-") || action.starts_with("reg-") || action.starts_with("unreg-") {
+        Role::Read
+    } else {
+        Role::Write
+    }
+}
+
+/// Whether `role` may run `action`; the refusal is the reply's `resp_msg`.
+pub fn authorize(action: &str, role: Role) -> Result<(), String> {
+    let required = required_role(action);
+    if role >= required {
+        Ok(())
+    } else {
+        Err(format!(
+            "Not authorized: '{action}' requires {} authorization",
+            required.as_str()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_need_read_and_everything_else_needs_write() {
+        assert_eq!(required_role("list-domain"), Role::Read);
+        assert_eq!(required_role("reg-domain-events"), Role::Read);
+        assert_eq!(required_role("unreg-all-events"), Role::Read);
+        assert_eq!(required_role("add-domain"), Role::Write);
+        assert_eq!(required_role("cancel-operation"), Role::Write);
+        assert!(authorize("list-domain", Role::Read).is_ok());
+        assert!(authorize("add-domain", Role::Read).is_err());
+        assert!(authorize("list-domain", Role::None).is_err());
+        assert!(authorize("add-domain", Role::Write).is_ok());
+    }
+}

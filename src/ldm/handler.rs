@@ -5,7 +5,9 @@
 //! real handler; until it exists, [`Unsupported`] answers every cmd with a `failure` naming the
 //! action, so clients see well-formed replies at all three levels of §2.1.
 
-use crate::ldm::document::{CmdResponse, DataResponse, Document, Response, Role, Status};
+use crate::ldm::document::{
+    CmdResponse, DataResponse, Document, Response, Role, Status, authorize,
+};
 
 /// Answers one document at a time. Called on the handler's own thread, never on an I/O thread.
 pub trait DocumentHandler: Send + 'static {
@@ -17,10 +19,13 @@ pub trait DocumentHandler: Send + 'static {
 pub struct Unsupported;
 
 impl DocumentHandler for Unsupported {
-    fn handle(&mut self, document: &Document, _role: Role) -> Response {
+    fn handle(&mut self, document: &Document, role: Role) -> Response {
         respond_to_each_cmd(document, |cmd| {
             let action = cmd.action.as_deref().unwrap_or_default();
-            format!("The action '{action}' is not supported by this ldmd")
+            match authorize(action, role) {
+                Err(refusal) => refusal,
+                Ok(()) => format!("The action '{action}' is not supported by this ldmd"),
+            }
         })
     }
 }
@@ -136,6 +141,35 @@ mod tests {
         let doc_status = root.elements().last().unwrap();
         assert_eq!(doc_status.local_name(), "response");
         assert_eq!(doc_status.child_local("status").unwrap().text(), "failure");
+    }
+
+    #[test]
+    fn unauthorized_roles_are_told_so_before_anything_else() {
+        let response = Unsupported.handle(&document(LIST), Role::None);
+        assert!(
+            response.cmds.iter().all(|c| c
+                .failure
+                .as_deref()
+                .unwrap()
+                .starts_with("Not authorized"))
+        );
+        let response = Unsupported.handle(&document(LIST), Role::Read);
+        assert!(
+            response.cmds[0]
+                .failure
+                .as_deref()
+                .unwrap()
+                .contains("not supported"),
+            "list-domain is a read"
+        );
+        assert!(
+            response.cmds[1]
+                .failure
+                .as_deref()
+                .unwrap()
+                .starts_with("Not authorized"),
+            "stop-domain is a write"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod write;
 
 pub use document::{
     Binding, Cmd, CmdResponse, Content, Data, DataResponse, Document, Envelope, Item, Property,
-    Response, Role, Section, SectionKind, Status,
+    Response, Role, Section, SectionKind, Status, authorize, required_role,
 };
 pub use parse::parse_document;
 pub use write::write_response;

@@ -1,0 +1,357 @@
+//! Shared by the end-to-end tests: a real `ldmd` process on free ports with a private state
+//! directory, and a small blocking XMPP client (rustls after STARTTLS). Every daemon is killed
+//! when its handle drops, so no test leaves a process behind.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ldmd");
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Daemon {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub xmpp: Option<SocketAddr>,
+    pub socket: PathBuf,
+    pub metrics: Option<SocketAddr>,
+    pub fingerprint: String,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+/// A port that was free a moment ago (for the metrics listener, which cannot report its port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Daemon {
+    /// Starts `ldmd` with `config` (TOML) appended to test defaults.
+    pub fn start(config: &str) -> Daemon {
+        Daemon::start_with_users(config, &[])
+    }
+
+    /// Starts `ldmd` after adding `users` (name, auth, password) with `ldmd user add`.
+    pub fn start_with_users(config: &str, users: &[(&str, &str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        for (name, auth, password) in users {
+            let out = run_cli(
+                &state,
+                &["user", "add", name, "--auth", auth],
+                Some(password),
+            );
+            assert!(
+                out.status.success(),
+                "user add: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Daemon::start_in(dir, config)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
+        let state = dir.path().join("state");
+        let config_path = dir.path().join("ldmd.toml");
+        let full = format!(
+            "io_threads = 2\ndomains = ['localhost', 'example.com']\nlog = 'warn'\n{config}\n"
+        );
+        std::fs::write(&config_path, full).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(stderr).read_to_string(&mut text);
+            text
+        });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            line.starts_with("ldmd ready "),
+            "daemon did not start: {line:?}"
+        );
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+                .to_owned()
+        };
+        let xmpp = field("xmpp");
+        Daemon {
+            xmpp: (xmpp != "off").then(|| xmpp.split(',').next().unwrap().parse().unwrap()),
+            socket: PathBuf::from(field("unix")),
+            metrics: None,
+            fingerprint: field("fingerprint"),
+            child,
+            dir,
+            stderr: Some(stderr),
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn tcp(&self) -> Client {
+        Client::tcp(self.xmpp.expect("xmpp listener"), &self.state_dir())
+    }
+
+    pub fn unix(&self) -> Client {
+        Client::unix(&self.socket, &self.state_dir())
+    }
+
+    /// Sends SIGTERM and waits for the exit status (and the stderr text).
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let stderr = self.stderr.take().unwrap().join().unwrap();
+                return (status, stderr);
+            }
+            assert!(Instant::now() < deadline, "ldmd did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `ldmd <args>` against a state directory, feeding `stdin`.
+pub fn run_cli(state: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        writeln!(input, "{text}").unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// The daemon's certificate as the only trust root.
+pub fn client_tls(state: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in ldmd::server::certs::read_certificates(&state.join("tls-cert.pem")).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Arc::new(config)
+}
+
+pub trait Socket: Read + Write + Send {}
+impl<T: Read + Write + Send> Socket for T {}
+
+pub enum Wire {
+    Plain(Box<dyn Socket>),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Box<dyn Socket>>>),
+    Gone,
+}
+
+/// A blocking XMPP client over TCP or the Unix socket.
+pub struct Client {
+    wire: Wire,
+    tls: Arc<rustls::ClientConfig>,
+    /// Received and not yet matched.
+    pub pending: String,
+}
+
+pub const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+pub const STARTTLS: &str = "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>";
+
+impl Client {
+    pub fn tcp(addr: SocketAddr, state: &Path) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Client {
+            wire: Wire::Plain(Box::new(stream)),
+            tls: client_tls(state),
+            pending: String::new(),
+        }
+    }
+
+    pub fn unix(path: &Path, state: &Path) -> Client {
+        let stream = UnixStream::connect(path).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Client {
+            wire: Wire::Plain(Box::new(stream)),
+            tls: client_tls(state),
+            pending: String::new(),
+        }
+    }
+
+    pub fn send(&mut self, data: &str) {
+        self.send_bytes(data.as_bytes());
+    }
+
+    pub fn send_bytes(&mut self, data: &[u8]) {
+        let result = match &mut self.wire {
+            Wire::Plain(s) => s.write_all(data).and_then(|()| s.flush()),
+            Wire::Tls(s) => s.write_all(data).and_then(|()| s.flush()),
+            Wire::Gone => panic!("connection gone"),
+        };
+        result.unwrap();
+    }
+
+    /// Reads until `needle` has arrived; returns everything up to and including it.
+    pub fn read_until(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(at) = self.pending.find(needle) {
+                let rest = self.pending.split_off(at + needle.len());
+                return std::mem::replace(&mut self.pending, rest);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {needle:?}; got {:?}",
+                self.pending
+            );
+            if self.read_some() == 0 {
+                panic!(
+                    "connection closed waiting for {needle:?}; got {:?}",
+                    self.pending
+                );
+            }
+        }
+    }
+
+    /// Reads until the peer closes; returns everything not yet matched.
+    pub fn read_to_close(&mut self) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.read_some() > 0 {
+            assert!(Instant::now() < deadline, "the server did not close");
+        }
+        std::mem::take(&mut self.pending)
+    }
+
+    /// One read; 0 at end of stream (a TLS close_notify or a plain FIN).
+    pub fn read_some(&mut self) -> usize {
+        let mut buf = [0u8; 16 * 1024];
+        let n = match &mut self.wire {
+            Wire::Plain(s) => s.read(&mut buf),
+            Wire::Tls(s) => s.read(&mut buf),
+            Wire::Gone => return 0,
+        };
+        match n {
+            Ok(n) => {
+                self.pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+                n
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                0
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    /// Header, STARTTLS, TLS handshake against the daemon's certificate, new header.
+    pub fn secure(&mut self) -> String {
+        self.send(HEADER);
+        self.read_until("</stream:features>");
+        self.send(STARTTLS);
+        self.read_until("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        self.start_tls();
+        self.send(HEADER);
+        self.read_until("</stream:features>")
+    }
+
+    pub fn start_tls(&mut self) {
+        let Wire::Plain(socket) = std::mem::replace(&mut self.wire, Wire::Gone) else {
+            panic!("TLS already started");
+        };
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let connection = rustls::ClientConnection::new(self.tls.clone(), name).unwrap();
+        let mut stream = rustls::StreamOwned::new(connection, socket);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock).unwrap();
+        }
+        self.wire = Wire::Tls(Box::new(stream));
+    }
+
+    /// Authenticates with SASL PLAIN and restarts; returns the post-auth features.
+    pub fn login(&mut self, user: &str, password: &str) -> String {
+        use base64::Engine as _;
+        let message =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{message}</auth>"
+        ));
+        let answer = self.read_until("/>");
+        assert!(answer.contains("<success"), "login failed: {answer}");
+        self.send(HEADER);
+        self.read_until("</stream:features>")
+    }
+
+    pub fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
+        match &self.wire {
+            Wire::Tls(s) => s.conn.protocol_version(),
+            _ => None,
+        }
+    }
+
+    /// Sends a document and reads its reply.
+    pub fn request(&mut self, document: &str) -> String {
+        self.send(document);
+        self.read_until("</LDM_interface>")
+    }
+}
+
+pub fn list_domain() -> &'static str {
+    "<LDM_interface version='1.0'><cmd><action>list-domain</action><data version='3.0'/></cmd></LDM_interface>"
+}
+
+impl Client {
+    /// A client over an already connected Unix stream, with a given TLS configuration.
+    pub fn over(stream: UnixStream, tls: Arc<rustls::ClientConfig>) -> Client {
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Client {
+            wire: Wire::Plain(Box::new(stream)),
+            tls,
+            pending: String::new(),
+        }
+    }
+}
