@@ -99,6 +99,7 @@ fn fail(message: String) -> ExitCode {
 
 fn run(config: Config) -> Result<(), String> {
     init_logging(&config.log);
+    raise_file_limit(config.limits.connections_max + config.limits.unix_connections_max);
     if let Some(addr) = config.metrics_listen {
         ldmd::metrics::install_exporter(addr)?;
     }
@@ -129,6 +130,32 @@ fn run(config: Config) -> Result<(), String> {
     server.shutdown();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Each connection is a descriptor: raise the soft limit to the hard one, and say so when even
+/// that is below what the connection limits allow.
+fn raise_file_limit(connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    }
+    let needed = connections as u64 + 256;
+    if limit.rlim_cur < needed {
+        tracing::warn!(
+            open_files = limit.rlim_cur,
+            needed,
+            "RLIMIT_NOFILE is below limits.connections_max + unix_connections_max; raise it or lower them"
+        );
+    }
 }
 
 /// Blocks until SIGINT or SIGTERM.

@@ -127,8 +127,10 @@ impl Actor {
     async fn serve(&mut self, transport: &Transport, readiness: &AsyncFd<RawFd>) {
         let mut peer_done = false;
         loop {
-            self.handle_events().await;
-            if !self.transmit(transport).await {
+            // Boxed: these states are brief, and an idle connection should not carry their size
+            // in its task (the select below is all an idle connection holds).
+            Box::pin(self.handle_events()).await;
+            if !Box::pin(self.transmit(transport)).await {
                 return;
             }
             if self.core.is_finished() {

@@ -131,6 +131,7 @@ impl Server {
             verifier: verifier.clone(),
             tcp_open: AtomicUsize::new(0),
             unix_open: AtomicUsize::new(0),
+            accepted: std::sync::atomic::AtomicU64::new(0),
             metrics: crate::metrics::get(),
         });
 

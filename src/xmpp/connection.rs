@@ -270,7 +270,11 @@ impl Connection {
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.pipe.events.pop_front()
+        let event = self.pipe.events.pop_front();
+        if event.is_none() && self.pipe.events.capacity() > 0 {
+            self.pipe.events = VecDeque::new(); // an idle connection keeps no queue capacity
+        }
+        event
     }
 
     /// Appends the next bytes to write to `out`; false when there is nothing to write. For a

@@ -62,7 +62,9 @@ impl Outbox {
         self.ends.iter_mut().for_each(|end| *end -= cut);
         self.bytes.drain(..cut);
         if self.bytes.is_empty() {
-            self.bytes = Vec::new(); // release the capacity: idle streams hold nothing
+            // Release the capacity: idle streams hold nothing.
+            self.bytes = Vec::new();
+            self.ends = Vec::new();
         }
     }
 

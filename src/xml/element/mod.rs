@@ -84,6 +84,15 @@ impl NamespaceScope {
         }
     }
 
+    /// The client scope, shared: streams that declare exactly it hold a reference, not a copy.
+    pub fn shared_client() -> std::sync::Arc<NamespaceScope> {
+        static CLIENT: std::sync::OnceLock<std::sync::Arc<NamespaceScope>> =
+            std::sync::OnceLock::new();
+        CLIENT
+            .get_or_init(|| std::sync::Arc::new(NamespaceScope::client()))
+            .clone()
+    }
+
     fn lookup(&self, prefix: Option<&str>) -> Namespace {
         match prefix {
             None => self.default,

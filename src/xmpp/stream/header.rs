@@ -42,14 +42,11 @@ pub(super) fn accept(
         }
         _ => {}
     }
-    let to_key = to.map(|t| {
-        t.trim_end_matches('.')
-            .to_ascii_lowercase()
-            .into_boxed_str()
-    });
-    match &stream.first_to {
+    // Past the checks above, a 'to' names one of our domains: remember which (no allocation).
+    let to_key = to.and(matched);
+    match stream.first_to {
         // CVE-2018-10847: a restart must not switch domains under an established identity.
-        Some(first) if *first != to_key => {
+        Some(first) if first != to_key => {
             return Err(StreamError::with_text(
                 C::NotAuthorized,
                 "'to' changed across a stream restart",
@@ -76,7 +73,7 @@ fn check_namespaces(stream: &mut Stream, tag: &HeaderTag<'_>) -> Result<(), Stre
         && tag.scope.prefixes.is_empty();
     if undeclared_legacy && matches!(stream.peer, Peer::Local { .. }) {
         stream.legacy = true;
-        stream.scope = NamespaceScope::client();
+        stream.scope = NamespaceScope::shared_client();
         return Ok(());
     }
     if tag.namespace == Namespace::Undeclared {
@@ -97,7 +94,12 @@ fn check_namespaces(stream: &mut Stream, tag: &HeaderTag<'_>) -> Result<(), Stre
             "the content namespace must be jabber:client",
         ));
     }
-    stream.scope = tag.scope.clone();
+    // Nearly every client declares exactly the usual scope: share it rather than copy it.
+    stream.scope = if tag.scope == *NamespaceScope::shared_client() {
+        NamespaceScope::shared_client()
+    } else {
+        std::sync::Arc::new(tag.scope.clone())
+    };
     Ok(())
 }
 

@@ -122,13 +122,14 @@ pub struct Stream {
     bound: Option<Box<str>>,
     /// Index into `config.domains` of the domain this stream addresses.
     domain: usize,
-    /// The `to` of the first header, lower case (`None` inside when absent): restarts must match.
-    first_to: Option<Option<Box<str>>>,
+    /// The domain (index) the first header's `to` named (`None` inside when absent): restarts
+    /// must name the same.
+    first_to: Option<Option<usize>>,
     header_sent: bool,
     /// The peer sent the lenient legacy header (local LDM clients): one write per message.
     legacy: bool,
     /// Namespaces in scope for the stream's stanzas.
-    scope: NamespaceScope,
+    scope: Arc<NamespaceScope>,
     sasl_failures: u32,
     in_flight: u32,
     /// Shutdown requested: no new input, close once outstanding documents are answered.
@@ -150,7 +151,7 @@ impl Stream {
             first_to: None,
             header_sent: false,
             legacy: false,
-            scope: NamespaceScope::client(),
+            scope: NamespaceScope::shared_client(),
             sasl_failures: 0,
             in_flight: 0,
             shutting_down: false,
@@ -434,7 +435,7 @@ impl Stream {
     fn restart(&mut self) {
         self.phase = Phase::AwaitHeader;
         self.header_sent = false;
-        self.scope = NamespaceScope::client();
+        self.scope = NamespaceScope::shared_client();
         self.bound = None;
     }
 
