@@ -60,6 +60,30 @@ impl Daemon {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
+        Daemon::spawn(dir, config, None)
+    }
+
+    /// Starts `ldmd` serving /metrics on a free port.
+    pub fn start_with_metrics(config: &str, users: &[(&str, &str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        for (name, auth, password) in users {
+            let out = run_cli(
+                &state,
+                &["user", "add", name, "--auth", auth],
+                Some(password),
+            );
+            assert!(
+                out.status.success(),
+                "user add: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Daemon::spawn(dir, config, Some(addr))
+    }
+
+    fn spawn(dir: tempfile::TempDir, config: &str, metrics: Option<SocketAddr>) -> Daemon {
         let state = dir.path().join("state");
         let config_path = dir.path().join("ldmd.toml");
         let full = format!(
@@ -71,7 +95,8 @@ impl Daemon {
             .arg(&config_path)
             .arg("--state-dir")
             .arg(&state)
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen"])
+            .arg(metrics.map_or_else(|| "off".to_owned(), |a| a.to_string()))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -100,12 +125,40 @@ impl Daemon {
         Daemon {
             xmpp: (xmpp != "off").then(|| xmpp.split(',').next().unwrap().parse().unwrap()),
             socket: PathBuf::from(field("unix")),
-            metrics: None,
+            metrics,
             fingerprint: field("fingerprint"),
             child,
             dir,
             stderr: Some(stderr),
         }
+    }
+
+    /// GET /metrics, as text.
+    pub fn scrape(&self) -> String {
+        let addr = self.metrics.expect("metrics enabled");
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_owned()
+    }
+
+    /// The value of one sample (exact name with labels as exposed), or 0 if absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        self.scrape()
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(sample)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
     }
 
     pub fn state_dir(&self) -> PathBuf {
