@@ -71,3 +71,34 @@ fn limit_hits_stream_errors_and_sasl_outcomes_are_counted() {
         "help text is exposed"
     );
 }
+
+#[test]
+fn idle_authenticated_sessions_hold_no_pooled_buffer() {
+    // Issue 2 §3: a connection with no partial element returns its buffer to the pool. (A stanza
+    // split across TLS records waits in the connection's own buffer, released as it completes:
+    // see the checklist's idle_connection_holds_no_input_buffer.)
+    let daemon =
+        Daemon::start_with_metrics("tcp_loopback_is_local = false", &[("idle", "read", "pw")]);
+    let mut sessions = Vec::new();
+    for _ in 0..50 {
+        let mut client = daemon.tcp();
+        client.secure();
+        client.login("idle", "pw");
+        sessions.push(client);
+    }
+    // Traffic borrows buffers and gives them back.
+    for session in &mut sessions {
+        session.send("<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>");
+        session.read_until("/>");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        daemon.metric("ldmd_connections_open{transport=\"tcp\"}"),
+        50.0
+    );
+    assert_eq!(
+        daemon.metric("ldmd_buffer_pool_in_use_buffers"),
+        0.0,
+        "50 idle sessions hold no buffer"
+    );
+}

@@ -4,6 +4,7 @@
 
 mod closing;
 mod header;
+mod hostile;
 mod local;
 mod sasl;
 mod stanzas;
