@@ -8,7 +8,10 @@ use std::os::fd::RawFd;
 
 use netlink_packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_sock_diag::SockDiagMessage;
-use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
+use netlink_packet_sock_diag::constants::{
+    AF_INET, AF_INET6, IPPROTO_TCP, TCP_CLOSE, TCP_SYN_RECV, TCP_TIME_WAIT,
+};
+
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
@@ -98,7 +101,17 @@ impl SockDiag {
         let mut out = vec![0; packet.buffer_len()];
         packet.serialize(&mut out);
         self.socket.send(&out, 0)?;
-        let received = self.socket.recv(&mut &mut self.buffer[..], 0)?;
+        // The kernel answers within send(), so the reply is already queued: never block the
+        // I/O thread waiting for it. No answer means "not local" (no privileges).
+        let received = match self
+            .socket
+            .recv(&mut &mut self.buffer[..], libc::MSG_DONTWAIT)
+        {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        };
+
         let mut offset = 0;
         while offset < received {
             let message =
@@ -106,9 +119,17 @@ impl SockDiag {
                     .map_err(|e| io::Error::other(e.to_string()))?;
             if message.header.sequence_number == self.sequence {
                 return Ok(match message.payload {
-                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                    // Only a socket a process still owns reports its owner: time-wait and
+                    // request sockets report uid 0, which must not read as root.
+                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response))
+                        if !matches!(
+                            response.header.state,
+                            TCP_SYN_RECV | TCP_TIME_WAIT | TCP_CLOSE
+                        ) =>
+                    {
                         Some(response.header.uid)
                     }
+
                     _ => None, // an error message: ENOENT when the socket is gone
                 });
             }
@@ -147,6 +168,25 @@ mod tests {
         // SAFETY: getuid has no preconditions.
         assert_eq!(uid, Some(unsafe { libc::getuid() }));
         drop(client);
+    }
+
+    #[test]
+    fn peer_socket_in_time_wait_is_not_reported_as_root() {
+        // A client that closed first leaves a time-wait socket, which the kernel reports with
+        // uid 0: that must read as "unknown", never as root.
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, peer) = listener.accept().unwrap();
+        let local = server.local_addr().unwrap();
+        drop(client); // active close: the client's socket ends in TIME_WAIT
+        let _ = server.read(&mut [0u8; 8]);
+        drop(server);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(
+            SockDiag::new().unwrap().tcp_peer_uid(peer, local).unwrap(),
+            None
+        );
     }
 
     #[test]

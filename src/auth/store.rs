@@ -9,9 +9,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
 
 use crate::ldm::Role;
@@ -192,22 +189,16 @@ pub fn check_password(password: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// argon2id with the crate's default (OWASP) cost: 19 MiB, 2 passes, 1 lane.
+/// argon2id with the crate's default (OWASP) cost: 19 MiB, 2 passes, 1 lane. The working
+/// memory is mapped for the call only (see `auth::argon`).
 pub fn hash_password(password: &str) -> Result<String, StoreError> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
+    crate::auth::argon::hash(password)
         .map_err(|e| StoreError::Invalid(format!("hashing failed: {e}")))
 }
 
-/// Checks a password against a PHC string (constant-time comparison inside argon2).
+/// Checks a password against a PHC string (constant-time comparison).
 pub fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
+    crate::auth::argon::verify(hash, password)
 }
 
 /// Creates `dir` (and parents) readable by its owner only, if it does not exist yet.

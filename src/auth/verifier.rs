@@ -57,6 +57,9 @@ struct Shared {
     users: HashMap<String, (Role, String)>,
     /// Digests of credentials that verified since the last reload.
     remembered: HashSet<[u8; 32]>,
+    /// Counts reloads: a verification that straddles one is not remembered.
+    generation: u64,
+
     remembered_max: usize,
     key: hmac::Key,
     dummy_hash: String,
@@ -80,7 +83,9 @@ impl Verifier {
             stamp: None,
             users: HashMap::new(),
             remembered: HashSet::new(),
+            generation: 0,
             remembered_max,
+
             key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
             dummy_hash,
         }));
@@ -130,36 +135,87 @@ fn work(shared: &Mutex<Shared>, requests: &Mutex<Receiver<VerifyRequest>>) {
     }
 }
 
-/// Checks one set of credentials. The lock is never held while hashing.
+/// Checks one set of credentials: look up under the lock, hash without it, conclude under it.
 fn verify(shared: &Mutex<Shared>, credentials: &PlainCredentials) -> Result<Identity, SaslFailure> {
-    let (hash, role, digest, dummy) = {
-        let mut state = shared.lock().unwrap_or_else(|e| e.into_inner());
-        state.reload_if_changed();
-        let digest = state.digest(credentials);
-        let user = state.users.get(&credentials.authcid).cloned();
-        match user {
-            Some((role, _)) if state.remembered.contains(&digest) => {
-                return Ok(Identity {
-                    user: credentials.authcid.clone(),
-                    role,
-                });
-            }
-            Some((role, hash)) => (hash, role, digest, false),
-            None => (state.dummy_hash.clone(), Role::None, digest, true),
-        }
+    let pending = match begin(shared, credentials) {
+        Check::Known(verdict) => return verdict,
+        Check::Hash(pending) => pending,
     };
-    let matches = verify_password(&hash, &credentials.password);
-    if dummy || !matches {
+    let matches = verify_password(&pending.hash, &credentials.password);
+    finish(shared, credentials, pending, matches)
+}
+
+/// What the first critical section decided.
+enum Check {
+    /// Answered from memory.
+    Known(Result<Identity, SaslFailure>),
+    /// The password must be hashed against `hash`.
+    Hash(Pending),
+}
+
+struct Pending {
+    hash: String,
+    role: Role,
+    digest: [u8; 32],
+    /// An unknown user, checked against the dummy hash only to take the same time.
+    dummy: bool,
+    generation: u64,
+}
+
+fn begin(shared: &Mutex<Shared>, credentials: &PlainCredentials) -> Check {
+    let mut state = shared.lock().unwrap_or_else(|e| e.into_inner());
+    state.reload_if_changed();
+    let digest = state.digest(credentials);
+    let generation = state.generation;
+    match state.users.get(&credentials.authcid).cloned() {
+        Some((role, _)) if state.remembered.contains(&digest) => Check::Known(Ok(Identity {
+            user: credentials.authcid.clone(),
+            role,
+        })),
+        Some((role, hash)) => Check::Hash(Pending {
+            hash,
+            role,
+            digest,
+            dummy: false,
+            generation,
+        }),
+        None => Check::Hash(Pending {
+            hash: state.dummy_hash.clone(),
+            role: Role::None,
+            digest,
+            dummy: true,
+            generation,
+        }),
+    }
+}
+
+fn finish(
+    shared: &Mutex<Shared>,
+    credentials: &PlainCredentials,
+    pending: Pending,
+    matches: bool,
+) -> Result<Identity, SaslFailure> {
+    if pending.dummy || !matches {
         return Err(SaslFailure::NotAuthorized);
     }
     let mut state = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let user = credentials.authcid.clone();
+    if state.generation != pending.generation {
+        // The users were reloaded while we hashed: the verdict stands only if this user's hash
+        // is unchanged, and it is not remembered, so a stale success never outlives a password
+        // change.
+        return match state.users.get(&credentials.authcid) {
+            Some((role, hash)) if *hash == pending.hash => Ok(Identity { user, role: *role }),
+            _ => Err(SaslFailure::NotAuthorized),
+        };
+    }
     if state.remembered.len() >= state.remembered_max {
         state.remembered.clear(); // bounded: forget everything rather than grow
     }
-    state.remembered.insert(digest);
+    state.remembered.insert(pending.digest);
     Ok(Identity {
-        user: credentials.authcid.clone(),
-        role,
+        user,
+        role: pending.role,
     })
 }
 
@@ -184,6 +240,8 @@ impl Shared {
                     .collect();
                 self.stamp = stamp;
                 self.remembered.clear();
+                self.generation += 1;
+
                 tracing::info!(users = self.users.len(), "user store loaded");
             }
             // Keep the users we had: a half-edited file must not lock everyone out.
@@ -270,6 +328,58 @@ mod tests {
             "removal forgets"
         );
         verifier.join();
+    }
+
+    #[test]
+    fn success_that_straddles_a_password_change_is_not_remembered() {
+        // Review finding: a check that runs while the user file is reloaded (password changed)
+        // must not put the old password into the cache the reload just cleared.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        UserStore::add(&path, "alice", Role::Write, "old").unwrap();
+        let shared = Mutex::new(Shared {
+            users_file: path.clone(),
+            stamp: None,
+            users: HashMap::new(),
+            remembered: HashSet::new(),
+            generation: 0,
+            remembered_max: 16,
+            key: hmac::Key::new(hmac::HMAC_SHA256, &[7; 32]),
+            dummy_hash: hash_password("dummy").unwrap(),
+        });
+        let old = credentials("alice", "old");
+        let Check::Hash(pending) = begin(&shared, &old) else {
+            panic!("nothing is remembered yet")
+        };
+        let matches = verify_password(&pending.hash, "old");
+        assert!(
+            matches,
+            "the old password matched the hash it was checked against"
+        );
+        // Meanwhile the operator changes the password and someone else's login reloads.
+        UserStore::remove(&path, "alice").unwrap();
+        UserStore::add(&path, "alice", Role::Write, "new").unwrap();
+        shared.lock().unwrap().reload_if_changed();
+        assert_eq!(
+            finish(&shared, &old, pending, matches),
+            Err(SaslFailure::NotAuthorized)
+        );
+        assert!(
+            shared.lock().unwrap().remembered.is_empty(),
+            "nothing stale is remembered"
+        );
+        assert_eq!(verify(&shared, &old), Err(SaslFailure::NotAuthorized));
+        assert!(verify(&shared, &credentials("alice", "new")).is_ok());
+
+        // A reload that leaves the user's hash alone does not refuse the login.
+        let new = credentials("alice", "new");
+        shared.lock().unwrap().remembered.clear();
+        let Check::Hash(pending) = begin(&shared, &new) else {
+            panic!("cache was cleared")
+        };
+        UserStore::add(&path, "bob", Role::Read, "pw").unwrap();
+        shared.lock().unwrap().reload_if_changed();
+        assert!(finish(&shared, &new, pending, true).is_ok());
     }
 
     #[test]

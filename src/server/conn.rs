@@ -292,8 +292,11 @@ impl Actor {
     fn deliver(&mut self, now: Instant) {
         loop {
             let Some(message) = self.shared.inbox.borrow_mut().pop_front() else {
+                // An idle connection keeps no queue capacity.
+                *self.shared.inbox.borrow_mut() = std::collections::VecDeque::new();
                 return;
             };
+
             match message {
                 Inbound::Response(response) => self.core.handle_response(now, &response),
                 Inbound::AuthVerdict(verdict) => self.core.handle_auth_result(now, verdict),

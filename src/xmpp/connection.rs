@@ -203,6 +203,7 @@ impl Connection {
 
     /// The handler's answer to an [`Event::Document`].
     pub fn handle_response(&mut self, now: Instant, response: &Response) {
+        self.last_activity = now; // the idle clock starts again from the answer
         let step = self
             .pipe
             .stream
@@ -261,11 +262,15 @@ impl Connection {
         }
     }
 
+    /// Idle means no traffic from the peer and nothing owed to it: a client waiting for a long
+    /// operation is not idle. Local peers with a role are exempt.
     fn idle_deadline(&self) -> Option<Instant> {
-        let remote = matches!(self.pipe.stream_peer(), Peer::Remote);
+        let stream = &self.pipe.stream;
+        if stream.is_authorized_local() || stream.in_flight() > 0 {
+            return None;
+        }
         self.config
             .idle_timeout
-            .filter(|_| remote)
             .map(|idle| self.last_activity + idle)
     }
 
@@ -369,10 +374,6 @@ impl Connection {
 }
 
 impl Pipeline {
-    fn stream_peer(&self) -> Peer {
-        self.stream.peer()
-    }
-
     /// What the TLS layer reports, in order.
     fn tls_input(&mut self, input: TlsInput<'_>) {
         match input {
@@ -431,7 +432,12 @@ impl Pipeline {
             };
             let bytes = &buf[consumed + frame.start..consumed + frame.end];
             let step = self.handle_frame(frame.kind, bytes);
+            if matches!(step, Ok(Step::Defer)) {
+                // Left unread: the framer is between frames, so it finds this one again.
+                break;
+            }
             let end = consumed + frame.end;
+
             self.apply(step, end, buf.len());
             consumed = end;
         }
@@ -462,7 +468,8 @@ impl Pipeline {
     /// Acts on a step. `end` is where the triggering frame ended in a buffer of `len` bytes.
     fn apply(&mut self, step: Result<Step, StreamError>, end: usize, len: usize) {
         match step {
-            Ok(Step::Continue) => {}
+            Ok(Step::Continue | Step::Defer) => {}
+
             Ok(Step::StartTls) if end < len => {
                 // Plaintext pipelined after <starttls/> is never processed (STARTTLS injection).
                 self.stream.refuse_tls(&mut self.out);

@@ -165,8 +165,11 @@ enum State {
     EndName,
     /// After an end tag's name: whitespace, then `>`.
     EndTail,
-    /// Character data inside an element.
-    Text,
+    /// Character data inside an element; `brackets` counts the `]` just seen, because `]]>`
+    /// may not appear in character data (XML 1.0 §2.4).
+    Text {
+        brackets: u8,
+    },
     /// Inside `&...;`, in text or in an attribute value (`quote` is then the value's quote).
     Reference {
         quote: Option<u8>,
@@ -179,11 +182,14 @@ enum State {
     Ended,
 }
 
-/// The longest reference we accept: `&#x10FFFF;` has 8 bytes between `&` and `;`.
-const REFERENCE_BYTES_MAX: usize = 10;
+/// The longest reference we accept between `&` and `;`: `#x10FFFF` needs 8, and leading zeros
+/// are legal (`&#x0000041;`), so allow some.
+const REFERENCE_BYTES_MAX: usize = 32;
 /// The longest XML declaration we accept.
 const DECLARATION_BYTES_MAX: usize = 256;
 const CDATA_OPEN: &[u8] = b"[CDATA[";
+/// Text, with no `]` pending.
+const TEXT: State = State::Text { brackets: 0 };
 const DECLARATION_TARGET: &[u8] = b"xml";
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -426,7 +432,7 @@ impl Framer {
                     _ => return Err(FrameError::NotWellFormed("unexpected byte in an end tag")),
                 }
             }
-            State::Text => self.text(buf),
+            State::Text { brackets } => self.text(buf, brackets)?,
             State::Reference { quote } => self.reference(buf, byte, quote)?,
             State::CData { brackets } => self.cdata(buf, brackets),
             State::Ended => self.pos = buf.len(),
@@ -549,7 +555,7 @@ impl Framer {
                 self.state = State::TopLevel;
                 return Ok(Some(self.frame(FrameKind::Header)));
             }
-            b'>' => self.state = State::Text,
+            b'>' => self.state = TEXT,
             b'/' => self.state = State::SelfClose,
             _ if is_space(byte) => self.state = State::InTag { spaced: true },
             _ if is_name_start(byte) => {
@@ -595,20 +601,37 @@ impl Framer {
         Ok(())
     }
 
-    fn text(&mut self, buf: &[u8]) {
+    fn text(&mut self, buf: &[u8], brackets: u8) -> Result<(), FrameError> {
+        if brackets > 0 {
+            // Inside a run of `]`: one byte at a time until the run ends.
+            match buf[self.pos] {
+                b']' => {
+                    self.pos += 1;
+                    self.state = State::Text { brackets: 2 };
+                }
+                b'>' if brackets >= 2 => {
+                    return Err(FrameError::NotWellFormed("']]>' in character data"));
+                }
+                _ => self.state = TEXT, // this byte is scanned again as plain text
+            }
+            return Ok(());
+        }
         let rest = &buf[self.pos..];
-        match memchr::memchr2(b'<', b'&', rest) {
+        match memchr::memchr3(b'<', b'&', b']', rest) {
             None => self.pos = buf.len(),
             Some(i) => {
                 self.pos += i + 1;
-                if rest[i] == b'<' {
-                    self.state = State::Open;
-                } else {
-                    self.token_start = self.pos;
-                    self.state = State::Reference { quote: None };
+                match rest[i] {
+                    b'<' => self.state = State::Open,
+                    b'&' => {
+                        self.token_start = self.pos;
+                        self.state = State::Reference { quote: None };
+                    }
+                    _ => self.state = State::Text { brackets: 1 },
                 }
             }
         }
+        Ok(())
     }
 
     fn reference(&mut self, buf: &[u8], byte: u8, quote: Option<u8>) -> Result<(), FrameError> {
@@ -624,7 +647,7 @@ impl Framer {
         }
         check_reference(&buf[self.token_start..self.pos - 1])?;
         self.state = match quote {
-            None => State::Text,
+            None => TEXT,
             Some(quote) => State::AttrValue { quote },
         };
         Ok(())
@@ -637,7 +660,7 @@ impl Framer {
             match byte {
                 b']' => brackets = (brackets + 1).min(2),
                 b'>' if brackets == 2 => {
-                    self.state = State::Text;
+                    self.state = TEXT;
                     return;
                 }
                 _ => {
@@ -675,7 +698,7 @@ impl Framer {
             self.state = State::TopLevel;
             Some(self.frame(FrameKind::Element))
         } else {
-            self.state = State::Text;
+            self.state = TEXT;
             None
         }
     }

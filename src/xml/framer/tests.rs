@@ -254,7 +254,7 @@ fn malformed_references_are_not_well_formed() {
         b"<stream:stream><a>&#0;</a>",
         b"<stream:stream><a>&#xD800;</a>",
         b"<stream:stream><a>&#x110000;</a>",
-        b"<stream:stream><a>&ampampampampamp;</a>",
+        b"<stream:stream><a>&#x000000000000000000000000000000000041;</a>",
     ] {
         assert!(
             matches!(first_error(input), FrameError::NotWellFormed(_)),
@@ -343,6 +343,33 @@ fn invalid_utf8_and_control_characters_are_not_well_formed() {
         first_error(b"<stream:stream \x07>"),
         FrameError::NotWellFormed(_)
     ));
+}
+
+#[test]
+fn cdata_end_in_text_is_not_well_formed() {
+    // XML 1.0 §2.4: ']]>' may not appear in character data; ']' and ']]' alone may.
+    assert!(matches!(
+        first_error(b"<stream:stream><a>x]]>y</a>"),
+        FrameError::NotWellFormed(_)
+    ));
+    assert!(matches!(
+        first_error(b"<stream:stream><a>]]]></a>"),
+        FrameError::NotWellFormed(_)
+    ));
+    assert!(frames(b"<stream:stream><a>a] b]] c]x]]y ]]</a><b>]</b>").is_ok());
+    let input = b"<stream:stream><a>x]]>y</a>";
+    for split in 0..=input.len() {
+        let (a, b) = input.split_at(split);
+        assert!(
+            frames_of(&[a, b], FramerLimits::default()).is_err(),
+            "split {split}"
+        );
+    }
+}
+
+#[test]
+fn character_references_may_have_leading_zeros() {
+    assert!(frames(b"<stream:stream><a>&#x0000041;&#00065;</a>").is_ok());
 }
 
 #[test]

@@ -175,3 +175,41 @@ fn idle_connection_holds_no_input_buffer() {
     assert!(!pair.server.holds_input_buffer());
     assert!(pair.server.input_buffer().is_empty());
 }
+
+#[test]
+fn local_peer_without_a_role_keeps_the_authentication_deadline() {
+    // Review finding: an unmapped local uid must not hold a connection forever.
+    let mut pair = Pair::local(Role::None);
+    pair.secured_stream();
+    assert!(!pair.server.is_authenticated());
+    pair.advance(Duration::from_secs(31));
+    pair.expect_stream_error("connection-timeout");
+}
+
+#[test]
+fn idle_timeout_waits_for_documents_in_flight() {
+    // A client waiting for a long operation is not idle; the clock restarts at the answer.
+    let mut pair = Pair::remote();
+    pair.login();
+    pair.send("<LDM_interface version='1.0'><cmd><action>list-domain</action><data version='3.0'/></cmd></LDM_interface>");
+    pair.advance(Duration::from_secs(3600));
+    assert!(!pair.server.is_finished());
+    pair.server
+        .handle_response(pair.now, &crate::ldm::Response::default());
+    pair.recv();
+    pair.advance(Duration::from_secs(599));
+    assert!(!pair.server.is_finished());
+    pair.advance(Duration::from_secs(2));
+    pair.expect_stream_error("connection-timeout");
+}
+
+#[test]
+fn close_before_our_header_still_opens_the_stream_first() {
+    // After TLS and before the client's new header, a FIN gets our header and close.
+    let mut pair = Pair::remote();
+    pair.secure();
+    pair.server.handle_eof(pair.now);
+    let out = pair.recv();
+    assert_eq!(out, format!("{}</stream:stream>", server_header(2)));
+    assert!(pair.server.is_finished());
+}

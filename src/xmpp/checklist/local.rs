@@ -110,3 +110,31 @@ fn local_peer_still_needs_tls() {
     pair.send("<LDM_interface version='1.0'><cmd><action>list-domain</action><data version='3.0'/></cmd></LDM_interface>");
     pair.expect_stream_error("not-authorized");
 }
+
+#[test]
+fn auth_waits_for_answers_to_documents_in_flight() {
+    // Review finding: an answer must never land between <success/> and the new stream.
+    let mut pair = Pair::local(Role::Write);
+    pair.secured_stream();
+    pair.send(&format!(
+        "<LDM_interface version='1.0'><cmd><action>list-domain</action><data version='3.0'/></cmd></LDM_interface>{AUTH_ALICE}"
+    ));
+    let events = pair.events();
+    assert!(events.iter().any(|e| matches!(e, Event::Document(..))));
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Verify(_))),
+        "auth is not read yet"
+    );
+    pair.server
+        .handle_response(pair.now, &crate::ldm::Response::default());
+    assert!(pair.recv().ends_with("</LDM_interface>"));
+    pair.expect_verify("alice", "secret");
+    pair.answer_auth(Ok(Identity {
+        user: "alice".into(),
+        role: Role::Write,
+    }));
+    assert_eq!(
+        pair.recv(),
+        "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"
+    );
+}

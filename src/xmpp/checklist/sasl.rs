@@ -151,3 +151,24 @@ fn auth_after_authentication_is_a_policy_violation() {
     pair.send(AUTH_ALICE);
     pair.expect_stream_error("policy-violation");
 }
+
+#[test]
+fn busy_verifier_does_not_spend_the_clients_attempts() {
+    // temporary-auth-failure is the server's state, not a failed attempt.
+    let mut pair = Pair::remote();
+    pair.secured_stream();
+    for _ in 0..5 {
+        pair.send(AUTH_ALICE);
+        pair.answer_auth(Err(SaslFailure::TemporaryAuthFailure));
+        assert_eq!(pair.recv(), failure("temporary-auth-failure"));
+    }
+    pair.send(AUTH_ALICE);
+    pair.answer_auth(Ok(Identity {
+        user: "alice".into(),
+        role: Role::Write,
+    }));
+    assert_eq!(
+        pair.recv(),
+        "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"
+    );
+}

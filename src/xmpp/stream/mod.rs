@@ -83,6 +83,10 @@ pub enum Step {
     Document(Document, Role),
     /// The stream restarted: reset the framer at the current input position.
     Restart,
+    /// Leave this element unread and stop reading until `wants_input()` is true again; it is
+    /// read again then.
+    Defer,
+
     /// Everything is written: flush the outbox and close the connection.
     Close,
 }
@@ -134,6 +138,8 @@ pub struct Stream {
     in_flight: u32,
     /// Shutdown requested: no new input, close once outstanding documents are answered.
     shutting_down: bool,
+    /// An `<auth>` waits, unread, for the answers to documents in flight.
+    auth_deferred: bool,
 }
 
 impl Stream {
@@ -155,6 +161,7 @@ impl Stream {
             sasl_failures: 0,
             in_flight: 0,
             shutting_down: false,
+            auth_deferred: false,
         }
     }
 
@@ -182,6 +189,7 @@ impl Stream {
     pub fn wants_input(&self) -> bool {
         !self.shutting_down
             && self.in_flight < self.config.requests_in_flight_max
+            && (!self.auth_deferred || self.in_flight == 0)
             && !matches!(
                 self.phase,
                 Phase::Verifying | Phase::Draining | Phase::Closed
@@ -192,9 +200,16 @@ impl Stream {
     pub fn is_authenticated(&self) -> bool {
         match self.phase {
             Phase::Ready | Phase::Draining => true,
-            Phase::Secured { .. } => matches!(self.peer, Peer::Local { .. }),
+            Phase::Secured { .. } => self.is_authorized_local(),
             _ => self.identity.is_some(),
         }
+    }
+
+    /// A local peer whose uid maps to a role. A local uid mapped to nothing is not treated as
+    /// authenticated: it keeps the authentication deadline (and the idle timeout), so that any
+    /// local user cannot hold connections forever.
+    pub fn is_authorized_local(&self) -> bool {
+        matches!(self.peer, Peer::Local { role, .. } if role != Role::None)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -274,7 +289,14 @@ impl Stream {
                 _ => Err(unsupported(element)),
             },
             Phase::Secured { challenged } => match (ns, name) {
+                // A restart must not overtake answers still owed to the current stream: wait
+                // for them (the connection leaves the element unread until then).
+                (Namespace::Sasl, "auth") if self.in_flight > 0 => {
+                    self.auth_deferred = true;
+                    Ok(Step::Defer)
+                }
                 (Namespace::Sasl, "auth") => self.sasl_auth(element, out),
+
                 (Namespace::Sasl, "response") if challenged => self.sasl_response(element, out),
                 (Namespace::Sasl, "response") => {
                     self.sasl_failure(SaslFailure::MalformedRequest, out)
@@ -382,6 +404,9 @@ impl Stream {
         }
         crate::ldm::write_response(out.bytes_mut(), response);
         out.end_message();
+        if self.in_flight == 0 {
+            self.auth_deferred = false; // a waiting <auth> may now be read
+        }
         if self.in_flight == 0 && (self.phase == Phase::Draining || self.shutting_down) {
             return self.finish_after_drain(out);
         }
@@ -424,7 +449,11 @@ impl Stream {
     /// Our closing tag, then close.
     fn close(&mut self, out: &mut Outbox) -> Step {
         if self.phase != Phase::Closed {
+            if !self.header_sent {
+                header::write_header(self, None, out); // a close needs an open stream too
+            }
             out.writer().raw("</stream:stream>");
+
             out.end_message();
             self.phase = Phase::Closed;
         }
@@ -501,7 +530,11 @@ impl Stream {
     ) -> Result<Step, StreamError> {
         failure.write(&mut out.writer());
         out.end_message();
-        self.sasl_failures += 1;
+        // The server being busy is not the client's attempt to spend.
+        if failure != SaslFailure::TemporaryAuthFailure {
+            self.sasl_failures += 1;
+        }
+
         if self.sasl_failures >= self.config.sasl_attempts_max {
             return Err(StreamError::limit(
                 StreamErrorCondition::PolicyViolation,
