@@ -61,6 +61,9 @@ struct Connect {
     /// more than ~28,000 connections fit in the ephemeral port range.
     #[arg(long, default_value_t = 1)]
     source_ips: u8,
+    /// Full TLS handshakes only (rustls clients resume sessions by default).
+    #[arg(long)]
+    no_resumption: bool,
     /// Per-session timeout for opening.
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     timeout: u64,
@@ -127,7 +130,11 @@ fn main() {
 }
 
 fn target(connect: &Connect, index: usize) -> Result<Target, String> {
-    let tls = session::client_tls(connect.ca.as_deref(), connect.insecure)?;
+    let tls = session::client_tls(
+        connect.ca.as_deref(),
+        connect.insecure,
+        !connect.no_resumption,
+    )?;
     let source =
         (connect.source_ips > 1 && connect.target.ip().is_loopback() && connect.target.is_ipv4())
             .then(|| {

@@ -157,12 +157,13 @@ async fn read_until<S: AsyncRead + AsyncWrite + Unpin>(
 pub fn client_tls(
     ca: Option<&std::path::Path>,
     insecure: bool,
+    resumption: bool,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let config = if insecure {
+    let mut config = if insecure {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
@@ -180,6 +181,9 @@ pub fn client_tls(
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
+    if !resumption {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     Ok(Arc::new(config))
 }
 

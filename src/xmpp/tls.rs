@@ -82,11 +82,7 @@ impl Tls {
                     false
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    append_with(outgoing, |buf| match encode.encode(buf) {
-                        Ok(n) => Ok(n),
-                        Err(EncodeError::InsufficientSize(e)) => Err(Some(e.required_size)),
-                        Err(EncodeError::AlreadyEncoded) => Err(None),
-                    });
+                    encode_record(&mut encode, outgoing);
                     false
                 }
                 // The records are already queued in `outgoing`, which the caller writes in order.
@@ -174,11 +170,7 @@ impl Tls {
                     })
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    append_with(outgoing, |buf| match encode.encode(buf) {
-                        Ok(n) => Ok(n),
-                        Err(EncodeError::InsufficientSize(e)) => Err(Some(e.required_size)),
-                        Err(EncodeError::AlreadyEncoded) => Err(None),
-                    });
+                    encode_record(&mut encode, outgoing);
                     None
                 }
                 ConnectionState::TransmitTlsData(transmit) => {
@@ -204,13 +196,21 @@ impl Tls {
         if let Ok(ConnectionState::EncodeTlsData(mut encode)) =
             self.conn.process_tls_records(incoming).state
         {
-            append_with(outgoing, |buf| match encode.encode(buf) {
-                Ok(n) => Ok(n),
-                Err(EncodeError::InsufficientSize(e)) => Err(Some(e.required_size)),
-                Err(EncodeError::AlreadyEncoded) => Err(None),
-            });
+            encode_record(&mut encode, outgoing);
         }
     }
+}
+
+/// Appends one handshake or alert record that rustls asks us to encode.
+fn encode_record(
+    encode: &mut rustls::unbuffered::EncodeTlsData<'_, rustls::server::ServerConnectionData>,
+    outgoing: &mut Vec<u8>,
+) {
+    append_with(outgoing, |buf| match encode.encode(buf) {
+        Ok(n) => Ok(n),
+        Err(EncodeError::InsufficientSize(e)) => Err(Some(e.required_size)),
+        Err(EncodeError::AlreadyEncoded) => Err(None),
+    });
 }
 
 /// Lets `write` fill spare capacity at the end of `out`, growing it when told the size needed.

@@ -43,19 +43,7 @@ impl Daemon {
     /// Starts `ldmd` after adding `users` (name, auth, password) with `ldmd user add`.
     pub fn start_with_users(config: &str, users: &[(&str, &str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        for (name, auth, password) in users {
-            let out = run_cli(
-                &state,
-                &["user", "add", name, "--auth", auth],
-                Some(password),
-            );
-            assert!(
-                out.status.success(),
-                "user add: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        add_users(&dir.path().join("state"), users);
         Daemon::start_in(dir, config)
     }
 
@@ -66,19 +54,7 @@ impl Daemon {
     /// Starts `ldmd` serving /metrics on a free port.
     pub fn start_with_metrics(config: &str, users: &[(&str, &str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        for (name, auth, password) in users {
-            let out = run_cli(
-                &state,
-                &["user", "add", name, "--auth", auth],
-                Some(password),
-            );
-            assert!(
-                out.status.success(),
-                "user add: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        add_users(&dir.path().join("state"), users);
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         Daemon::spawn(dir, config, Some(addr))
     }
@@ -193,6 +169,22 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Adds (name, auth, password) users with `ldmd user add`.
+pub fn add_users(state: &Path, users: &[(&str, &str, &str)]) {
+    for (name, auth, password) in users {
+        let out = run_cli(
+            state,
+            &["user", "add", name, "--auth", auth],
+            Some(password),
+        );
+        assert!(
+            out.status.success(),
+            "user add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

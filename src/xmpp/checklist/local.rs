@@ -5,6 +5,16 @@ use super::*;
 const LEGACY_HEADER: &str =
     "<?xml version='1.0'?><stream:stream xml:lang=\"en\" version=\"1.0\" id=\"xmpp\">";
 
+/// The legacy client's sequence up to its post-TLS header (its features not yet read).
+fn legacy_secured(pair: &mut Pair) {
+    pair.send(LEGACY_HEADER);
+    pair.recv();
+    pair.send(STARTTLS);
+    pair.recv();
+    pair.handshake();
+    pair.send(LEGACY_HEADER);
+}
+
 #[test]
 fn legacy_header_is_accepted_from_a_local_peer() {
     let mut pair = Pair::local(Role::Write);
@@ -18,12 +28,7 @@ fn legacy_header_is_accepted_from_a_local_peer() {
 #[test]
 fn local_peer_skips_sasl_and_sends_documents_with_its_role() {
     let mut pair = Pair::local(Role::Read);
-    pair.send(LEGACY_HEADER);
-    pair.recv();
-    pair.send(STARTTLS);
-    pair.recv();
-    pair.handshake();
-    pair.send(LEGACY_HEADER);
+    legacy_secured(&mut pair);
     assert!(
         pair.recv().ends_with(FEATURES_SASL),
         "features demand nothing; SASL stays optional"
@@ -41,12 +46,7 @@ fn local_peer_skips_sasl_and_sends_documents_with_its_role() {
 fn legacy_peer_gets_each_message_in_its_own_write() {
     // The FMA client parses each read() as one document: never glue two into one write.
     let mut pair = Pair::local(Role::Write);
-    pair.send(LEGACY_HEADER);
-    pair.recv();
-    pair.send(STARTTLS);
-    pair.recv();
-    pair.handshake();
-    pair.send(LEGACY_HEADER);
+    legacy_secured(&mut pair);
     pair.recv();
     let doc = "<LDM_interface version='1.0'><cmd><action>list-domain</action><data version='3.0'/></cmd></LDM_interface>";
     pair.send(&doc.repeat(2));
