@@ -144,7 +144,11 @@ impl Actor {
             let wake = tokio::select! {
                 biased;
                 _ = self.shared.notify.notified() => Wake::Inbox,
-                _ = readiness.readable(), if read => Wake::Readable,
+                ready = readiness.readable(), if read => match ready {
+                    Ok(_) => Wake::Readable,
+                    Err(_) => return, // the reactor cannot watch this socket any more
+                },
+
                 _ = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
             };
             let now = Instant::now();

@@ -300,11 +300,10 @@ async fn accept_tcp(ctx: Rc<ThreadCtx>, listener: tokio_uring::net::TcpListener)
                 continue;
             }
         };
-        if ctx.shutting_down.get() {
-            return;
-        }
+        // Accepted as shutdown began: the actor tells it `system-shutdown` like the others.
         let shared = &ctx.shared;
         shared.metrics.accepted_tcp.increment(1);
+
         shared.accepted.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY");
@@ -351,9 +350,7 @@ async fn accept_unix(ctx: Rc<ThreadCtx>, listener: std::os::unix::net::UnixListe
             accepted = listener.accept() => accepted,
             _ = ctx.stop_accepting.notified() => return,
         };
-        if ctx.shutting_down.get() {
-            return;
-        }
+
         let stream = match accepted.and_then(|(s, _)| s.into_std()) {
             Ok(stream) => stream,
             Err(e) => {
