@@ -5,9 +5,7 @@
 //! real handler; until it exists, [`Unsupported`] answers every cmd with a `failure` naming the
 //! action, so clients see well-formed replies at all three levels of §2.1.
 
-use crate::ldm::document::{
-    CmdResponse, DataResponse, Document, Response, Role, Status, authorize,
-};
+use crate::ldm::document::{CmdResponse, Document, Response, Role, authorize};
 
 /// Answers one document at a time. Called on the handler's own thread, never on an I/O thread.
 pub trait DocumentHandler: Send + 'static {
@@ -60,19 +58,11 @@ pub fn respond_to_each_cmd(
     }
 }
 
-/// A data-level failure echoing the object, for handlers that judge each object (§2.1).
-pub fn data_failure(data: &crate::ldm::Data, message: impl Into<String>) -> DataResponse {
-    DataResponse {
-        data: data.clone(),
-        status: Status::Failure,
-        messages: vec![message.into()],
-        warning: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ldm::{DataResponse, Status};
+
     use crate::ldm::{parse_document, write_response};
     use crate::xml::{Element, NamespaceScope};
 

@@ -244,7 +244,6 @@ impl Actor {
                         document,
                         role,
                         reply_to: self.key,
-                        received: Instant::now(),
                     };
                     // Waits while the handler is busy: back-pressure for this connection only.
                     if self.ctx.handler.send(request).await.is_err() {

@@ -7,7 +7,6 @@
 
 use std::io;
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -30,7 +29,6 @@ pub struct Request {
     pub document: Document,
     pub role: Role,
     pub reply_to: ConnKey,
-    pub received: Instant,
 }
 
 /// Messages to an I/O thread.

@@ -188,7 +188,7 @@ impl Connection {
     }
 
     /// The verifier's answer to an [`Event::Verify`].
-    pub fn handle_auth_result(&mut self, now: Instant, result: Result<Identity, SaslFailure>) {
+    pub fn handle_auth_result(&mut self, _now: Instant, result: Result<Identity, SaslFailure>) {
         self.pipe.events.push_back(match &result {
             Ok(_) => Event::Authenticated,
             Err(failure) => Event::AuthFailed(*failure),
@@ -198,7 +198,7 @@ impl Connection {
             .stream
             .handle_auth_result(result, &mut self.pipe.out);
         self.pipe.apply(step, 0, 0);
-        self.resume(now);
+        self.resume();
     }
 
     /// The handler's answer to an [`Event::Document`].
@@ -209,7 +209,7 @@ impl Connection {
             .stream
             .handle_response(response, &mut self.pipe.out);
         self.pipe.apply(Ok(step), 0, 0);
-        self.resume(now);
+        self.resume();
     }
 
     /// Daemon shutdown: `system-shutdown` once documents in flight are answered.
@@ -356,7 +356,7 @@ impl Connection {
     }
 
     /// Input may resume after an answer: process what was held back.
-    fn resume(&mut self, _now: Instant) {
+    fn resume(&mut self) {
         if self.tls.is_some() {
             self.pipe.process_partial();
         }

@@ -161,10 +161,6 @@ impl<'a> Element<'a> {
         local_part(self.name)
     }
 
-    pub fn prefix(&self) -> Option<&'a str> {
-        self.name.split_once(':').map(|(prefix, _)| prefix)
-    }
-
     /// True when this element is `local` in `namespace`.
     pub fn is(&self, local: &str, namespace: Namespace) -> bool {
         self.namespace == namespace && self.local_name() == local

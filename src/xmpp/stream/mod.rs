@@ -179,11 +179,6 @@ impl Stream {
         self.phase == Phase::AwaitHeader
     }
 
-    /// True between `<proceed/>` and the end of the TLS handshake.
-    pub fn awaits_tls(&self) -> bool {
-        self.phase == Phase::TlsPending
-    }
-
     /// True when more input may be processed now (not waiting for a password check, not over
     /// the in-flight document limit, not closing).
     pub fn wants_input(&self) -> bool {
@@ -427,15 +422,9 @@ impl Stream {
         if self.phase == Phase::Closed {
             return Step::Close;
         }
-        if !self.header_sent {
-            header::write_header(self, None, out);
-        }
-        let mut w = out.writer();
-        error.write(&mut w);
-        w.raw("</stream:stream>");
-        out.end_message();
-        self.phase = Phase::Closed;
-        Step::Close
+        self.ensure_header(out);
+        error.write(&mut out.writer());
+        self.close(out) // the error and our closing tag go out as one message
     }
 
     fn finish_after_drain(&mut self, out: &mut Outbox) -> Step {
@@ -449,15 +438,19 @@ impl Stream {
     /// Our closing tag, then close.
     fn close(&mut self, out: &mut Outbox) -> Step {
         if self.phase != Phase::Closed {
-            if !self.header_sent {
-                header::write_header(self, None, out); // a close needs an open stream too
-            }
+            self.ensure_header(out); // a close needs an open stream too
             out.writer().raw("</stream:stream>");
-
             out.end_message();
             self.phase = Phase::Closed;
         }
         Step::Close
+    }
+
+    /// Our header, if this stream has not had it yet (errors and closes need an open stream).
+    fn ensure_header(&mut self, out: &mut Outbox) {
+        if !self.header_sent {
+            header::write_header(self, None, out);
+        }
     }
 
     /// RFC 6120 §4.3.3: a new stream on the same connection, with fresh per-stream state.
