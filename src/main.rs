@@ -19,6 +19,7 @@ use ldmd::config::{Config, Overrides};
 use ldmd::ldm::Role;
 use ldmd::ldm::handler::Unsupported;
 use ldmd::server::Server;
+use ldmd::server::dispatch::HandlerThread;
 
 #[derive(Parser)]
 #[command(
@@ -104,7 +105,8 @@ fn run(config: Config) -> Result<(), String> {
         ldmd::metrics::install_exporter(addr)?;
     }
     let metrics_addr = config.metrics_listen;
-    let server = Server::start(config, Box::new(Unsupported)).map_err(|e| e.to_string())?;
+    let server = Server::start(config, Box::new(HandlerThread(Box::new(Unsupported))))
+        .map_err(|e| e.to_string())?;
     if server.certificate_generated {
         tracing::info!(fingerprint = %server.fingerprint, "generated a self-signed TLS certificate");
     }

@@ -2,6 +2,8 @@
 //! the handler seam through which documents reach whoever answers them. Pure: no I/O.
 
 pub mod document;
+pub mod event;
+
 pub mod handler;
 pub mod parse;
 pub mod write;

@@ -61,7 +61,30 @@ impl Prefixes {
     }
 }
 
+/// The root of event documents, and the version they carry (§5).
+pub const EVENT_ROOT: &str = "LDM_event";
+pub const EVENT_VERSION: &str = "1.1";
+
+/// Writes an `LDM_event` document: one cmd naming what happened and the object it happened to.
+/// Kept small: the illumos FMA client reads events 1 KiB at a time.
+pub fn write_event(out: &mut Vec<u8>, action: &str, data: &Data) {
+    let prefixes = Prefixes::of_data([data]);
+    let mut w = XmlWriter::new(out);
+    w.open(EVENT_ROOT, &prefixes.attrs(EVENT_VERSION))
+        .open("cmd", &[])
+        .text_element("action", &[], action)
+        .open(
+            "data",
+            &[("version", data.version.as_deref().unwrap_or(DATA_VERSION))],
+        );
+    if let Some(envelope) = &data.envelope {
+        write_envelope(&mut w, envelope);
+    }
+    w.close("data").close("cmd").close(EVENT_ROOT);
+}
+
 /// Writes a complete response document.
+
 pub fn write_response(out: &mut Vec<u8>, response: &Response) {
     let version = response.version.as_deref().unwrap_or("1.0");
     let prefixes = Prefixes::of_data(

@@ -6,10 +6,12 @@
 //! bounded mailbox, tagged with the connection's key; a router task there delivers them.
 
 use std::io;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
+use crate::ldm::event::{Event, SubscriptionChange};
 use crate::ldm::handler::DocumentHandler;
 use crate::ldm::{Document, Response, Role};
 use crate::xmpp::error::SaslFailure;
@@ -36,7 +38,12 @@ pub enum ToIo {
     Response {
         key: ConnKey,
         response: Response,
+        /// Set when the document (un)registered for events: applied before the response is
+        /// delivered, so that the stream receives exactly the events committed after it.
+        subscription: Option<SubscriptionChange>,
     },
+    /// A committed change, for every stream on the thread subscribed to its class.
+    Event(Arc<Event>),
     AuthVerdict {
         key: ConnKey,
         verdict: Result<Identity, SaslFailure>,
@@ -45,8 +52,31 @@ pub enum ToIo {
     Shutdown,
 }
 
+/// Whoever answers LDM documents: it runs on its own thread(s), takes requests from `requests`
+/// until every sender is gone, and answers through the I/O threads' mailboxes.
+pub trait Backend: Send + 'static {
+    fn spawn(
+        self: Box<Self>,
+        requests: mpsc::Receiver<Request>,
+        mailboxes: Vec<mpsc::Sender<ToIo>>,
+    ) -> io::Result<JoinHandle<()>>;
+}
+
+/// A synchronous [`DocumentHandler`] on a thread of its own, answering in arrival order.
+pub struct HandlerThread(pub Box<dyn DocumentHandler>);
+
+impl Backend for HandlerThread {
+    fn spawn(
+        self: Box<Self>,
+        requests: mpsc::Receiver<Request>,
+        mailboxes: Vec<mpsc::Sender<ToIo>>,
+    ) -> io::Result<JoinHandle<()>> {
+        spawn_handler(self.0, requests, mailboxes)
+    }
+}
+
 /// Runs `handler` on its own thread until every request sender is gone.
-pub fn spawn_handler(
+fn spawn_handler(
     mut handler: Box<dyn DocumentHandler>,
     mut requests: mpsc::Receiver<Request>,
     mailboxes: Vec<mpsc::Sender<ToIo>>,
@@ -60,7 +90,11 @@ pub fn spawn_handler(
                     let response = handler.handle(&request.document, request.role);
                     let key = request.reply_to;
                     // The thread may be gone already (shutting down): the answer has nowhere to go.
-                    let _ = mailboxes[key.thread].blocking_send(ToIo::Response { key, response });
+                    let _ = mailboxes[key.thread].blocking_send(ToIo::Response {
+                        key,
+                        response,
+                        subscription: None,
+                    });
                 }
             }
         })

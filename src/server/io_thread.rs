@@ -175,7 +175,9 @@ async fn route(ctx: &Rc<ThreadCtx>, mut mailbox: mpsc::Receiver<ToIo>) {
                 }
                 for message in batch.drain(..) {
                     match message {
-                        ToIo::Response { key, response } => ctx.deliver(key, Inbound::Response(response)),
+                        // Events and subscriptions arrive with the events transport (next commit).
+                        ToIo::Response { key, response, .. } => ctx.deliver(key, Inbound::Response(response)),
+                        ToIo::Event(_) => {}
                         ToIo::AuthVerdict { key, verdict } => ctx.deliver(key, Inbound::AuthVerdict(verdict)),
                         ToIo::Shutdown if drain_until.is_none() => {
                             let drain = ctx.shared.config.limits.shutdown_drain;

@@ -30,8 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::{UserStore, Verifier};
 use crate::config::Config;
-use crate::ldm::handler::DocumentHandler;
-use crate::server::dispatch::ToIo;
+use crate::server::dispatch::{Backend, ToIo};
 use crate::server::io_thread::{Shared, ThreadSetup};
 use crate::xmpp::connection::ConnectionConfig;
 use crate::xmpp::stream::StreamConfig;
@@ -73,7 +72,7 @@ pub struct Server {
 
 impl Server {
     /// Binds everything, starts every thread, and returns once the daemon accepts connections.
-    pub fn start(config: Config, handler: Box<dyn DocumentHandler>) -> Result<Server, StartError> {
+    pub fn start(config: Config, backend: Box<dyn Backend>) -> Result<Server, StartError> {
         let state_err = |source| StartError::StateDir {
             path: config.state_dir.clone(),
             source,
@@ -138,7 +137,8 @@ impl Server {
         let (handler_tx, handler_rx) = mpsc::channel(HANDLER_QUEUE_MAX);
         let (mailboxes, mut receivers): (Vec<_>, Vec<_>) =
             (0..threads).map(|_| mpsc::channel(MAILBOX_MAX)).unzip();
-        let handler_thread = dispatch::spawn_handler(handler, handler_rx, mailboxes.clone())
+        let handler_thread = backend
+            .spawn(handler_rx, mailboxes.clone())
             .map_err(StartError::Thread)?;
         let mut unix = Some(unix);
         let mut io_threads = Vec::new();
