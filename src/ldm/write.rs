@@ -84,7 +84,6 @@ pub fn write_event(out: &mut Vec<u8>, action: &str, data: &Data) {
 }
 
 /// Writes a complete response document.
-
 pub fn write_response(out: &mut Vec<u8>, response: &Response) {
     let version = response.version.as_deref().unwrap_or("1.0");
     let prefixes = Prefixes::of_data(
