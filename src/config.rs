@@ -40,6 +40,16 @@ struct File {
     local_users: BTreeMap<String, String>,
     #[serde(default)]
     limits: LimitsFile,
+    machine: Option<crate::registry::machine::MachineConfig>,
+    #[serde(default)]
+    memdr: MemDrFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemDrFile {
+    seconds_per_gib: Option<f64>,
+    guest_memory_floor: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +119,10 @@ pub struct Config {
     /// Roles of local uids other than root (root always has write).
     pub local_users: BTreeMap<u32, Role>,
     pub limits: Limits,
+    /// The modelled machine's inventory (`[machine]`).
+    pub machine: crate::registry::machine::Machine,
+    /// The modelled guests that memory DR waits for (`[memdr]`).
+    pub guest: crate::registry::actor::GuestModel,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -173,6 +187,24 @@ pub enum ConfigError {
     Syntax { path: PathBuf, message: String },
     #[error("{key}: {message}")]
     Invalid { key: &'static str, message: String },
+}
+
+fn guest_model(file: &MemDrFile) -> Result<crate::registry::actor::GuestModel, ConfigError> {
+    let mut guest = crate::registry::actor::GuestModel::default();
+    if let Some(seconds) = file.seconds_per_gib {
+        if !(0.0..=3600.0).contains(&seconds) {
+            return Err(invalid(
+                "memdr.seconds_per_gib",
+                "must be between 0 and 3600",
+            ));
+        }
+        guest.seconds_per_gib = seconds;
+    }
+    if let Some(floor) = &file.guest_memory_floor {
+        guest.memory_floor = crate::registry::units::parse_size(floor)
+            .map_err(|e| invalid("memdr.guest_memory_floor", e))?;
+    }
+    Ok(guest)
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -308,6 +340,11 @@ impl Config {
             auth,
             local_users,
             limits: limits(file.limits)?,
+            machine: crate::registry::machine::Machine::from_config(
+                &file.machine.unwrap_or_default(),
+            )
+            .map_err(|message| invalid("machine", message))?,
+            guest: guest_model(&file.memdr)?,
         })
     }
 

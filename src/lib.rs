@@ -10,6 +10,7 @@ pub mod config;
 pub mod ldm;
 pub mod limits;
 pub mod metrics;
+pub mod registry;
 pub mod server;
 pub mod xml;
 pub mod xmpp;

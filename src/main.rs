@@ -17,9 +17,13 @@ use zeroize::Zeroizing;
 use ldmd::auth::store::{StoreError, UserStore};
 use ldmd::config::{Config, Overrides};
 use ldmd::ldm::Role;
-use ldmd::ldm::handler::Unsupported;
+use ldmd::registry::actor::RegistryActor;
+use ldmd::registry::store::Store;
+use ldmd::registry::{Registry, Settings};
 use ldmd::server::Server;
-use ldmd::server::dispatch::HandlerThread;
+
+/// The registry's database, in the state directory.
+const REGISTRY_FILE: &str = "registry.redb";
 
 #[derive(Parser)]
 #[command(
@@ -98,6 +102,38 @@ fn fail(message: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Opens the durable registry in the state directory: restores it, or creates the machine's
+/// first state.
+fn open_registry(config: &Config) -> Result<RegistryActor, String> {
+    ldmd::auth::store::create_private_dir(&config.state_dir)
+        .map_err(|e| format!("state directory {}: {e}", config.state_dir.display()))?;
+    let store = Store::open(&config.state_dir.join(REGISTRY_FILE)).map_err(|e| e.to_string())?;
+    let settings = Settings {
+        xmpp_enabled: config.xmpp_enabled,
+        ..Settings::default()
+    };
+    let registry = match store.load().map_err(|e| e.to_string())? {
+        None => {
+            let mut seed = [0u8; 8];
+            getrandom::fill(&mut seed).map_err(|e| format!("no randomness: {e}"))?;
+            Registry::new(config.machine.clone(), settings, u64::from_le_bytes(seed))
+        }
+        Some(records) => {
+            let (registry, notes) = Registry::restore(config.machine.clone(), settings, records)
+                .map_err(|e| format!("registry: {e}"))?;
+            for note in notes {
+                tracing::warn!("{note}");
+            }
+            registry
+        }
+    };
+    Ok(RegistryActor {
+        registry,
+        store,
+        guest: config.guest,
+    })
+}
+
 fn run(config: Config) -> Result<(), String> {
     init_logging(&config.log);
     raise_file_limit(config.limits.connections_max + config.limits.unix_connections_max);
@@ -105,8 +141,8 @@ fn run(config: Config) -> Result<(), String> {
         ldmd::metrics::install_exporter(addr)?;
     }
     let metrics_addr = config.metrics_listen;
-    let server = Server::start(config, Box::new(HandlerThread(Box::new(Unsupported))))
-        .map_err(|e| e.to_string())?;
+    let registry = open_registry(&config)?;
+    let server = Server::start(config, Box::new(registry)).map_err(|e| e.to_string())?;
     if server.certificate_generated {
         tracing::info!(fingerprint = %server.fingerprint, "generated a self-signed TLS certificate");
     }

@@ -19,7 +19,7 @@ use crate::xmpp::stream::Identity;
 
 /// A connection on some I/O thread: slab index plus a generation, so that an answer for a
 /// closed connection never reaches a new one that reused the slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnKey {
     pub thread: usize,
     pub index: usize,

@@ -1,0 +1,454 @@
+//! The `list-*` actions, answered in request form (§4) so that their output can be sent back as
+//! input; list-bindings adds `bind:Binding` children with what each resource is bound to.
+
+use crate::ldm::document::{
+    Binding, Content, Data, Envelope, Item, Property, Section, SectionKind,
+};
+use crate::registry::CONTROL_DOMAIN;
+use crate::registry::model::{Domain, DomainState, FACTORY_DEFAULT};
+use crate::registry::state::{Applied, Outcome, Registry};
+use crate::registry::units::{format_mac, format_size};
+
+pub fn list(reg: &Registry, action: &str, data: &Data, now: u64) -> Outcome {
+    let requested = data
+        .envelope
+        .as_ref()
+        .map(|e| &e.contents[..])
+        .unwrap_or_default();
+    let domains: Vec<&Domain> = if requested.is_empty() {
+        reg.domains().collect()
+    } else {
+        requested
+            .iter()
+            .map(|c| {
+                reg.domain(&c.id)
+                    .ok_or_else(|| format!("LDom {} does not exist", c.id))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let (contents, sections) = match action {
+        "list-domain" => (
+            domains
+                .iter()
+                .map(|d| content(d, vec![summary(d, now)]))
+                .collect(),
+            Vec::new(),
+        ),
+        "list-constraints" => (
+            domains
+                .iter()
+                .map(|d| content(d, constraints(reg, d, false)))
+                .collect(),
+            Vec::new(),
+        ),
+        "list-bindings" => (
+            domains
+                .iter()
+                .map(|d| content(d, constraints(reg, d, true)))
+                .collect(),
+            Vec::new(),
+        ),
+        "list-services" => (
+            domains
+                .iter()
+                .filter(|d| !(d.vds.is_empty() && d.vsw.is_empty() && d.vcc.is_empty()))
+                .map(|d| content(d, services(d)))
+                .collect(),
+            Vec::new(),
+        ),
+        "list-variable" => (
+            domains.iter().map(|d| content(d, variables(d))).collect(),
+            Vec::new(),
+        ),
+        "list-devices" => (Vec::new(), vec![devices(reg)]),
+        "list-spconfig" => (Vec::new(), vec![spconfig_section(reg, None)]),
+        other => return Err(format!("Unknown action '{other}'")),
+    };
+    Ok(Applied {
+        data: Some(Data {
+            version: data.version.clone(),
+            envelope: Some(Envelope { contents, sections }),
+        }),
+        ..Applied::default()
+    })
+}
+
+fn content(domain: &Domain, items: Vec<Item>) -> Content {
+    Content {
+        id: domain.name.clone(),
+        sections: vec![Section {
+            kind: SectionKind::ResourceAllocation,
+            items,
+        }],
+    }
+}
+
+fn prop(key: &str, value: impl ToString) -> Property {
+    Property {
+        key: key.into(),
+        value: value.to_string(),
+    }
+}
+
+fn item(resource: &str, units: Option<String>, properties: Vec<Property>) -> Item {
+    Item {
+        resource_type: resource.into(),
+        allocation_units: units,
+        properties,
+        ..Item::default()
+    }
+}
+
+/// The six flag positions of §3.
+pub fn flags(domain: &Domain) -> String {
+    let mut flags = ['-'; 6];
+    if domain.state == DomainState::Active {
+        flags[1] = 'n';
+    }
+    if domain.reconf.is_some() {
+        flags[2] = 'd';
+    } else if domain.memdr.is_some() {
+        flags[2] = 'r';
+    }
+    if domain.name == CONTROL_DOMAIN {
+        flags[3] = 'c';
+    }
+    if !(domain.vds.is_empty() && domain.vsw.is_empty() && domain.vcc.is_empty()) {
+        flags[4] = 'v';
+    }
+    flags.iter().collect()
+}
+
+/// The console column: the SP's UART for the control domain, the bound port for a guest.
+fn console(domain: &Domain) -> String {
+    if domain.name == CONTROL_DOMAIN {
+        return "UART".into();
+    }
+    domain
+        .binding
+        .as_ref()
+        .and_then(|b| b.console_port)
+        .map_or_else(String::new, |port| port.to_string())
+}
+
+fn info(domain: &Domain) -> Item {
+    let mut properties = vec![
+        prop("hostid", format!("0x{:08x}", domain.hostid)),
+        prop("failure-policy", &domain.failure_policy),
+    ];
+    if !domain.master.is_empty() {
+        properties.push(prop("master", domain.master.join(",")));
+    }
+    properties.extend(domain.options.iter().map(|(k, v)| prop(k, v)));
+    Item {
+        resource_type: "ldom_info".into(),
+        uuid: Some(domain.uuid.clone()),
+        address: Some(format_mac(domain.mac)),
+        properties,
+        ..Item::default()
+    }
+}
+
+fn summary(domain: &Domain, now: u64) -> Item {
+    let mut item = info(domain);
+    let memory = domain
+        .binding
+        .as_ref()
+        .map_or(domain.memory, |b| b.memory_bytes());
+    let uptime = match (domain.state, domain.started_at) {
+        (DomainState::Active, Some(at)) => now.saturating_sub(at).to_string(),
+        _ => String::new(),
+    };
+    let mut properties = vec![
+        prop("state", domain.state.as_str()),
+        prop("flags", flags(domain)),
+        prop("cons", console(domain)),
+        prop("ncpu", domain.vcpus),
+        prop("mem", memory),
+        prop("uptime", uptime),
+    ];
+    if let Some(dr) = &domain.memdr {
+        properties.push(prop(
+            "memdr",
+            format!(
+                "{} {} of {}",
+                dr.action,
+                format_size(dr.done),
+                format_size(dr.bytes)
+            ),
+        ));
+    }
+    properties.append(&mut item.properties);
+    item.properties = properties;
+    item
+}
+
+fn binding(items: Vec<Item>) -> Vec<Binding> {
+    vec![Binding { items }]
+}
+
+/// Constraints in request form; with `bound`, each resource also says what it is bound to.
+fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
+    let bind = domain.binding.as_ref().filter(|_| bound);
+    let tpc = reg.machine().threads_per_core;
+    let mut items = vec![info(domain)];
+    if bound {
+        items[0]
+            .properties
+            .insert(0, prop("state", domain.state.as_str()));
+        items[0].properties.insert(1, prop("flags", flags(domain)));
+    }
+    let mut cpu = item(
+        "cpu",
+        Some(domain.vcpus.to_string()),
+        vec![prop("wcore", domain.wcore)],
+    );
+    if let Some(b) = bind {
+        cpu.bindings = binding(
+            b.cpus
+                .iter()
+                .enumerate()
+                .map(|(vid, pid)| {
+                    item(
+                        "cpu",
+                        None,
+                        vec![prop("vid", vid), prop("pid", pid), prop("cid", pid / tpc)],
+                    )
+                })
+                .collect(),
+        );
+    }
+    items.push(cpu);
+    if domain.mau > 0 {
+        let mut mau = item("mau", Some(domain.mau.to_string()), Vec::new());
+        if let Some(b) = bind {
+            mau.bindings = binding(
+                b.maus
+                    .iter()
+                    .map(|id| item("mau", None, vec![prop("id", id), prop("cid", id)]))
+                    .collect(),
+            );
+        }
+        items.push(mau);
+    }
+    let mut memory = item("memory", Some(format_size(domain.memory)), Vec::new());
+    if let Some(b) = bind {
+        memory.bindings = binding(
+            b.memory
+                .iter()
+                .map(|m| {
+                    item(
+                        "memory",
+                        None,
+                        vec![
+                            prop("ra", format!("0x{:x}", m.ra)),
+                            prop("pa", format!("0x{:x}", m.pa)),
+                            prop("size", format_size(m.size)),
+                        ],
+                    )
+                })
+                .collect(),
+        );
+    }
+    items.push(memory);
+    if let Some(reconf) = &domain.reconf {
+        let mut pending = Vec::new();
+        if let Some(m) = reconf.memory {
+            pending.push(prop("memory", format_size(m)));
+        }
+        if !reconf.io_add.is_empty() {
+            pending.push(prop("io-add", reconf.io_add.join(",")));
+        }
+        if !reconf.io_remove.is_empty() {
+            pending.push(prop("io-remove", reconf.io_remove.join(",")));
+        }
+        items.push(item("reconf", None, pending));
+    }
+    items.extend(services(domain));
+    for disk in &domain.vdisks {
+        let mut properties = vec![
+            prop("vdisk_name", &disk.name),
+            prop("service_name", &disk.service),
+            prop("vol_name", &disk.volume),
+        ];
+        if let Some(t) = disk.timeout {
+            properties.push(prop("timeout", t));
+        }
+        if bound {
+            properties.push(prop("id", disk.id));
+        }
+        items.push(item("disk", None, properties));
+    }
+    for net in &domain.vnets {
+        let mut properties = vec![
+            prop("vnet_name", &net.name),
+            prop("service_name", &net.service),
+            prop("pvid", net.pvid),
+        ];
+        if !net.vid.is_empty() {
+            properties.push(prop("vid", join(&net.vid)));
+        }
+        properties.extend(net.mode.iter().map(|m| prop("mode", m)));
+        properties.extend(net.linkprop.iter().map(|l| prop("linkprop", l)));
+        if bound {
+            properties.push(prop("id", net.id));
+        }
+        let mut network = item("network", None, properties);
+        network.address = Some(format_mac(net.mac));
+        items.push(network);
+    }
+    if domain.name != CONTROL_DOMAIN {
+        let mut properties = Vec::new();
+        properties.extend(
+            domain
+                .console
+                .service
+                .iter()
+                .map(|s| prop("service_name", s)),
+        );
+        let port = bind.and_then(|b| b.console_port).or(domain.console.port);
+        properties.extend(port.map(|p| prop("port", p)));
+        properties.extend(domain.console.group.iter().map(|g| prop("group", g)));
+        properties.push(prop(
+            "enable-log",
+            if domain.console.enable_log {
+                "on"
+            } else {
+                "off"
+            },
+        ));
+        items.push(item("console", None, properties));
+    }
+    items.extend(variables(domain));
+    for device in &domain.io {
+        items.push(item("physio_device", None, vec![prop("name", device)]));
+    }
+    items
+}
+
+fn join(ids: &[u16]) -> String {
+    ids.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn services(domain: &Domain) -> Vec<Item> {
+    let mut items = Vec::new();
+    for vds in &domain.vds {
+        items.push(item("vds", None, vec![prop("service_name", &vds.name)]));
+        for volume in &vds.volumes {
+            let mut properties = vec![
+                prop("vol_name", &volume.name),
+                prop("service_name", &vds.name),
+                prop("block_dev", &volume.block_dev),
+            ];
+            if !volume.opts.is_empty() {
+                properties.push(prop("vol_opts", volume.opts.join(",")));
+            }
+            properties.extend(volume.mpgroup.iter().map(|m| prop("mpgroup", m)));
+            items.push(item("vds_volume", None, properties));
+        }
+    }
+    for vsw in &domain.vsw {
+        let mut properties = vec![prop("service_name", &vsw.name)];
+        properties.extend(vsw.net_dev.iter().map(|d| prop("dev_path", d)));
+        properties.push(prop("pvid", vsw.pvid));
+        if !vsw.vid.is_empty() {
+            properties.push(prop("vid", join(&vsw.vid)));
+        }
+        properties.push(prop("mtu", vsw.mtu));
+        properties.extend(vsw.mode.iter().map(|m| prop("mode", m)));
+        properties.extend(vsw.linkprop.iter().map(|l| prop("linkprop", l)));
+        properties.push(prop(
+            "inter_vnet_link",
+            if vsw.inter_vnet_link { "on" } else { "off" },
+        ));
+        let mut item = item("vsw", None, properties);
+        item.address = Some(format_mac(vsw.mac));
+        items.push(item);
+    }
+    for vcc in &domain.vcc {
+        items.push(item(
+            "vcc",
+            None,
+            vec![
+                prop("service_name", &vcc.name),
+                prop("min_port", vcc.min_port),
+                prop("max_port", vcc.max_port),
+            ],
+        ));
+    }
+    items
+}
+
+fn variables(domain: &Domain) -> Vec<Item> {
+    domain
+        .variables
+        .iter()
+        .map(|(name, value)| item("var", None, vec![prop("name", name), prop("value", value)]))
+        .collect()
+}
+
+/// Free resources, and who owns each I/O device.
+fn devices(reg: &Registry) -> Section {
+    let pools = reg.pools();
+    let tpc = reg.machine().threads_per_core;
+    let free_cpus: Vec<u32> = (0..reg.machine().threads())
+        .filter(|c| {
+            !reg.domains()
+                .any(|d| d.binding.as_ref().is_some_and(|b| b.cpus.contains(c)))
+        })
+        .collect();
+    let mut cpu = item("cpu", Some(pools.cpus.free_count().to_string()), Vec::new());
+    cpu.bindings = binding(
+        free_cpus
+            .iter()
+            .map(|pid| item("cpu", None, vec![prop("pid", pid), prop("cid", pid / tpc)]))
+            .collect(),
+    );
+    let mau = item("mau", Some(pools.maus.free_count().to_string()), Vec::new());
+    let memory = item(
+        "memory",
+        Some(format_size(pools.memory.free_bytes())),
+        Vec::new(),
+    );
+    let mut items = vec![cpu, mau, memory];
+    for device in &reg.machine().io {
+        let mut properties = vec![prop("name", &device.name), prop("path", &device.path)];
+        let owner = reg.io_owner.get(&device.name).map_or("", String::as_str);
+        properties.push(prop("owner", owner));
+        items.push(item("physio_device", None, properties));
+    }
+    Section {
+        kind: SectionKind::ResourceAllocation,
+        items,
+    }
+}
+
+/// The SP configurations (all, or only `only`), with `current` and `next` marked.
+pub fn spconfig_section(reg: &Registry, only: Option<&str>) -> Section {
+    let names = std::iter::once(FACTORY_DEFAULT.to_owned())
+        .chain(reg.sp.saved.iter().map(|c| c.name.clone()));
+    let items = names
+        .filter(|n| only.is_none_or(|o| o == n))
+        .map(|name| {
+            let status = if reg.sp.current == name {
+                "current"
+            } else if reg.sp.next.as_deref() == Some(name.as_str()) {
+                "next"
+            } else {
+                ""
+            };
+            item(
+                "spconfig",
+                None,
+                vec![
+                    prop("spconfig_name", &name),
+                    prop("spconfig_status", status),
+                ],
+            )
+        })
+        .collect();
+    Section {
+        kind: SectionKind::ResourceAllocation,
+        items,
+    }
+}

@@ -1,0 +1,20 @@
+//! The domain registry: one machine's logical domains, their resources, SP configurations and
+//! long operations.
+//!
+//! - [`state`], [`actions`], [`listing`], [`machine`], [`model`], [`units`]: the pure rules.
+//! - [`store`]: durability (redb), one transaction per batch.
+//! - [`actor`]: the single writer, on its own thread, and the memory DR workers.
+
+pub mod actions;
+pub mod actor;
+pub mod listing;
+pub mod machine;
+pub mod model;
+pub mod state;
+pub mod store;
+pub mod units;
+
+/// The control domain, which always exists.
+pub const CONTROL_DOMAIN: &str = "primary";
+
+pub use state::{Registry, Settings};

@@ -1,0 +1,712 @@
+//! The registry's state and the rules that change it: pure, no I/O, no clock (the shell passes
+//! `now`), no randomness but a seeded generator. The actor owns one [`Registry`].
+//!
+//! Each data object of a write is judged on its own and applied whole or not at all: handlers
+//! check everything before they change anything, and the few that allocate several kinds of
+//! resource run inside [`Registry::atomically`], which restores the pools on failure.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ldm::document::{
+    CmdResponse, Content, Data, DataResponse, Document, Envelope, Response, Role, Status, authorize,
+};
+use crate::ldm::event::{Event, EventClass, EventMask, SubscriptionChange};
+use crate::registry::machine::{GUEST_RA_BASE, MAC_FIRST, MAC_LAST, Machine, MemoryPool, UnitPool};
+use crate::registry::model::{Binding, Domain, DomainState, FACTORY_DEFAULT, SpConfig};
+
+/// Operator settings the rules depend on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// With the XMPP listener off, memory DR is refused (§1, §6).
+    pub xmpp_enabled: bool,
+    /// Configurations the service processor holds, factory-default included.
+    pub spconfigs_max: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            xmpp_enabled: true,
+            spconfigs_max: 8,
+        }
+    }
+}
+
+/// A durable record, as the store keys it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Key {
+    Domain(String),
+    SpConfigs,
+    Meta,
+}
+
+/// The SP configurations: saved ones, the one the machine runs, the one for the next power-on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpConfigs {
+    pub saved: Vec<SpConfig>,
+    pub current: String,
+    pub next: Option<String>,
+}
+
+/// Counters that must survive restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Where the search for the next free automatic MAC address starts.
+    pub mac_cursor: u64,
+    pub next_operation: u64,
+    /// The generator behind UUIDs.
+    pub rng: u64,
+}
+
+/// Every durable record, as loaded from the store.
+#[derive(Clone, Debug, Default)]
+pub struct Records {
+    pub domains: Vec<Domain>,
+    pub spconfigs: Option<SpConfigs>,
+    pub meta: Option<Meta>,
+}
+
+/// Work the shell must start once the batch that asked for it is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Ask the domain's guest to take or give up `bytes` of memory.
+    StartMemDr {
+        operation: u64,
+        domain: String,
+        kind: crate::registry::model::MemDrKind,
+        bytes: u64,
+        /// Memory bound before the change.
+        bound: u64,
+    },
+    CancelMemDr {
+        operation: u64,
+    },
+}
+
+/// Free resources. Cloned by [`Registry::atomically`], so kept to what a transaction can touch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pools {
+    pub cpus: UnitPool,
+    pub maus: UnitPool,
+    pub memory: MemoryPool,
+}
+
+pub struct Registry {
+    pub(crate) machine: Machine,
+    pub(crate) settings: Settings,
+    pub(crate) domains: BTreeMap<String, Domain>,
+    pub(crate) sp: SpConfigs,
+    pub(crate) meta: Meta,
+    pub(crate) pools: Pools,
+    /// Allocated MAC addresses (domains, vnets, vsws).
+    pub(crate) macs: HashSet<u64>,
+    /// Console ports bound, by vcc.
+    pub(crate) console_ports: HashSet<(String, u16)>,
+    /// Service name → the domain providing it (service names are machine-wide).
+    pub(crate) services: HashMap<String, String>,
+    /// Physical device → its owner.
+    pub(crate) io_owner: HashMap<String, String>,
+    dirty: BTreeSet<Key>,
+    events: Vec<Event>,
+    effects: Vec<Effect>,
+}
+
+/// A document being answered; it waits while one of its objects runs a long operation.
+#[derive(Debug)]
+pub struct Run {
+    pub document: Document,
+    pub role: Role,
+    cmds: Vec<CmdResponse>,
+    cmd: usize,
+    data: usize,
+    subscription: SubscriptionChange,
+}
+
+/// Where a [`Run`] stands.
+#[derive(Debug, PartialEq)]
+pub enum Progress {
+    Done(Response, Option<SubscriptionChange>),
+    /// Waiting for the long operation with this id.
+    Waiting(u64),
+}
+
+/// What one object's handler did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub warning: Option<String>,
+    /// A long operation was started; the object's answer waits for it.
+    pub waiting: Option<u64>,
+    /// The object, filled in (list actions); `None` echoes the request.
+    pub data: Option<Data>,
+}
+
+impl Applied {
+    pub fn warn(warning: impl Into<String>) -> Applied {
+        Applied {
+            warning: Some(warning.into()),
+            ..Applied::default()
+        }
+    }
+}
+
+pub type Outcome = Result<Applied, String>;
+
+impl Registry {
+    /// A machine on its first start: the control domain active with its default slice and
+    /// services, every other resource free.
+    pub fn new(machine: Machine, settings: Settings, seed: u64) -> Registry {
+        let mut registry = Registry::empty(machine, settings, seed);
+        registry.create_control_domain();
+        registry.dirty.insert(Key::SpConfigs);
+        registry.dirty.insert(Key::Meta);
+        registry
+    }
+
+    fn empty(machine: Machine, settings: Settings, seed: u64) -> Registry {
+        let pools = Pools {
+            cpus: UnitPool::new(machine.threads()),
+            maus: UnitPool::new(machine.crypto_units),
+            memory: MemoryPool::new(machine.hypervisor_bytes, machine.memory_bytes),
+        };
+        Registry {
+            settings,
+            domains: BTreeMap::new(),
+            sp: SpConfigs {
+                saved: Vec::new(),
+                current: FACTORY_DEFAULT.into(),
+                next: None,
+            },
+            meta: Meta {
+                mac_cursor: MAC_FIRST,
+                next_operation: 1,
+                rng: seed,
+            },
+            pools,
+            macs: HashSet::new(),
+            console_ports: HashSet::new(),
+            services: HashMap::new(),
+            io_owner: HashMap::new(),
+            dirty: BTreeSet::new(),
+            events: Vec::new(),
+            effects: Vec::new(),
+            machine,
+        }
+    }
+
+    fn create_control_domain(&mut self) {
+        let mut primary = self.new_domain(crate::registry::CONTROL_DOMAIN);
+        primary.vcpus = self.machine.control_vcpus;
+        primary.mau = self.machine.control_crypto_units;
+        primary.memory = self.machine.control_memory;
+        primary.vds.push(crate::registry::model::Vds {
+            name: "primary-vds0".into(),
+            volumes: Vec::new(),
+        });
+        let vsw_mac = self.allocate_mac().expect("a fresh machine has free MACs");
+        primary.vsw.push(crate::registry::model::Vsw {
+            name: "primary-vsw0".into(),
+            mac: vsw_mac,
+            net_dev: Some("net0".into()),
+            pvid: 1,
+            vid: Vec::new(),
+            mtu: 1500,
+            mode: None,
+            linkprop: None,
+            inter_vnet_link: true,
+        });
+        primary.vcc.push(crate::registry::model::Vcc {
+            name: "primary-vcc0".into(),
+            min_port: 5000,
+            max_port: 5100,
+        });
+        primary.io = self
+            .machine
+            .io
+            .iter()
+            .filter(|d| d.parent.is_none())
+            .map(|d| d.name.clone())
+            .collect();
+        let cpus = self.pools.cpus.take(primary.vcpus).expect("validated");
+        let maus = self.pools.maus.take(primary.mau).expect("validated");
+        let pieces = self
+            .pools
+            .memory
+            .take(primary.memory, crate::registry::machine::MEMDR_GRANULE)
+            .expect("validated");
+        primary.binding = Some(Binding {
+            cpus,
+            maus,
+            memory: crate::registry::machine::blocks_from(&pieces, GUEST_RA_BASE),
+            console_port: None,
+        });
+        primary.state = DomainState::Active;
+        primary.started_at = Some(0);
+        for service in ["primary-vds0", "primary-vsw0", "primary-vcc0"] {
+            self.services.insert(service.into(), primary.name.clone());
+        }
+        for device in &primary.io {
+            self.io_owner.insert(device.clone(), primary.name.clone());
+        }
+        self.dirty.insert(Key::Domain(primary.name.clone()));
+        self.domains.insert(primary.name.clone(), primary);
+    }
+
+    /// Rebuilds the registry from its records. Allocations are derived from the bindings, and
+    /// a memory DR that a crash interrupted is rolled back: the domain keeps the memory it had
+    /// before it (the reply was never sent, so nothing acknowledged is undone). The notes say
+    /// what was rolled back, for the log.
+    pub fn restore(
+        machine: Machine,
+        settings: Settings,
+        records: Records,
+    ) -> Result<(Registry, Vec<String>), String> {
+        let Some(meta) = records.meta else {
+            return Err("the store has domains but no meta record".into());
+        };
+        let mut registry = Registry::empty(machine, settings, meta.rng);
+        registry.meta = meta;
+        if let Some(sp) = records.spconfigs {
+            registry.sp = sp;
+        }
+        let mut notes = Vec::new();
+        for mut domain in records.domains {
+            if let Some(dr) = domain.memdr.take() {
+                notes.push(format!(
+                    "the memory DR ({} {}) on {} was interrupted by a restart and rolled back",
+                    dr.action,
+                    crate::registry::units::format_size(dr.bytes),
+                    domain.name
+                ));
+                registry.dirty.insert(Key::Domain(domain.name.clone()));
+            }
+            registry.claim(&domain)?;
+            registry.domains.insert(domain.name.clone(), domain);
+        }
+        if !registry
+            .domains
+            .contains_key(crate::registry::CONTROL_DOMAIN)
+        {
+            return Err("the store has no control domain".into());
+        }
+        Ok((registry, notes))
+    }
+
+    /// Marks everything `domain` holds as used; an error means the records are inconsistent.
+    fn claim(&mut self, domain: &Domain) -> Result<(), String> {
+        let corrupt = |what: &str| {
+            format!(
+                "stored state is inconsistent: {what} of {} is claimed twice or out of range",
+                domain.name
+            )
+        };
+        for mac in std::iter::once(domain.mac)
+            .chain(domain.vnets.iter().map(|v| v.mac))
+            .chain(domain.vsw.iter().map(|v| v.mac))
+        {
+            if !self.macs.insert(mac) {
+                return Err(corrupt("a MAC address"));
+            }
+        }
+        for service in domain
+            .vds
+            .iter()
+            .map(|s| &s.name)
+            .chain(domain.vsw.iter().map(|s| &s.name))
+            .chain(domain.vcc.iter().map(|s| &s.name))
+        {
+            if self
+                .services
+                .insert(service.clone(), domain.name.clone())
+                .is_some()
+            {
+                return Err(corrupt("a service name"));
+            }
+        }
+        let reconf_io = domain.reconf.iter().flat_map(|r| r.io_add.iter());
+        for device in domain.io.iter().chain(reconf_io) {
+            if self
+                .io_owner
+                .insert(device.clone(), domain.name.clone())
+                .is_some()
+            {
+                return Err(corrupt("an I/O device"));
+            }
+        }
+        if let Some(binding) = &domain.binding {
+            if !self.pools.cpus.claim(&binding.cpus) {
+                return Err(corrupt("a CPU"));
+            }
+            if !self.pools.maus.claim(&binding.maus) {
+                return Err(corrupt("a crypto unit"));
+            }
+            let reserved = domain.reconf.iter().flat_map(|r| r.reserved.iter());
+            for block in binding.memory.iter().chain(reserved) {
+                if !self.pools.memory.claim(block.pa, block.size) {
+                    return Err(corrupt("memory"));
+                }
+            }
+            if let Some(port) = binding.console_port {
+                let service = self.console_service(domain).unwrap_or_default();
+                if !self.console_ports.insert((service, port)) {
+                    return Err(corrupt("a console port"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn domains(&self) -> impl Iterator<Item = &Domain> {
+        self.domains.values()
+    }
+
+    pub fn domain(&self, name: &str) -> Option<&Domain> {
+        self.domains.get(name)
+    }
+
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+
+    /// The records changed since the last call, with their new values (`None`: deleted).
+    pub fn take_dirty(&mut self) -> Vec<(Key, Option<Vec<u8>>)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|key| {
+                let value = match &key {
+                    Key::Domain(name) => self.domains.get(name).map(to_json),
+                    Key::SpConfigs => Some(to_json(&self.sp)),
+                    Key::Meta => Some(to_json(&self.meta)),
+                };
+                (key, value)
+            })
+            .collect()
+    }
+
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Events of the changes applied since the last call, in order.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    pub(crate) fn effect(&mut self, effect: Effect) {
+        self.effects.push(effect);
+    }
+
+    pub(crate) fn touch(&mut self, name: &str) {
+        self.dirty.insert(Key::Domain(name.to_owned()));
+    }
+
+    pub(crate) fn touch_meta(&mut self) {
+        self.dirty.insert(Key::Meta);
+    }
+
+    pub(crate) fn touch_spconfigs(&mut self) {
+        self.dirty.insert(Key::SpConfigs);
+    }
+
+    pub(crate) fn publish(&mut self, class: EventClass, action: &str, data: &Data) {
+        self.events.push(Event::new(class, action, data));
+    }
+
+    /// Publishes `action` on `domain` with the Content the request named (resource events
+    /// carry the resource; domain events only the name).
+    pub(crate) fn publish_content(&mut self, action: &str, content: Content) {
+        let class = event_class(action);
+        let content = match class {
+            EventClass::Domain => Content {
+                id: content.id,
+                sections: Vec::new(),
+            },
+            _ => content,
+        };
+        let data = Data {
+            version: Some(crate::ldm::write::DATA_VERSION.into()),
+            envelope: Some(Envelope {
+                contents: vec![content],
+                sections: Vec::new(),
+            }),
+        };
+        self.publish(class, &event_action(action), &data);
+    }
+
+    /// A domain as `add-domain` creates it: inactive, no resources, a fresh MAC and UUID.
+    pub(crate) fn new_domain(&mut self, name: &str) -> Domain {
+        let mut domain = Domain::constraints_only(name);
+        domain.mac = self.allocate_mac().unwrap_or(0);
+        domain.hostid = hostid_of(domain.mac);
+        domain.uuid = self.uuid();
+        domain
+    }
+
+    /// The next free automatic MAC address, searching from the persisted cursor.
+    pub(crate) fn allocate_mac(&mut self) -> Option<u64> {
+        let span = MAC_LAST - MAC_FIRST + 1;
+        if self.macs.len() as u64 >= span {
+            return None;
+        }
+        let mut mac = self.meta.mac_cursor.clamp(MAC_FIRST, MAC_LAST);
+        while self.macs.contains(&mac) {
+            mac = if mac == MAC_LAST { MAC_FIRST } else { mac + 1 };
+        }
+        self.macs.insert(mac);
+        self.meta.mac_cursor = if mac == MAC_LAST { MAC_FIRST } else { mac + 1 };
+        self.touch_meta();
+        Some(mac)
+    }
+
+    pub(crate) fn free_macs(&self) -> u64 {
+        (MAC_LAST - MAC_FIRST + 1).saturating_sub(self.macs.len() as u64)
+    }
+
+    /// A version 4 UUID from the registry's generator (identifiers, not secrets).
+    fn uuid(&mut self) -> String {
+        let hi = self.next_random();
+        let lo = self.next_random();
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&hi.to_be_bytes());
+        bytes[8..].copy_from_slice(&lo.to_be_bytes());
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )
+    }
+
+    /// splitmix64.
+    fn next_random(&mut self) -> u64 {
+        self.meta.rng = self.meta.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.touch_meta();
+        let mut z = self.meta.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub(crate) fn next_operation(&mut self) -> u64 {
+        let id = self.meta.next_operation;
+        self.meta.next_operation += 1;
+        self.touch_meta();
+        id
+    }
+
+    /// The vcc serving `domain`'s console: its own choice, else the machine's first vcc.
+    pub(crate) fn console_service(&self, domain: &Domain) -> Option<String> {
+        if let Some(service) = &domain.console.service {
+            return Some(service.clone());
+        }
+        self.domains
+            .values()
+            .flat_map(|d| d.vcc.iter())
+            .map(|v| v.name.clone())
+            .next()
+    }
+
+    /// Runs `change`; if it fails, the pools and the named domains are put back as they were.
+    pub(crate) fn atomically<T>(
+        &mut self,
+        domains: &[&str],
+        change: impl FnOnce(&mut Registry) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let pools = self.pools.clone();
+        let saved: Vec<(String, Option<Domain>)> = domains
+            .iter()
+            .map(|n| (n.to_string(), self.domains.get(*n).cloned()))
+            .collect();
+        let ports = self.console_ports.clone();
+        let io = self.io_owner.clone();
+        let result = change(self);
+        if result.is_err() {
+            self.pools = pools;
+            self.console_ports = ports;
+            self.io_owner = io;
+            for (name, domain) in saved {
+                match domain {
+                    Some(d) => self.domains.insert(name, d),
+                    None => self.domains.remove(&name),
+                };
+            }
+        }
+        result
+    }
+
+    /// The primary in delayed reconfiguration refuses changes to every other domain.
+    pub(crate) fn check_not_in_delayed_reconf(&self, name: &str) -> Result<(), String> {
+        let control = crate::registry::CONTROL_DOMAIN;
+        if name != control
+            && self
+                .domains
+                .get(control)
+                .is_some_and(|d| d.reconf.is_some())
+        {
+            return Err(format!(
+                "The {control} domain has a delayed reconfiguration pending: changes to other domains are disabled until it reboots"
+            ));
+        }
+        Ok(())
+    }
+
+    // ---- documents ----
+
+    pub fn begin(document: Document, role: Role) -> Run {
+        Run {
+            document,
+            role,
+            cmds: Vec::new(),
+            cmd: 0,
+            data: 0,
+            subscription: SubscriptionChange::default(),
+        }
+    }
+
+    /// Answers `run` from where it stands until it is done or waits for a long operation.
+    pub fn advance(&mut self, run: &mut Run, now: u64) -> Progress {
+        if let Some(reason) = &run.document.malformed {
+            return Progress::Done(
+                Response {
+                    version: run.document.version.clone(),
+                    cmds: Vec::new(),
+                    malformed: Some(reason.clone()),
+                },
+                None,
+            );
+        }
+        while run.cmd < run.document.cmds.len() {
+            let cmd = &run.document.cmds[run.cmd];
+            if run.data == 0 && run.cmds.len() == run.cmd {
+                let failure = match (&cmd.malformed, cmd.action.as_deref()) {
+                    (Some(reason), _) => Some(reason.clone()),
+                    (None, None) => Some("The cmd has no action".into()),
+                    (None, Some(action)) => authorize(action, run.role)
+                        .err()
+                        .or_else(|| crate::registry::actions::check_action(action).err()),
+                };
+                run.cmds.push(CmdResponse {
+                    action: cmd.action.clone(),
+                    options: cmd.options.clone(),
+                    data: Vec::new(),
+                    failure,
+                });
+                if run.cmds[run.cmd].failure.is_some() {
+                    run.cmd += 1;
+                    continue;
+                }
+                if let Some(action) = cmd.action.as_deref()
+                    && let Some((subscribe, mask)) = EventMask::of_registration(action)
+                {
+                    run.subscription = run.subscription.then(registration(subscribe, mask));
+                }
+            }
+            while run.data < cmd.data.len() {
+                let data = &cmd.data[run.data];
+                let action = cmd.action.as_deref().unwrap_or_default();
+                let outcome = crate::registry::actions::apply(self, action, cmd, data, now);
+                match outcome {
+                    Ok(Applied {
+                        waiting: Some(operation),
+                        ..
+                    }) => return Progress::Waiting(operation),
+                    outcome => {
+                        let response = data_response(data, outcome);
+                        run.cmds[run.cmd].data.push(response);
+                        run.data += 1;
+                    }
+                }
+            }
+            run.cmd += 1;
+            run.data = 0;
+        }
+        let response = Response {
+            version: run.document.version.clone(),
+            cmds: std::mem::take(&mut run.cmds),
+            malformed: None,
+        };
+        let subscription = (!run.subscription.is_empty()).then_some(run.subscription);
+        Progress::Done(response, subscription)
+    }
+
+    /// Records the answer of the object `run` waited for, so that `advance` goes on after it.
+    pub fn resume(run: &mut Run, outcome: Outcome) {
+        let data = &run.document.cmds[run.cmd].data[run.data];
+        let response = data_response(data, outcome);
+        run.cmds[run.cmd].data.push(response);
+        run.data += 1;
+    }
+}
+
+fn registration(subscribe: bool, mask: EventMask) -> SubscriptionChange {
+    if subscribe {
+        SubscriptionChange {
+            subscribe: mask,
+            unsubscribe: EventMask::NONE,
+        }
+    } else {
+        SubscriptionChange {
+            subscribe: EventMask::NONE,
+            unsubscribe: mask,
+        }
+    }
+}
+
+fn data_response(request: &Data, outcome: Outcome) -> DataResponse {
+    match outcome {
+        Ok(applied) => DataResponse {
+            data: applied.data.unwrap_or_else(|| request.clone()),
+            status: Status::Success,
+            messages: Vec::new(),
+            warning: applied.warning,
+        },
+        Err(reason) => DataResponse {
+            data: request.clone(),
+            status: Status::Failure,
+            messages: vec![reason],
+            warning: None,
+        },
+    }
+}
+
+/// The class of the event an action publishes (§5).
+pub fn event_class(action: &str) -> EventClass {
+    match action {
+        "add-domain" | "remove-domain" | "bind-domain" | "unbind-domain" | "start-domain"
+        | "stop-domain" | "domain-reset" | "panic-domain" | "migrate-domain" => EventClass::Domain,
+        "add-spconfig" | "set-spconfig" | "remove-spconfig" => EventClass::Hardware,
+        _ => EventClass::Resource,
+    }
+}
+
+/// Event names say `crypto` where actions say `mau` (§5).
+pub fn event_action(action: &str) -> String {
+    action.replace("-mau", "-crypto")
+}
+
+/// Oracle's convention: a domain's hostid is 0x84 followed by the low 24 bits of its MAC.
+pub fn hostid_of(mac: u64) -> u32 {
+    0x8400_0000 | (mac & 0x00ff_ffff) as u32
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("registry records always serialize")
+}
