@@ -84,6 +84,7 @@ struct LimitsFile {
     requests_in_flight_max: Option<u32>,
     send_timeout_secs: Option<u64>,
     auth_queue_max: Option<usize>,
+    event_queue_max: Option<u32>,
     shutdown_drain_secs: Option<u64>,
 }
 
@@ -155,6 +156,8 @@ pub struct Limits {
     pub requests_in_flight_max: u32,
     pub send_timeout: Duration,
     pub auth_queue_max: usize,
+    /// Events queued for one subscriber before its stream is ended as too slow.
+    pub event_queue_max: u32,
     pub shutdown_drain: Duration,
 }
 
@@ -170,6 +173,7 @@ impl Default for Limits {
             requests_in_flight_max: 16,
             send_timeout: Duration::from_secs(30),
             auth_queue_max: 256,
+            event_queue_max: 1024,
             shutdown_drain: Duration::from_secs(5),
         }
     }
@@ -457,6 +461,11 @@ fn limits(file: LimitsFile) -> Result<Limits, ConfigError> {
             file.auth_queue_max,
             d.auth_queue_max,
         )?,
+        event_queue_max: positive(
+            "limits.event_queue_max",
+            file.event_queue_max.map(|v| v as usize),
+            d.event_queue_max as usize,
+        )? as u32,
         shutdown_drain: secs(
             "limits.shutdown_drain_secs",
             file.shutdown_drain_secs,
@@ -582,5 +591,17 @@ mod tests {
         let config =
             Config::from_toml("[limits]\nidle_timeout_secs = 0", &Overrides::default()).unwrap();
         assert_eq!(config.limits.idle_timeout, None);
+    }
+
+    #[test]
+    fn event_queue_max_is_positive() {
+        // A subscriber that may queue nothing could never receive an event.
+        let config =
+            Config::from_toml("[limits]\nevent_queue_max = 8", &Overrides::default()).unwrap();
+        assert_eq!(config.limits.event_queue_max, 8);
+        let err = Config::from_toml("[limits]\nevent_queue_max = 0", &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.event_queue_max"), "{err}");
     }
 }

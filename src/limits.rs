@@ -29,12 +29,12 @@ pub enum Limit {
     UnixConnections,
     /// LDM documents handed off and not yet answered, per connection (back-pressure, not an error).
     RequestsInFlight,
-    /// Bytes waiting to be written to one peer.
-    OutboxBytes,
     /// Time a peer may take to accept bytes we are writing.
     SendTimeout,
     /// Password checks waiting for a verifier thread.
     AuthQueue,
+    /// Events waiting for one subscriber's connection to take them.
+    EventQueue,
 }
 
 impl Limit {
@@ -51,9 +51,9 @@ impl Limit {
         Limit::Connections,
         Limit::UnixConnections,
         Limit::RequestsInFlight,
-        Limit::OutboxBytes,
         Limit::SendTimeout,
         Limit::AuthQueue,
+        Limit::EventQueue,
     ];
 
     /// The config key that sets this limit, also used as the metric label.
@@ -71,9 +71,9 @@ impl Limit {
             Limit::Connections => "connections_max",
             Limit::UnixConnections => "unix_connections_max",
             Limit::RequestsInFlight => "requests_in_flight_max",
-            Limit::OutboxBytes => "outbox_bytes_max",
             Limit::SendTimeout => "send_timeout_secs",
             Limit::AuthQueue => "auth_queue_max",
+            Limit::EventQueue => "event_queue_max",
         }
     }
 }

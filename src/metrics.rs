@@ -26,6 +26,10 @@ pub struct Metrics {
     stream_errors: Vec<(StreamErrorCondition, Counter)>,
     limit_hits: Vec<(Limit, Counter)>,
     pub documents: Counter,
+    /// Counted by the registry, once per committed change, however many streams receive it.
+    pub events_published: Counter,
+    pub events_delivered: Counter,
+    pub event_subscribers_dropped: Counter,
     pub pool_buffers_free: Gauge,
     pub pool_buffers_in_use: Gauge,
     pub pool_exhausted: Counter,
@@ -71,6 +75,9 @@ pub fn get() -> &'static Metrics {
         describe_counter!("ldmd_stream_errors_total", "Stream errors sent, by RFC 6120 condition.");
         describe_counter!("ldmd_limit_hits_total", "Times a configured limit fired, by config key.");
         describe_counter!("ldmd_documents_total", "LDM documents handed to the handler.");
+        describe_counter!("ldmd_events_published_total", "LDM events committed by the registry and offered to subscribers.");
+        describe_counter!("ldmd_events_delivered_total", "LDM events written to a subscribed stream.");
+        describe_counter!("ldmd_event_subscribers_dropped_total", "Subscribed streams ended for falling too far behind on events (event_queue_max).");
         describe_gauge!("ldmd_buffer_pool_free_buffers", "Pooled read/write buffers idle, all I/O threads.");
         describe_gauge!("ldmd_buffer_pool_in_use_buffers", "Pooled buffers lent to connections, all I/O threads.");
         describe_counter!("ldmd_buffer_pool_exhausted_total", "Times a pool was empty and a buffer was allocated.");
@@ -95,6 +102,9 @@ pub fn get() -> &'static Metrics {
                 .map(|l| (*l, metrics::counter!("ldmd_limit_hits_total", "limit" => l.key())))
                 .collect(),
             documents: metrics::counter!("ldmd_documents_total"),
+            events_published: metrics::counter!("ldmd_events_published_total"),
+            events_delivered: metrics::counter!("ldmd_events_delivered_total"),
+            event_subscribers_dropped: metrics::counter!("ldmd_event_subscribers_dropped_total"),
             pool_buffers_free: metrics::gauge!("ldmd_buffer_pool_free_buffers"),
             pool_buffers_in_use: metrics::gauge!("ldmd_buffer_pool_in_use_buffers"),
             pool_exhausted: metrics::counter!("ldmd_buffer_pool_exhausted_total"),

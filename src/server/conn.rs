@@ -27,6 +27,10 @@ use crate::xmpp::stream::Peer;
 
 /// The smallest free space worth a receive call; below it the buffer grows.
 const READ_ROOM_MIN: usize = 4096;
+/// Events handed to the connection between two transmits. A subscriber that was kept waiting
+/// may find `event_queue_max` events in its inbox; handed over together they would all be
+/// copied into its outbox, so they go in slices, each written before the next is taken.
+const EVENTS_PER_TRANSMIT_MAX: usize = 32;
 
 pub enum Transport {
     Tcp(tokio_uring::net::TcpStream),
@@ -291,9 +295,17 @@ impl Actor {
         }
     }
 
-    /// Everything the router left in the inbox.
+    /// What the router left in the inbox: all of it, except that events stop after
+    /// [`EVENTS_PER_TRANSMIT_MAX`] and the rest waits for the next pass.
     fn deliver(&mut self, now: Instant) {
+        let metrics = self.ctx.shared.metrics;
+        let mut events = 0;
         loop {
+            if events == EVENTS_PER_TRANSMIT_MAX {
+                // Wake again right after this slice is written (the wait is biased to the inbox).
+                self.shared.notify.notify_one();
+                return;
+            }
             let Some(message) = self.shared.inbox.borrow_mut().pop_front() else {
                 // An idle connection keeps no queue capacity.
                 *self.shared.inbox.borrow_mut() = std::collections::VecDeque::new();
@@ -303,6 +315,24 @@ impl Actor {
             match message {
                 Inbound::Response(response) => self.core.handle_response(now, &response),
                 Inbound::AuthVerdict(verdict) => self.core.handle_auth_result(now, verdict),
+                Inbound::Event(event) => {
+                    events += 1;
+                    let mut subscription = self.shared.subscription.get();
+                    subscription.take();
+                    self.shared.subscription.set(subscription);
+                    if self.core.handle_event(now, &event.document) {
+                        metrics.events_delivered.increment(1);
+                    }
+                }
+                Inbound::EventOverflow => {
+                    // Counted as a limit hit when the connection reports the stream error.
+                    let error = StreamError::limit(
+                        StreamErrorCondition::ResourceConstraint,
+                        Limit::EventQueue,
+                        "fell too far behind on events",
+                    );
+                    self.core.handle_error(now, error);
+                }
                 Inbound::Shutdown => {
                     self.core.handle_shutdown(now);
                     self.drain_deadline = Some(now + self.ctx.shared.config.limits.shutdown_drain);

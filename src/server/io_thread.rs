@@ -9,10 +9,13 @@
 //!      ▲________________________________________________________________/
 //! ```
 //!
-//! Nothing here blocks: the thread only waits in the runtime.
+//! Nothing here blocks: the thread only waits in the runtime. The router also fans committed
+//! events out, to the thread's subscribers alone (a set of slab indices), so that one costs
+//! O(subscribers), not O(connections); a subscriber that falls `event_queue_max` events behind
+//! is ended, never waited for.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -27,11 +30,13 @@ use crate::auth::Verifier;
 use crate::auth::peercred::{self, SockDiag};
 use crate::config::Config;
 use crate::ldm::Response;
+use crate::ldm::event::{Event, SubscriptionChange};
 use crate::limits::Limit;
 use crate::metrics::Metrics;
 use crate::server::conn::{self, Transport};
 use crate::server::dispatch::{ConnKey, Request, ToIo};
 use crate::server::pool::BufferPool;
+use crate::server::subscribers::{Offer, Subscription};
 use crate::xmpp::connection::ConnectionConfig;
 use crate::xmpp::error::{SaslFailure, StreamError, StreamErrorCondition};
 use crate::xmpp::stream::{Identity, Peer};
@@ -68,6 +73,11 @@ pub struct ThreadSetup {
 pub enum Inbound {
     Response(Response),
     AuthVerdict(Result<Identity, SaslFailure>),
+    /// For a subscribed stream; counted in its [`Subscription`] until the actor takes it.
+    Event(Arc<Event>),
+    /// The stream fell `event_queue_max` events behind: end it. Put at the front of the inbox,
+    /// since the events before it are exactly what the stream cannot keep up with.
+    EventOverflow,
     Shutdown,
 }
 
@@ -76,6 +86,8 @@ pub enum Inbound {
 pub struct ConnShared {
     pub inbox: RefCell<VecDeque<Inbound>>,
     pub notify: Notify,
+    /// Written by the router, and by the actor as it takes events.
+    pub subscription: Cell<Subscription>,
 }
 
 struct Slot {
@@ -92,6 +104,8 @@ pub struct ThreadCtx {
     pub handler: mpsc::Sender<Request>,
     pub pool: RefCell<BufferPool>,
     slots: RefCell<Slab<Slot>>,
+    /// Slab indices of the connections whose subscription is not empty.
+    subscribers: RefCell<HashSet<usize>>,
     next_generation: Cell<u64>,
     sock_diag: RefCell<Option<SockDiag>>,
     listener_fds: RefCell<Vec<RawFd>>,
@@ -113,6 +127,7 @@ pub fn run(setup: ThreadSetup) {
             handler: setup.handler,
             pool: RefCell::new(BufferPool::new(BUFFER_BYTES, POOLED_BUFFERS_MAX, metrics)),
             slots: RefCell::new(Slab::new()),
+            subscribers: RefCell::new(HashSet::new()),
             next_generation: Cell::new(0),
             sock_diag: RefCell::new(None),
             listener_fds: RefCell::new(Vec::new()),
@@ -175,9 +190,15 @@ async fn route(ctx: &Rc<ThreadCtx>, mut mailbox: mpsc::Receiver<ToIo>) {
                 }
                 for message in batch.drain(..) {
                     match message {
-                        // Events and subscriptions arrive with the events transport (next commit).
-                        ToIo::Response { key, response, .. } => ctx.deliver(key, Inbound::Response(response)),
-                        ToIo::Event(_) => {}
+                        ToIo::Response { key, response, subscription } => {
+                            // First, so that the stream gets exactly the events committed after
+                            // its registration (they follow this response in the mailbox).
+                            if let Some(change) = subscription {
+                                ctx.change_subscription(key, change);
+                            }
+                            ctx.deliver(key, Inbound::Response(response));
+                        }
+                        ToIo::Event(event) => ctx.publish(&event),
                         ToIo::AuthVerdict { key, verdict } => ctx.deliver(key, Inbound::AuthVerdict(verdict)),
                         ToIo::Shutdown if drain_until.is_none() => {
                             let drain = ctx.shared.config.limits.shutdown_drain;
@@ -208,6 +229,58 @@ impl ThreadCtx {
             slot.shared.inbox.borrow_mut().push_back(message);
             slot.shared.notify.notify_one();
         }
+    }
+
+    fn change_subscription(&self, key: ConnKey, change: SubscriptionChange) {
+        let slots = self.slots.borrow();
+        let Some(slot) = slots
+            .get(key.index)
+            .filter(|s| s.generation == key.generation)
+        else {
+            return; // closed meanwhile
+        };
+        let mut subscription = slot.shared.subscription.get();
+        subscription.change(change);
+        slot.shared.subscription.set(subscription);
+        let mut subscribers = self.subscribers.borrow_mut();
+        if subscription.is_subscribed() {
+            subscribers.insert(key.index);
+        } else {
+            subscribers.remove(&key.index);
+        }
+    }
+
+    /// Offers `event` to every subscriber on this thread. Never waits: a subscriber too far
+    /// behind is told to end instead.
+    fn publish(&self, event: &Arc<Event>) {
+        let queue_max = self.shared.config.limits.event_queue_max;
+        let slots = self.slots.borrow();
+        self.subscribers.borrow_mut().retain(|&index| {
+            let Some(slot) = slots.get(index) else {
+                debug_assert!(false, "release forgot subscriber {index}");
+                return false;
+            };
+            let shared = &slot.shared;
+            let mut subscription = shared.subscription.get();
+            let offer = subscription.offer(event.class, queue_max);
+            shared.subscription.set(subscription);
+            match offer {
+                Offer::Skip => {}
+                Offer::Queue => {
+                    shared
+                        .inbox
+                        .borrow_mut()
+                        .push_back(Inbound::Event(event.clone()));
+                    shared.notify.notify_one();
+                }
+                Offer::Overflow => {
+                    self.shared.metrics.event_subscribers_dropped.increment(1);
+                    shared.inbox.borrow_mut().push_front(Inbound::EventOverflow);
+                    shared.notify.notify_one();
+                }
+            }
+            subscription.is_subscribed()
+        });
     }
 
     /// Stops accepting and asks every connection to close.
@@ -252,6 +325,7 @@ impl ThreadCtx {
             .is_some_and(|s| s.generation == key.generation)
         {
             slots.remove(key.index);
+            self.subscribers.borrow_mut().remove(&key.index);
         }
         drop(slots);
         self.slot_freed.notify_one();

@@ -6,6 +6,7 @@ pub mod dispatch;
 mod io_thread;
 pub mod listener;
 pub mod pool;
+mod subscribers;
 
 use crate::xmpp::IdSource;
 

@@ -6,8 +6,9 @@
 //!    from the front of `buf` (what remains is a partial TLS record or element).
 //! 2. Drain `poll_event()`: password checks to run, documents to hand off, metric facts.
 //! 3. `poll_transmit(&mut out)` until it returns false, writing each filled `out` in one write.
-//! 4. Deliver answers with `handle_auth_result` / `handle_response`, deadlines with
-//!    `handle_timeout(now)` (ask `poll_timeout()` when), and the peer's FIN with `handle_eof`.
+//! 4. Deliver answers with `handle_auth_result` / `handle_response`, events of a subscribed
+//!    stream with `handle_event`, deadlines with `handle_timeout(now)` (ask `poll_timeout()`
+//!    when), and the peer's FIN with `handle_eof`.
 //! 5. Close the socket once `is_finished()` and nothing is left to transmit.
 //!
 //! While `wants_input()` is false (password check out, too many documents in flight, closing)
@@ -210,6 +211,20 @@ impl Connection {
             .handle_response(response, &mut self.pipe.out);
         self.pipe.apply(Ok(step), 0, 0);
         self.resume();
+    }
+
+    /// An `LDM_event` document for this subscribed stream, from the registry. Written as a
+    /// message of its own when the stream is authorized and open, silently dropped otherwise
+    /// (before authentication, closing, closed). Returns whether it was written.
+    ///
+    /// The idle clock is left alone: an event is traffic from us, and a remote peer that only
+    /// listens must still show it is alive (whitespace keepalives count), or the idle timeout
+    /// ends it. Local peers with a role, such as the FMA event client, are exempt anyway.
+    pub fn handle_event(&mut self, _now: Instant, document: &[u8]) -> bool {
+        if self.lifecycle != Lifecycle::Open || self.pipe.closing {
+            return false;
+        }
+        self.pipe.stream.handle_event(document, &mut self.pipe.out)
     }
 
     /// Daemon shutdown: `system-shutdown` once documents in flight are answered.

@@ -33,6 +33,17 @@ impl Outbox {
         }
     }
 
+    /// Appends `message`, already written elsewhere, as a whole message of its own.
+    pub fn push_message(&mut self, message: &[u8]) {
+        debug_assert_eq!(
+            self.pending_bytes(),
+            self.bytes.len(),
+            "no message is half written between calls"
+        );
+        self.bytes.extend_from_slice(message);
+        self.end_message();
+    }
+
     /// Bytes of complete messages waiting.
     pub fn pending_bytes(&self) -> usize {
         self.ends.last().copied().unwrap_or(0)

@@ -3,6 +3,7 @@
 //! deterministic stream ids, so that every assertion is on exact bytes.
 
 mod closing;
+mod events;
 mod header;
 mod hostile;
 mod local;

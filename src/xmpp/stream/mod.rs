@@ -21,6 +21,9 @@
 //! the returned [`Step`]. Errors are [`StreamError`]s: the caller hands them to [`Stream::fail`],
 //! which writes the error and closes. Every restart (after TLS, after SASL) resets the per-stream
 //! state in the same call that handles the triggering element.
+//!
+//! LDM events ([`Stream::handle_event`]) go out only where documents are accepted, between
+//! stanzas: in Ready, and in Secured for an authorized local peer. Elsewhere they are dropped.
 
 mod header;
 mod stanza;
@@ -406,6 +409,33 @@ impl Stream {
             return self.finish_after_drain(out);
         }
         Step::Continue
+    }
+
+    /// An `LDM_event` document for a subscribed stream: written as a message of its own (the
+    /// legacy client parses each read as one document), or dropped when the stream cannot take
+    /// it. Returns whether it was written.
+    ///
+    /// Only an open, authorized stream between stanzas takes events. Mid-SASL, or between
+    /// `<success/>` and the new header, an event would land inside the negotiation; draining
+    /// and shutting-down streams are closing, and owe the peer nothing but their answers. An
+    /// event is not a document in flight: nothing waits for it, so it neither holds back a
+    /// restart nor delays the close.
+    pub fn handle_event(&mut self, document: &[u8], out: &mut Outbox) -> bool {
+        let open = match self.phase {
+            Phase::Ready => true,
+            Phase::Secured { challenged } => !challenged && self.is_authorized_local(),
+            Phase::AwaitHeader
+            | Phase::Plain
+            | Phase::TlsPending
+            | Phase::Verifying
+            | Phase::Draining
+            | Phase::Closed => false,
+        };
+        if !open || self.shutting_down || document.is_empty() {
+            return false;
+        }
+        out.push_message(document);
+        true
     }
 
     /// Daemon shutdown: stop taking input, answer what is in flight, then `system-shutdown`.
