@@ -116,7 +116,12 @@ fn open_registry(config: &Config) -> Result<RegistryActor, String> {
         None => {
             let mut seed = [0u8; 8];
             getrandom::fill(&mut seed).map_err(|e| format!("no randomness: {e}"))?;
-            Registry::new(config.machine.clone(), settings, u64::from_le_bytes(seed))
+            Registry::new(
+                config.machine.clone(),
+                settings,
+                u64::from_le_bytes(seed),
+                ldmd::registry::actor::unix_now(),
+            )
         }
         Some(records) => {
             let (registry, notes) = Registry::restore(config.machine.clone(), settings, records)

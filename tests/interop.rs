@@ -54,7 +54,7 @@ fn fma_client_legacy_handshake_byte_for_byte() {
         format!("{header}<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>"),
         "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>".to_owned(),
         format!("{header}<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms></stream:features>"),
-        "<LDM_interface version='1.1'><cmd><action>reg-domain-events</action><response><status>failure</status><resp_msg>The action 'reg-domain-events' is not supported by this ldmd</resp_msg></response></cmd><response><status>failure</status></response></LDM_interface>".to_owned(),
+        "<LDM_interface version='1.1'><cmd><action>reg-domain-events</action><data version='3.0'><response><status>success</status></response></data><response><status>success</status></response></cmd><response><status>success</status></response></LDM_interface>".to_owned(),
     ];
     assert_eq!(reads, expected, "transcript: {out}");
     assert!(
@@ -64,7 +64,52 @@ fn fma_client_legacy_handshake_byte_for_byte() {
     assert_eq!(transcript["tls"], "TLSv1.2");
     assert_eq!(
         transcript["outcome"],
-        "response action=reg-domain-events status=failure"
+        "response action=reg-domain-events status=success"
+    );
+}
+
+#[test]
+fn fma_client_receives_domain_events_one_document_per_read() {
+    // §5 and §1.2: after reg-domain-events the client reads each LDM_event as one whole
+    // document of under 1 KiB, and finds the domain in Content's plain `id`.
+    use std::io::{BufRead, BufReader};
+    let daemon = Daemon::start("");
+    let port = daemon.xmpp.unwrap().port().to_string();
+    let script = format!("{}/tests/interop/fma_client.py", env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new("python3")
+        .args([script.as_str(), &port, "2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "registered", "{line}");
+    let mut admin = daemon.unix();
+    admin.secure();
+    for action in ["add-domain", "set-vcpu", "bind-domain", "remove-domain"] {
+        let cpu = "<Section xsi:type='ovf:ResourceAllocationSection_type'><Item><rasd:OtherResourceType>cpu</rasd:OtherResourceType><rasd:AllocationUnits>2</rasd:AllocationUnits></Item></Section>";
+        let sections = if action == "set-vcpu" { cpu } else { "" };
+        let reply = admin.request(&format!("<LDM_interface version='1.3'><cmd><action>{action}</action><data version='3.0'><Envelope><References/><Content xsi:type='ovf:VirtualSystem_Type' id='fma1'>{sections}</Content></Envelope></data></cmd></LDM_interface>"));
+        let ok = reply.ends_with("<response><status>success</status></response></LDM_interface>");
+        // bind fails (no memory): a failed change publishes nothing.
+        assert_eq!(ok, action != "bind-domain", "{action}: {reply}");
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    let transcript: serde_json::Value =
+        serde_json::from_str(rest.trim()).unwrap_or_else(|e| panic!("{e}: {rest}"));
+    // set-vcpu is a resource event: a domain subscriber does not get it.
+    assert_eq!(
+        transcript["events"],
+        serde_json::json!([["add-domain", "fma1"], ["remove-domain", "fma1"]]),
+        "{rest}"
+    );
+    let reads = transcript["reads"].as_array().unwrap();
+    assert!(
+        reads.iter().all(|r| r.as_str().unwrap().len() < 1024),
+        "{rest}"
     );
 }
 

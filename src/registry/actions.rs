@@ -1304,8 +1304,9 @@ pub fn finish_memdr(reg: &mut Registry, operation: u64, done: u64) -> Option<Out
             allocation_units: Some(format_size(get(reg, &name).ok()?.memory)),
             ..Item::default()
         };
+        // The event says what the memory is now, under the action that asked for the change.
         reg.publish_content(
-            "set-memory",
+            &dr.action,
             Content {
                 id: name.clone(),
                 sections: vec![Section {

@@ -252,6 +252,7 @@ impl Actor {
                     let _ = self.mailboxes[key.thread].send(message).await;
                 }
                 Output::Event(event) => {
+                    crate::metrics::get().events_published.increment(1);
                     for mailbox in &self.mailboxes {
                         let _ = mailbox.send(ToIo::Event(event.clone())).await;
                     }
@@ -325,7 +326,8 @@ async fn memdr_worker(
     let _ = reports.send(Report::Done { operation, done });
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the epoch: the registry's clock (uptimes, SP configuration times).
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -156,9 +156,9 @@ pub type Outcome = Result<Applied, String>;
 impl Registry {
     /// A machine on its first start: the control domain active with its default slice and
     /// services, every other resource free.
-    pub fn new(machine: Machine, settings: Settings, seed: u64) -> Registry {
+    pub fn new(machine: Machine, settings: Settings, seed: u64, now: u64) -> Registry {
         let mut registry = Registry::empty(machine, settings, seed);
-        registry.create_control_domain();
+        registry.create_control_domain(now);
         registry.dirty.insert(Key::SpConfigs);
         registry.dirty.insert(Key::Meta);
         registry
@@ -195,7 +195,7 @@ impl Registry {
         }
     }
 
-    fn create_control_domain(&mut self) {
+    fn create_control_domain(&mut self, now: u64) {
         let mut primary = self.new_domain(crate::registry::CONTROL_DOMAIN);
         primary.vcpus = self.machine.control_vcpus;
         primary.mau = self.machine.control_crypto_units;
@@ -242,7 +242,7 @@ impl Registry {
             console_port: None,
         });
         primary.state = DomainState::Active;
-        primary.started_at = Some(0);
+        primary.started_at = Some(now);
         for service in ["primary-vds0", "primary-vsw0", "primary-vcc0"] {
             self.services.insert(service.into(), primary.name.clone());
         }

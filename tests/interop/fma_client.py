@@ -60,9 +60,23 @@ def handle_ldm_resp(chunk):
     return action, status
 
 
+def handle_ldm_event(chunk):
+    """handle_ldm_event(): the read must be one whole LDM_event; returns (action, domain), the
+    domain read with xmlGetProp(content, "id") from cmd/data/Envelope/Content."""
+    root = xml.dom.minidom.parseString(chunk).documentElement
+    assert root.tagName == "LDM_event", root.tagName
+    cmd = child(root, "cmd")
+    action = child(cmd, "action").firstChild.data
+    content = child(child(child(cmd, "data"), "Envelope"), "Content")
+    return action, content.getAttribute("id")
+
+
 def main():
     port = int(sys.argv[1])
-    transcript = {"reads": [], "outcome": None}
+    # With a count, stay subscribed after the reply and read that many events; "registered"
+    # on stdout tells the test when to make the changes.
+    events_wanted = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    transcript = {"reads": [], "outcome": None, "events": []}
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     conn = sock
     tls = False
@@ -91,7 +105,13 @@ def main():
             if "LDM_interface" in names:
                 action, status = handle_ldm_resp(buf)
                 transcript["outcome"] = f"response action={action} status={status}"
-                break
+                if events_wanted == 0:
+                    break
+                print("registered", flush=True)
+            if "LDM_event" in names:
+                transcript["events"].append(list(handle_ldm_event(buf)))
+                if len(transcript["events"]) == events_wanted:
+                    break
             if "failure" in names:
                 transcript["outcome"] = "failure element"
                 break
