@@ -262,7 +262,9 @@ fn on_domain(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcome {
         "remove-reconf" => remove_reconf(reg, name).map(|()| Applied::default()),
         other => Err(format!("Unknown action '{other}'")),
     }?;
-    if outcome.waiting.is_none() {
+    // A cancellation is not a change: the operation it stops publishes what it did.
+    let publishes = !matches!(ctx.action, "cancel-operation" | "remove-reconf");
+    if outcome.waiting.is_none() && publishes {
         reg.publish_content(ctx.action, content.clone());
     }
     Ok(outcome)

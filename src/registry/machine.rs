@@ -404,8 +404,10 @@ mod tests {
 
     #[test]
     fn bad_inventories_name_the_key() {
-        let mut config = MachineConfig::default();
-        config.memory = "100M".into();
+        let config = MachineConfig {
+            memory: "100M".into(),
+            ..MachineConfig::default()
+        };
         assert!(
             Machine::from_config(&config)
                 .unwrap_err()
