@@ -18,3 +18,5 @@ pub mod units;
 pub const CONTROL_DOMAIN: &str = "primary";
 
 pub use state::{Registry, Settings};
+#[cfg(test)]
+mod tests;
