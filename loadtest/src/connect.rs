@@ -41,7 +41,7 @@ pub struct Connect {
     /// Full TLS handshakes only (rustls clients resume sessions by default).
     #[arg(long)]
     pub no_resumption: bool,
-    /// Per-session timeout for opening.
+    /// Timeout for opening a session, and for each reply once it is open.
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     pub timeout: u64,
 }

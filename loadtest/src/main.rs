@@ -3,13 +3,17 @@
 //! ```text
 //! ldm-load idle --target 127.0.0.1:6482 --domain localhost --user alice --insecure \
 //!               --sessions 10000 --pid $(pidof ldmd)
+//! ldm-load write --target 127.0.0.1:6482 --insecure --clients 100 --duration 10s
 //! ```
 //! The password comes from `--password` or the `LDM_PASSWORD` environment variable. Every run
-//! is bounded (session count, hold time) and stops by itself.
+//! is bounded (session count, hold time, duration or operation count) and stops by itself.
 
 mod connect;
 mod idle;
+mod latency;
+mod ldm;
 mod session;
+mod write;
 
 use std::path::Path;
 
@@ -17,6 +21,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use idle::IdleArgs;
+use write::WriteArgs;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +37,9 @@ struct Cli {
 enum Scenario {
     /// Hold N authenticated sessions idle and report the server's resident memory per session.
     Idle(IdleArgs),
+    /// Durable writes in a closed loop per client (add-domain, set-vcpu, set-memory,
+    /// remove-domain on its own domains); latency per action.
+    Write(WriteArgs),
 }
 
 fn main() {
@@ -44,6 +52,7 @@ fn main() {
     let code = runtime.block_on(async {
         match cli.scenario {
             Scenario::Idle(args) => idle::idle(args).await,
+            Scenario::Write(args) => write::write(args).await,
         }
     });
     std::process::exit(code);
