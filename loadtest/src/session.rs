@@ -115,6 +115,13 @@ impl Session {
         read_until(&mut self.stream, &mut self.buf, marker).await
     }
 
+    /// Sends one LDM document and reads up to the end of its reply, which a server sends before
+    /// anything that answers a later document (replies come in order).
+    pub async fn request(&mut self, document: &[u8]) -> Result<String, SessionError> {
+        self.send(document).await?;
+        self.wait(b"</LDM_interface>").await
+    }
+
     /// Ends the stream politely.
     pub async fn close(mut self) {
         let _ = self.send(b"</stream:stream>").await;

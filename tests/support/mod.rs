@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -149,6 +149,15 @@ impl Daemon {
         Client::unix(&self.socket, &self.state_dir())
     }
 
+    /// SIGKILL, as a crash would: no shutdown, nothing flushed. Reaps the process and hands the
+    /// directory back, so that the next daemon can start on the same state.
+    pub fn crash(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Drop still runs and needs a directory to own; an empty one costs nothing.
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
     /// Sends SIGTERM and waits for the exit status (and the stderr text).
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         // SAFETY: kill(2) on our own child's pid.
@@ -269,32 +278,53 @@ impl Client {
     }
 
     pub fn send_bytes(&mut self, data: &[u8]) {
-        let result = match &mut self.wire {
+        self.try_send_bytes(data).unwrap();
+    }
+
+    /// Sends, or says why the connection could not take it (for tests where the daemon dies).
+    pub fn try_send_bytes(&mut self, data: &[u8]) -> io::Result<()> {
+        match &mut self.wire {
             Wire::Plain(s) => s.write_all(data).and_then(|()| s.flush()),
             Wire::Tls(s) => s.write_all(data).and_then(|()| s.flush()),
-            Wire::Gone => panic!("connection gone"),
-        };
-        result.unwrap();
+            Wire::Gone => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "connection gone",
+            )),
+        }
     }
 
     /// Reads until `needle` has arrived; returns everything up to and including it.
     pub fn read_until(&mut self, needle: &str) -> String {
+        self.try_read_until(needle)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Client::read_until`], but the end of the connection or the deadline is an error
+    /// rather than a panic.
+    pub fn try_read_until(&mut self, needle: &str) -> io::Result<String> {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             if let Some(at) = self.pending.find(needle) {
                 let rest = self.pending.split_off(at + needle.len());
-                return std::mem::replace(&mut self.pending, rest);
+                return Ok(std::mem::replace(&mut self.pending, rest));
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {needle:?}; got {:?}",
-                self.pending
-            );
-            if self.read_some() == 0 {
-                panic!(
-                    "connection closed waiting for {needle:?}; got {:?}",
-                    self.pending
-                );
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("timed out waiting for {needle:?}; got {:?}", self.pending),
+                ));
+            }
+            let read = self.try_read_some().map_err(|e| {
+                io::Error::new(e.kind(), format!("read: {e}, waiting for {needle:?}"))
+            })?;
+            if read == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "connection closed waiting for {needle:?}; got {:?}",
+                        self.pending
+                    ),
+                ));
             }
         }
     }
@@ -310,26 +340,32 @@ impl Client {
 
     /// One read; 0 at end of stream (a TLS close_notify or a plain FIN).
     pub fn read_some(&mut self) -> usize {
+        self.try_read_some().unwrap_or_else(|e| panic!("read: {e}"))
+    }
+
+    /// One read; 0 at end of stream, also when it ends abruptly (a reset, or TLS without
+    /// close_notify); other errors (the read timeout among them) are returned.
+    pub fn try_read_some(&mut self) -> io::Result<usize> {
         let mut buf = [0u8; 16 * 1024];
         let n = match &mut self.wire {
             Wire::Plain(s) => s.read(&mut buf),
             Wire::Tls(s) => s.read(&mut buf),
-            Wire::Gone => return 0,
+            Wire::Gone => return Ok(0),
         };
         match n {
             Ok(n) => {
                 self.pending.push_str(&String::from_utf8_lossy(&buf[..n]));
-                n
+                Ok(n)
             }
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
                 ) =>
             {
-                0
+                Ok(0)
             }
-            Err(e) => panic!("read: {e}"),
+            Err(e) => Err(e),
         }
     }
 
@@ -383,10 +419,75 @@ impl Client {
         self.send(document);
         self.read_until("</LDM_interface>")
     }
+
+    /// Like [`Client::request`], but a connection that ends first is an error, not a panic.
+    pub fn try_request(&mut self, document: &str) -> io::Result<String> {
+        self.try_send_bytes(document.as_bytes())?;
+        self.try_read_until("</LDM_interface>")
+    }
 }
 
 pub fn list_domain() -> &'static str {
     "<LDM_interface version='1.0'><cmd><action>list-domain</action><data version='3.0'/></cmd></LDM_interface>"
+}
+
+/// add-domain of `name` with an ldom_info Item, as the wire contract writes it.
+pub fn add_domain(name: &str) -> String {
+    format!(
+        r#"<LDM_interface version="1.3"><cmd><action>add-domain</action><data version="3.0"><Envelope><References/><Content xsi:type="ovf:VirtualSystem_Type" id="{name}"><Section xsi:type="ovf:ResourceAllocationSection_type"><Item><rasd:OtherResourceType>ldom_info</rasd:OtherResourceType></Item></Section></Content></Envelope></data></cmd></LDM_interface>"#
+    )
+}
+
+/// Parses one reply document (whatever precedes its root is skipped).
+fn parse_reply(reply: &str) -> ldmd::xml::Element<'_> {
+    let root = reply
+        .find("<LDM_interface")
+        .expect("an LDM_interface reply");
+    ldmd::xml::Element::parse(&reply[root..], &ldmd::xml::NamespaceScope::client())
+        .unwrap_or_else(|e| panic!("reply is not well-formed ({e:?}): {reply}"))
+}
+
+/// The document status (`success` or `failure`), from the `response` that is the root's last
+/// child (§2.1), and the first `resp_msg` anywhere in the reply (a reason may sit at the
+/// object, cmd or document level).
+pub fn document_status(reply: &str) -> (String, Option<String>) {
+    let root = parse_reply(reply);
+    let status = root
+        .elements()
+        .last()
+        .filter(|e| e.local_name() == "response")
+        .and_then(|response| response.child_local("status"))
+        .unwrap_or_else(|| panic!("no document status last: {reply}"))
+        .text()
+        .into_owned();
+    let mut messages = Vec::new();
+    descendants(&root, "resp_msg", &mut |e| {
+        messages.push(e.text().into_owned())
+    });
+    (status, messages.into_iter().next())
+}
+
+/// The `id` (or `ovf:id`) of every `Content` anywhere in a reply, in document order.
+pub fn content_ids(reply: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    descendants(&parse_reply(reply), "Content", &mut |e| {
+        ids.extend(e.attr_local("id").map(str::to_owned))
+    });
+    ids
+}
+
+/// Calls `found` on every element below `element` with this local name, in document order.
+fn descendants<'a>(
+    element: &ldmd::xml::Element<'a>,
+    local: &str,
+    found: &mut impl FnMut(&ldmd::xml::Element<'a>),
+) {
+    for child in element.elements() {
+        if child.local_name() == local {
+            found(child);
+        }
+        descendants(child, local, found);
+    }
 }
 
 impl Client {
