@@ -136,7 +136,6 @@ fn kill_point(base: u64, round: u64) -> Duration {
 }
 
 #[test]
-#[ignore = "needs the registry"]
 fn acknowledged_writes_survive_kill_9_at_random_points() {
     // Durability: an acknowledged add-domain is in the state after a SIGKILL at any moment,
     // round after round on the same state; a refused one left nothing; the state is live.
