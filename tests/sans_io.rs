@@ -5,7 +5,18 @@ use std::fs;
 use std::path::Path;
 
 /// Modules that must stay pure.
-const PURE: &[&str] = &["src/xml", "src/xmpp", "src/ldm", "src/limits.rs"];
+const PURE: &[&str] = &[
+    "src/xml",
+    "src/xmpp",
+    "src/ldm",
+    "src/limits.rs",
+    "src/registry/state.rs",
+    "src/registry/actions.rs",
+    "src/registry/listing.rs",
+    "src/registry/machine.rs",
+    "src/registry/model.rs",
+    "src/registry/units.rs",
+];
 
 /// What a pure module must not mention (outside its tests).
 const FORBIDDEN: &[&str] = &[
