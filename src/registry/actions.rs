@@ -383,7 +383,7 @@ fn add_domain(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcome {
                 let value = item.property("value").unwrap_or_default();
                 domain.variables.insert(key.into(), value.into());
             }
-            "console" => domain.console = console_settings(reg, ctx, item, Console::default())?,
+            "console" => domain.console = console_settings(reg, item, Console::default())?,
             other => {
                 return Err(format!(
                     "add-domain takes ldom_info, cpu, mau, memory, var and console Items; add a '{other}' with its own action"
@@ -652,14 +652,7 @@ fn bind_domain(reg: &mut Registry, name: &str) -> Outcome {
         Ok(())
     })?;
     reg.touch(name);
-    Ok(match rounded != memory {
-        true => Applied::warn(format!(
-            "The memory of {name} was rounded up from {} to {}",
-            format_size(memory),
-            format_size(rounded)
-        )),
-        false => Applied::default(),
-    })
+    Ok(rounding_warning(name, memory, rounded))
 }
 
 /// A console port of `service`: the one asked for if free, else the lowest free one.
@@ -1024,14 +1017,19 @@ fn resize_bound(reg: &mut Registry, name: &str, target: u64) -> Outcome {
         Ok(())
     })?;
     reg.touch(name);
-    Ok(match rounded != target {
-        true => Applied::warn(format!(
-            "The memory of {name} was rounded up from {} to {}",
-            format_size(target),
-            format_size(rounded)
-        )),
-        false => Applied::default(),
-    })
+    Ok(rounding_warning(name, target, rounded))
+}
+
+/// The warning of a bound domain whose memory was rounded up to 4 MB (§6).
+fn rounding_warning(name: &str, asked: u64, rounded: u64) -> Applied {
+    if asked == rounded {
+        return Applied::default();
+    }
+    Applied::warn(format!(
+        "The memory of {name} was rounded up from {} to {}",
+        format_size(asked),
+        format_size(rounded)
+    ))
 }
 
 /// Changes the bound memory of `name` to `target`, taking `align`-aligned memory or giving
@@ -1914,12 +1912,7 @@ fn vconscon(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcome {
     Ok(Applied::default())
 }
 
-fn console_settings(
-    reg: &Registry,
-    ctx: &Ctx<'_>,
-    item: &Item,
-    mut console: Console,
-) -> Result<Console, String> {
+fn console_settings(reg: &Registry, item: &Item, mut console: Console) -> Result<Console, String> {
     if let Some(service) = item.property("service_name") {
         let is_vcc = reg
             .services
@@ -1944,7 +1937,6 @@ fn console_settings(
         Some("off") => console.enable_log = false,
         Some(other) => return Err(format!("Invalid enable-log '{other}': expected on or off")),
     }
-    let _ = ctx;
     Ok(console)
 }
 
@@ -1959,7 +1951,7 @@ fn vconsole(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcome {
             "LDom {name} must be inactive to change its console port or service"
         ));
     }
-    let console = console_settings(reg, ctx, item, domain.console.clone())?;
+    let console = console_settings(reg, item, domain.console.clone())?;
     get_mut(reg, name).console = console;
     reg.touch(name);
     Ok(Applied::default())

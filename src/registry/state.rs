@@ -524,7 +524,8 @@ impl Registry {
             .next()
     }
 
-    /// Runs `change`; if it fails, the pools and the named domains are put back as they were.
+    /// Runs `change`; if it fails, the pools, console ports and the named domains are put back
+    /// as they were. (Changes that own I/O devices or MACs check before they change instead.)
     pub(crate) fn atomically<T>(
         &mut self,
         domains: &[&str],
@@ -536,12 +537,10 @@ impl Registry {
             .map(|n| (n.to_string(), self.domains.get(*n).cloned()))
             .collect();
         let ports = self.console_ports.clone();
-        let io = self.io_owner.clone();
         let result = change(self);
         if result.is_err() {
             self.pools = pools;
             self.console_ports = ports;
-            self.io_owner = io;
             for (name, domain) in saved {
                 match domain {
                     Some(d) => self.domains.insert(name, d),
