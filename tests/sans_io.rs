@@ -11,7 +11,7 @@ const PURE: &[&str] = &[
     "src/ldm",
     "src/limits.rs",
     "src/registry/state.rs",
-    "src/registry/actions.rs",
+    "src/registry/actions",
     "src/registry/listing.rs",
     "src/registry/machine.rs",
     "src/registry/model.rs",

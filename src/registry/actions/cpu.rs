@@ -1,0 +1,153 @@
+//! Virtual CPUs (plain or whole cores) and crypto units.
+
+use super::*;
+
+/// The CPU constraint after the action: (virtual CPUs, whole cores).
+pub(super) fn cpu_count(
+    reg: &Registry,
+    ctx: &Ctx<'_>,
+    item: &Item,
+    vcpus: u32,
+    wcore: u32,
+) -> Result<(u32, u32), String> {
+    let tpc = reg.machine.threads_per_core;
+    let cores: Option<u32> = item
+        .property("wcore")
+        .map(|w| parse_number("number of whole cores", w))
+        .transpose()?
+        .filter(|w| *w > 0);
+    let count: u32 = match (cores, item.allocation_units.as_deref()) {
+        (Some(cores), _) => cores,
+        (None, Some(units)) => parse_number("number of virtual CPUs", units)?,
+        (None, None) => {
+            return Err(format!(
+                "{} needs rasd:AllocationUnits in its 'cpu' Item",
+                ctx.action
+            ));
+        }
+    };
+    let verb = ctx.action.split('-').next().unwrap_or_default();
+    let (current, unit) = match cores {
+        Some(_) if vcpus > 0 && wcore == 0 => {
+            return Err(
+                "The domain has virtual CPUs, not whole cores: use set-vcpu with wcore to switch"
+                    .into(),
+            );
+        }
+        Some(_) => (wcore, "whole cores"),
+        None if wcore > 0 && verb != "set" => {
+            return Err("The domain has whole cores: change them with wcore".into());
+        }
+        None => (vcpus, "virtual CPUs"),
+    };
+    let next = match verb {
+        "add" => current.checked_add(count).ok_or("too many")?,
+        "remove" if count > current => {
+            return Err(format!(
+                "Cannot remove {count} {unit}: the domain has {current}"
+            ));
+        }
+        "remove" => current - count,
+        _ => count,
+    };
+    if count == 0 && verb != "set" {
+        return Err(format!("{} needs a number of {unit} above 0", ctx.action));
+    }
+    let limit = if cores.is_some() {
+        reg.machine.cores
+    } else {
+        reg.machine.threads()
+    };
+    if next > limit {
+        return Err(format!(
+            "The machine has {limit} {unit}: {next} cannot be assigned to one domain"
+        ));
+    }
+    Ok(match cores {
+        Some(_) => (next * tpc, next),
+        None => (next, 0),
+    })
+}
+
+pub(super) fn vcpu(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcome {
+    let name = content.id.as_str();
+    let domain = writable(reg, name)?;
+    let item = item(ctx, content, "cpu")?;
+    let (vcpus, wcore) = cpu_count(reg, ctx, item, domain.vcpus, domain.wcore)?;
+    if vcpus == 0 && domain.state != DomainState::Inactive {
+        return Err(format!(
+            "LDom {name} is {}: it must keep at least one virtual CPU",
+            domain.state.as_str()
+        ));
+    }
+    let tpc = reg.machine.threads_per_core;
+    reg.atomically(&[name], |reg| {
+        if let Some(binding) = get_mut(reg, name).binding.as_mut() {
+            let mut cpus = std::mem::take(&mut binding.cpus);
+            if wcore > 0 || (cpus.len() as u32) > vcpus {
+                // Shrinking, or moving to whole cores: give back and take again.
+                let keep = if wcore > 0 { 0 } else { vcpus as usize };
+                reg.pools.cpus.give_back(&cpus[keep..]);
+                cpus.truncate(keep);
+            }
+            let wanted = vcpus - cpus.len() as u32;
+            let free = reg.pools.cpus.free_count();
+            let more = if wcore > 0 {
+                reg.pools.cpus.take_cores(wcore, tpc).ok_or_else(|| format!("Not enough free whole cores for {name}: {wcore} requested"))?
+            } else {
+                reg.pools.cpus.take(wanted).ok_or_else(|| format!("Not enough free virtual CPUs for {name}: {wanted} more requested, {free} available"))?
+            };
+            cpus.extend(more);
+            get_mut(reg, name).binding.as_mut().expect("bound").cpus = cpus;
+        }
+        let domain = get_mut(reg, name);
+        domain.vcpus = vcpus;
+        domain.wcore = wcore;
+        Ok(())
+    })?;
+    reg.touch(name);
+    Ok(Applied::default())
+}
+
+pub(super) fn mau(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcome {
+    let name = content.id.as_str();
+    let domain = writable(reg, name)?;
+    let count: u32 = parse_number(
+        "number of crypto units",
+        units(ctx, item(ctx, content, "mau")?)?,
+    )?;
+    let current = domain.mau;
+    let next = match ctx.action {
+        "add-mau" => current + count,
+        "remove-mau" if count > current => {
+            return Err(format!(
+                "Cannot remove {count} crypto units: {name} has {current}"
+            ));
+        }
+        "remove-mau" => current - count,
+        _ => count,
+    };
+    if next > reg.machine.crypto_units {
+        return Err(format!(
+            "The machine has {} crypto units",
+            reg.machine.crypto_units
+        ));
+    }
+    reg.atomically(&[name], |reg| {
+        if let Some(mut maus) = get_mut(reg, name).binding.as_mut().map(|b| std::mem::take(&mut b.maus)) {
+            if maus.len() as u32 > next {
+                reg.pools.maus.give_back(&maus[next as usize..]);
+                maus.truncate(next as usize);
+            } else {
+                let wanted = next - maus.len() as u32;
+                let free = reg.pools.maus.free_count();
+                maus.extend(reg.pools.maus.take(wanted).ok_or_else(|| format!("Not enough free crypto units for {name}: {wanted} more requested, {free} available"))?);
+            }
+            get_mut(reg, name).binding.as_mut().expect("bound").maus = maus;
+        }
+        get_mut(reg, name).mau = next;
+        Ok(())
+    })?;
+    reg.touch(name);
+    Ok(Applied::default())
+}

@@ -1,0 +1,421 @@
+//! Memory: constraints, bound resizing, the control domain's delayed reconfiguration, and
+//! memory dynamic reconfiguration (§6).
+
+use super::*;
+
+pub(super) fn memory(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcome {
+    let name = content.id.as_str();
+    let domain = writable(reg, name)?;
+    let size = parse_size(units(ctx, item(ctx, content, "memory")?)?)?;
+    let current = domain.memory;
+    let verb = ctx.action.split('-').next().unwrap_or_default();
+    if size == 0 && verb != "set" {
+        return Err(format!("{} needs a size above 0", ctx.action));
+    }
+    let target = match verb {
+        "add" => current.checked_add(size).ok_or("Invalid memory size")?,
+        "remove" if size >= current => {
+            return Err(format!(
+                "Cannot remove {} of memory from {name}: it has {}",
+                format_size(size),
+                format_size(current)
+            ));
+        }
+        "remove" => current - size,
+        _ => size,
+    };
+    if target == 0 {
+        return Err(format!("LDom {name} cannot be left without memory"));
+    }
+    match (domain.state, name == CONTROL_DOMAIN) {
+        (DomainState::Inactive, _) => {
+            get_mut(reg, name).memory = target;
+            reg.touch(name);
+            Ok(Applied::default())
+        }
+        (DomainState::Bound, _) => resize_bound(reg, name, target),
+        (DomainState::Active, true) => delayed_memory(reg, name, target),
+        (DomainState::Active, false) => start_memdr(reg, ctx, name, target),
+    }
+}
+
+/// A bound domain's memory changes at once, in 4 MB units.
+pub(super) fn resize_bound(reg: &mut Registry, name: &str, target: u64) -> Outcome {
+    let rounded = round_up(target, MEMORY_GRANULE);
+    reg.atomically(&[name], |reg| {
+        grow_or_shrink(reg, name, rounded, MEMORY_GRANULE)?;
+        get_mut(reg, name).memory = rounded;
+        Ok(())
+    })?;
+    reg.touch(name);
+    Ok(rounding_warning(name, target, rounded))
+}
+
+/// The warning of a bound domain whose memory was rounded up to 4 MB (§6).
+pub(super) fn rounding_warning(name: &str, asked: u64, rounded: u64) -> Applied {
+    if asked == rounded {
+        return Applied::default();
+    }
+    Applied::warn(format!(
+        "The memory of {name} was rounded up from {} to {}",
+        format_size(asked),
+        format_size(rounded)
+    ))
+}
+
+/// Changes the bound memory of `name` to `target`, taking `align`-aligned memory or giving
+/// back from the top of its real address space.
+pub(super) fn grow_or_shrink(
+    reg: &mut Registry,
+    name: &str,
+    target: u64,
+    align: u64,
+) -> Result<(), String> {
+    let binding = get_mut(reg, name).binding.take().expect("bound");
+    let mut binding = binding;
+    let bound = binding.memory_bytes();
+    if target > bound {
+        let wanted = target - bound;
+        let free = reg.pools.memory.free_aligned(align);
+        let pieces = reg.pools.memory.take(wanted, align).ok_or_else(|| {
+            format!(
+                "Not enough free memory for {name}: {} more requested, {} available",
+                format_size(wanted),
+                format_size(free)
+            )
+        });
+        match pieces {
+            Ok(pieces) => {
+                let ra_end = binding.ra_end(crate::registry::machine::GUEST_RA_BASE);
+                binding.memory.extend(blocks_from(&pieces, ra_end));
+            }
+            Err(e) => {
+                get_mut(reg, name).binding = Some(binding);
+                return Err(e);
+            }
+        }
+    } else {
+        let released = take_from_top(&mut binding.memory, bound - target);
+        for block in released {
+            reg.pools.memory.give_back(block.pa, block.size);
+        }
+    }
+    get_mut(reg, name).binding = Some(binding);
+    Ok(())
+}
+
+/// Removes `bytes` from the highest real addresses of `blocks`; returns what was removed.
+pub(super) fn take_from_top(
+    blocks: &mut Vec<crate::registry::machine::MemoryBlock>,
+    bytes: u64,
+) -> Vec<crate::registry::machine::MemoryBlock> {
+    blocks.sort_by_key(|b| b.ra);
+    let mut left = bytes;
+    let mut removed = Vec::new();
+    while left > 0 {
+        let Some(last) = blocks.last_mut() else { break };
+        if last.size <= left {
+            left -= last.size;
+            removed.push(blocks.pop().expect("non-empty"));
+        } else {
+            last.size -= left;
+            removed.push(crate::registry::machine::MemoryBlock {
+                ra: last.ra + last.size,
+                pa: last.pa + last.size,
+                size: left,
+            });
+            left = 0;
+        }
+    }
+    removed
+}
+
+pub(super) const DELAYED_RECONF_WARNING: &str = "Initiating a delayed reconfiguration operation on the primary domain. All configuration changes for other domains are disabled until the primary domain reboots, at which time the new configuration for the primary domain will also take effect.";
+
+/// The control domain's memory changes at its next reboot; growth is reserved now.
+pub(super) fn delayed_memory(reg: &mut Registry, name: &str, target: u64) -> Outcome {
+    let rounded = round_up(target, MEMORY_GRANULE);
+    let domain = get(reg, name)?;
+    let first = domain.reconf.is_none();
+    let mut reconf = domain.reconf.clone().unwrap_or_default();
+    let bound = domain.binding.as_ref().map_or(0, |b| b.memory_bytes());
+    reg.atomically(&[name], |reg| {
+        for block in reconf.reserved.drain(..) {
+            reg.pools.memory.give_back(block.pa, block.size);
+        }
+        if rounded > bound {
+            let wanted = rounded - bound;
+            let free = reg.pools.memory.free_aligned(MEMORY_GRANULE);
+            let pieces = reg
+                .pools
+                .memory
+                .take(wanted, MEMORY_GRANULE)
+                .ok_or_else(|| {
+                    format!(
+                        "Not enough free memory for {name}: {} more requested, {} available",
+                        format_size(wanted),
+                        format_size(free)
+                    )
+                })?;
+            reconf.reserved = blocks_from(&pieces, 0);
+        }
+        reconf.memory = Some(rounded);
+        let domain = get_mut(reg, name);
+        domain.reconf = Some(reconf);
+        domain.memory = rounded;
+        Ok(())
+    })?;
+    reg.touch(name);
+    Ok(if first {
+        Applied::warn(DELAYED_RECONF_WARNING)
+    } else {
+        Applied::default()
+    })
+}
+
+/// Applies the control domain's delayed reconfiguration (at its reboot).
+pub(super) fn apply_reconf(reg: &mut Registry) {
+    let name = CONTROL_DOMAIN;
+    let Some(reconf) = get_mut(reg, name).reconf.take() else {
+        return;
+    };
+    if let Some(target) = reconf.memory {
+        for block in &reconf.reserved {
+            reg.pools.memory.give_back(block.pa, block.size);
+        }
+        // The reservation was just returned, so this cannot fail.
+        let _ = grow_or_shrink(reg, name, target, MEMORY_GRANULE);
+    }
+    let domain = get_mut(reg, name);
+    domain.io.retain(|d| !reconf.io_remove.contains(d));
+    domain.io.extend(reconf.io_add.iter().cloned());
+    for device in &reconf.io_remove {
+        reg.io_owner.remove(device);
+    }
+}
+
+pub(super) fn remove_reconf(reg: &mut Registry, name: &str) -> Result<(), String> {
+    let domain = get(reg, name)?;
+    let bound = domain.binding.as_ref().map_or(0, |b| b.memory_bytes());
+    let Some(reconf) = domain.reconf.clone() else {
+        return Err(format!("No delayed reconfiguration is pending on {name}"));
+    };
+    for block in &reconf.reserved {
+        reg.pools.memory.give_back(block.pa, block.size);
+    }
+    for device in &reconf.io_add {
+        reg.io_owner.remove(device);
+    }
+    let domain = get_mut(reg, name);
+    domain.reconf = None;
+    domain.memory = bound;
+    reg.touch(name);
+    Ok(())
+}
+
+pub(super) fn start_memdr(reg: &mut Registry, ctx: &Ctx<'_>, name: &str, target: u64) -> Outcome {
+    if !reg.settings.xmpp_enabled {
+        return Err("Memory dynamic reconfiguration is disabled because the XMPP interface is off (xmpp_enabled = false)".into());
+    }
+    let domain = get(reg, name)?;
+    let bound = domain.binding.as_ref().map_or(0, |b| b.memory_bytes());
+    let adjust = ctx.flag(&["auto-adj", "--auto-adj", "auto-adjust"]);
+    let (kind, asked) = if target >= bound {
+        (MemDrKind::Add, target - bound)
+    } else {
+        (MemDrKind::Remove, bound - target)
+    };
+    let mut bytes = asked;
+    let mut warning = None;
+    if bytes % MEMDR_GRANULE != 0 {
+        if !adjust {
+            return Err(format!(
+                "Memory size {} is not a multiple of 256M: a memory dynamic reconfiguration moves memory in 256M units (use the auto-adj option to round it)",
+                format_size(asked)
+            ));
+        }
+        bytes = match kind {
+            MemDrKind::Add => round_up(bytes, MEMDR_GRANULE),
+            MemDrKind::Remove => round_down(bytes, MEMDR_GRANULE),
+        };
+        warning = Some(format!(
+            "The size was adjusted from {} to {} to a 256M boundary",
+            format_size(asked),
+            format_size(bytes)
+        ));
+    }
+    if bytes < MEMDR_GRANULE {
+        return Err(format!(
+            "The smallest memory dynamic reconfiguration is 256M; {} was asked",
+            format_size(asked)
+        ));
+    }
+    if kind == MemDrKind::Remove && bytes + MEMDR_GRANULE > bound {
+        return Err(format!(
+            "Cannot remove {} from {name}: it has {} bound and must keep at least 256M",
+            format_size(bytes),
+            format_size(bound)
+        ));
+    }
+    let reserved = if kind == MemDrKind::Add {
+        let free = reg.pools.memory.free_aligned(MEMDR_GRANULE);
+        let pieces = reg.pools.memory.take(bytes, MEMDR_GRANULE).ok_or_else(|| {
+            format!(
+                "Not enough free memory for {name}: {} more requested, {} available in 256M units",
+                format_size(bytes),
+                format_size(free)
+            )
+        })?;
+        blocks_from(&pieces, 0)
+    } else {
+        Vec::new()
+    };
+    let operation = reg.next_operation();
+    get_mut(reg, name).memdr = Some(MemDr {
+        id: operation,
+        kind,
+        action: ctx.action.into(),
+        bytes,
+        done: 0,
+        reserved,
+        warning,
+        cancel_requested: false,
+    });
+    reg.touch(name);
+    reg.effect(Effect::StartMemDr {
+        operation,
+        domain: name.into(),
+        kind,
+        bytes,
+        bound,
+    });
+    Ok(Applied {
+        waiting: Some(operation),
+        ..Applied::default()
+    })
+}
+
+/// Ends memory DR `operation` with `done` bytes moved (the guest's answer, or where a
+/// cancellation stopped it). Returns the answer owed to the request that started it.
+pub fn finish_memdr(reg: &mut Registry, operation: u64, done: u64) -> Option<Outcome> {
+    let name = reg
+        .domains
+        .values()
+        .find(|d| d.memdr.as_ref().is_some_and(|m| m.id == operation))?
+        .name
+        .clone();
+    let dr = get_mut(reg, &name).memdr.take().expect("found");
+    let done = round_down(done.min(dr.bytes), MEMDR_GRANULE);
+    match dr.kind {
+        MemDrKind::Add => {
+            let mut reserved = dr.reserved.clone();
+            let unused = take_from_top(&mut reserved, dr.bytes - done);
+            for block in unused {
+                reg.pools.memory.give_back(block.pa, block.size);
+            }
+            let binding = get_mut(reg, &name).binding.as_mut().expect("active");
+            let ra_end = binding.ra_end(crate::registry::machine::GUEST_RA_BASE);
+            let pieces: Vec<(u64, u64)> = reserved.iter().map(|b| (b.pa, b.size)).collect();
+            binding.memory.extend(blocks_from(&pieces, ra_end));
+            get_mut(reg, &name).memory += done;
+        }
+        MemDrKind::Remove => {
+            let binding = get_mut(reg, &name).binding.as_mut().expect("active");
+            let released = take_from_top(&mut binding.memory, done);
+            for block in released {
+                reg.pools.memory.give_back(block.pa, block.size);
+            }
+            get_mut(reg, &name).memory -= done;
+        }
+    }
+    reg.touch(&name);
+    let verb = if dr.kind == MemDrKind::Add {
+        "added to"
+    } else {
+        "removed from"
+    };
+    if done > 0 {
+        let item = Item {
+            resource_type: "memory".into(),
+            allocation_units: Some(format_size(get(reg, &name).ok()?.memory)),
+            ..Item::default()
+        };
+        // The event says what the memory is now, under the action that asked for the change.
+        reg.publish_content(
+            &dr.action,
+            Content {
+                id: name.clone(),
+                sections: vec![Section {
+                    kind: crate::ldm::SectionKind::ResourceAllocation,
+                    items: vec![item],
+                }],
+            },
+        );
+    }
+    Some(if done == dr.bytes {
+        Ok(Applied {
+            warning: dr.warning,
+            ..Applied::default()
+        })
+    } else if done == 0 && dr.cancel_requested {
+        Err(format!(
+            "The memory dynamic reconfiguration of {name} was cancelled before any memory was {verb} it"
+        ))
+    } else if done == 0 {
+        Err(format!(
+            "The guest of {name} could not release any memory: nothing was removed"
+        ))
+    } else if dr.cancel_requested {
+        Ok(Applied::warn(format!(
+            "The memory dynamic reconfiguration was cancelled: {} of the requested {} was {verb} {name}",
+            format_size(done),
+            format_size(dr.bytes)
+        )))
+    } else {
+        Ok(Applied::warn(format!(
+            "Only {} of the requested {} could be removed from {name}: the guest kept the rest in use",
+            format_size(done),
+            format_size(dr.bytes)
+        )))
+    })
+}
+
+/// Records a worker's progress report (not durable: a restart rolls the operation back).
+pub fn memdr_progress(reg: &mut Registry, operation: u64, done: u64) {
+    if let Some(dr) = reg
+        .domains
+        .values_mut()
+        .filter_map(|d| d.memdr.as_mut())
+        .find(|m| m.id == operation)
+    {
+        dr.done = done;
+    }
+}
+
+pub(super) fn cancel_operation(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcome {
+    let name = content.id.as_str();
+    let domain = get(reg, name)?;
+    let operation = ["memdr", "reconf", "migration"]
+        .into_iter()
+        .find(|op| ctx.flag(&[op]))
+        .ok_or("cancel-operation needs the operation to cancel: memdr, reconf or migration")?;
+    match operation {
+        "memdr" => {
+            let Some(dr) = domain.memdr.as_ref() else {
+                return Err(format!(
+                    "No memory dynamic reconfiguration is in progress on {name}"
+                ));
+            };
+            let id = dr.id;
+            get_mut(reg, name)
+                .memdr
+                .as_mut()
+                .expect("checked")
+                .cancel_requested = true;
+            reg.effect(Effect::CancelMemDr { operation: id });
+            Ok(Applied::default())
+        }
+        "reconf" => remove_reconf(reg, name).map(|()| Applied::default()),
+        _ => Err(format!("No migration is in progress on {name}")),
+    }
+}
