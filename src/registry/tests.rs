@@ -55,6 +55,20 @@ fn ok(reg: &mut Registry, xml: &str) {
     );
 }
 
+/// Adds, binds and starts `name` with one CPU and 4G.
+fn active_guest(reg: &mut Registry, name: &str) {
+    ok(
+        reg,
+        &cmd(
+            "add-domain",
+            name,
+            &(units("cpu", "1") + &units("memory", "4G")),
+        ),
+    );
+    ok(reg, &cmd("bind-domain", name, ""));
+    ok(reg, &cmd("start-domain", name, ""));
+}
+
 #[track_caller]
 fn refused(reg: &mut Registry, xml: &str) -> String {
     let (_, objects) = run(reg, xml);
@@ -200,16 +214,7 @@ fn bound_memory_rounds_up_to_4m_with_a_warning() {
 fn an_interrupted_memory_dr_is_rolled_back_on_restore() {
     let mut reg = registry();
     let mut store = std::collections::BTreeMap::new();
-    ok(
-        &mut reg,
-        &cmd(
-            "add-domain",
-            "g",
-            &(units("cpu", "1") + &units("memory", "4G")),
-        ),
-    );
-    ok(&mut reg, &cmd("bind-domain", "g", ""));
-    ok(&mut reg, &cmd("start-domain", "g", ""));
+    active_guest(&mut reg, "g");
     let committed = reload(&mut reg, &mut store).pools().clone();
     let (progress, _) = run(&mut reg, &cmd("add-memory", "g", &units("memory", "2G")));
     assert!(matches!(progress, Progress::Waiting(_)));
@@ -231,16 +236,7 @@ fn an_interrupted_memory_dr_is_rolled_back_on_restore() {
 #[test]
 fn memory_dr_rules_of_section_6() {
     let mut reg = registry();
-    ok(
-        &mut reg,
-        &cmd(
-            "add-domain",
-            "g",
-            &(units("cpu", "1") + &units("memory", "4G")),
-        ),
-    );
-    ok(&mut reg, &cmd("bind-domain", "g", ""));
-    ok(&mut reg, &cmd("start-domain", "g", ""));
+    active_guest(&mut reg, "g");
     assert!(
         refused(&mut reg, &cmd("add-memory", "g", &units("memory", "300M")))
             .contains("not a multiple of 256M")
@@ -277,16 +273,7 @@ fn memory_dr_rules_of_section_6() {
         1,
         0,
     );
-    ok(
-        &mut off,
-        &cmd(
-            "add-domain",
-            "g",
-            &(units("cpu", "1") + &units("memory", "4G")),
-        ),
-    );
-    ok(&mut off, &cmd("bind-domain", "g", ""));
-    ok(&mut off, &cmd("start-domain", "g", ""));
+    active_guest(&mut off, "g");
     assert!(
         refused(&mut off, &cmd("add-memory", "g", &units("memory", "1G")))
             .contains("xmpp_enabled = false")
