@@ -8,7 +8,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ldmd::ldm::{Document, Role, parse_document};
 use ldmd::registry::machine::{Machine, MachineConfig};
-use ldmd::registry::state::Progress;
+use ldmd::registry::run::Progress;
 use ldmd::registry::{Registry, Settings};
 use ldmd::xml::{Element, NamespaceScope};
 

@@ -11,6 +11,7 @@ const PURE: &[&str] = &[
     "src/ldm",
     "src/limits.rs",
     "src/registry/state.rs",
+    "src/registry/run.rs",
     "src/registry/actions",
     "src/registry/listing.rs",
     "src/registry/machine.rs",

@@ -10,6 +10,7 @@ pub mod actor;
 pub mod listing;
 pub mod machine;
 pub mod model;
+pub mod run;
 pub mod state;
 pub mod store;
 pub mod units;

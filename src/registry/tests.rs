@@ -3,7 +3,8 @@
 use crate::ldm::{Document, Role, Status, parse_document};
 use crate::registry::machine::{Machine, MachineConfig};
 use crate::registry::model::MemDrKind;
-use crate::registry::state::{Effect, Key, Meta, Progress, Records, Registry, SpConfigs};
+use crate::registry::run::Progress;
+use crate::registry::state::{Effect, Key, Meta, Records, Registry, SpConfigs};
 use crate::registry::{Settings, actions};
 use crate::xml::{Element, NamespaceScope};
 
