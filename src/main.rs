@@ -126,8 +126,12 @@ fn open_registry(config: &Config) -> Result<RegistryActor, String> {
         Some(records) => {
             let (registry, notes) = Registry::restore(config.machine.clone(), settings, records)
                 .map_err(|e| format!("registry: {e}"))?;
+            // Every note is a memory DR that was rolled back.
+            let rolled_back =
+                ldmd::metrics::get().memdr(ldmd::registry::model::MemDrEnd::RolledBack);
             for note in notes {
                 tracing::warn!("{note}");
+                rolled_back.increment(1);
             }
             registry
         }

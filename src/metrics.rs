@@ -1,41 +1,118 @@
 //! Metric names, help texts and handles, resolved once and kept (an increment through a kept
 //! handle costs about 16 ns; through the macro each time about 130 ns).
 //!
-//! Names follow Prometheus conventions: `ldmd_` prefix, base units, `_total` for counters.
-//! The exporter must be installed (see `install_exporter`) before `get()` is first called, or
-//! the handles are no-ops.
+//! Names follow Prometheus conventions: `ldmd_` prefix, base units (seconds, bytes), `_total`
+//! for counters. Every label takes values from a fixed set (an unknown LDM action is `other`),
+//! so no peer can grow the number of series. The exporter must be installed (see
+//! [`install_exporter`]) before [`get`] is first called, or the handles are no-ops.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use metrics::{Counter, Gauge, describe_counter, describe_gauge};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics::{
+    Counter, Gauge, Histogram, describe_counter, describe_gauge, describe_histogram, gauge,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
+use crate::ldm::Status;
 use crate::limits::Limit;
+use crate::registry::model::MemDrEnd;
 use crate::xmpp::error::{SaslFailure, StreamErrorCondition};
+
+/// Request latency buckets: 50 µs to 30 s. Reads answer in tens of microseconds; durable writes
+/// wait for an fsync (milliseconds); a memory DR is answered when the guest is done (seconds).
+const LATENCY_BUCKETS: [f64; 19] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// TLS handshake buckets: 100 µs to 1 s (a handshake is about 1 ms of CPU; more is queueing).
+const HANDSHAKE_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+/// Commit buckets: an fsync on local storage takes 0.1 to 10 ms.
+const COMMIT_BUCKETS: [f64; 13] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.5, 2.0,
+];
+/// Requests per registry batch: powers of two up to the batch limit (256).
+const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+/// How often the process metrics (resident memory, CPU, descriptors) are read from /proc.
+const PROCESS_REFRESH: Duration = Duration::from_secs(1);
+
+/// Where a connection is in its life, for `ldmd_connections_open{phase}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted; stream header, STARTTLS or the TLS handshake under way.
+    Negotiating,
+    /// TLS established, not yet authenticated.
+    Secured,
+    /// SASL done, or a local peer with a role.
+    Authenticated,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 3] = [Phase::Negotiating, Phase::Secured, Phase::Authenticated];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Negotiating => "negotiating",
+            Phase::Secured => "secured",
+            Phase::Authenticated => "authenticated",
+        }
+    }
+}
+
+/// Handles for one LDM action label.
+struct ActionMetrics {
+    action: &'static str,
+    /// Commands answered, by status (success, failure).
+    commands: [Counter; 2],
+    /// Documents whose first command is this action: receipt to the reply's last byte written.
+    /// Resolved at the action's first document, not up front: a histogram is 22 series, and
+    /// most of the 60 actions are rare.
+    request_seconds: OnceLock<Histogram>,
+}
 
 pub struct Metrics {
     pub accepted_tcp: Counter,
     pub accepted_unix: Counter,
-    pub open_tcp: Gauge,
-    pub open_unix: Gauge,
+    /// By transport (tcp, unix), then phase.
+    open: [[Gauge; 3]; 2],
     pub tls_established: Counter,
     pub tls_failed: Counter,
+    pub tls_handshake_seconds: Histogram,
     pub sasl_success: Counter,
     sasl_failures: Vec<(SaslFailure, Counter)>,
     stream_errors: Vec<(StreamErrorCondition, Counter)>,
     limit_hits: Vec<(Limit, Counter)>,
-    pub documents: Counter,
+    pub documents_received: Counter,
+    /// Documents answered, by status (success, failure).
+    documents: [Counter; 2],
+    /// Label index by action name; the last entry of `actions` is `other`.
+    action_index: HashMap<&'static str, usize>,
+    actions: Vec<ActionMetrics>,
+    pub registry_mailbox_depth: Gauge,
+    pub registry_batch_size: Histogram,
+    pub registry_commit_seconds: Histogram,
+    pub registry_domains: Gauge,
     /// Counted by the registry, once per committed change, however many streams receive it.
     pub events_published: Counter,
     pub events_delivered: Counter,
     pub event_subscribers_dropped: Counter,
+    memdr: Vec<(MemDrEnd, Counter)>,
+    pub memdr_in_progress: Gauge,
+    pub pool_buffers_capacity: Gauge,
     pub pool_buffers_free: Gauge,
     pub pool_buffers_in_use: Gauge,
     pub pool_exhausted: Counter,
 }
 
 impl Metrics {
+    pub fn connections_open(&self, unix: bool, phase: Phase) -> &Gauge {
+        &self.open[usize::from(unix)][phase as usize]
+    }
+
     pub fn sasl_failure(&self, failure: SaslFailure) -> &Counter {
         &self
             .sasl_failures
@@ -62,32 +139,72 @@ impl Metrics {
             .expect("every limit has a handle")
             .1
     }
+
+    pub fn memdr(&self, outcome: MemDrEnd) -> &Counter {
+        &self
+            .memdr
+            .iter()
+            .find(|(o, _)| *o == outcome)
+            .expect("every outcome has a handle")
+            .1
+    }
+
+    /// The label index of `action`: a known action, or `other` (missing, unknown, hostile).
+    pub fn action(&self, action: Option<&str>) -> usize {
+        action
+            .and_then(|a| self.action_index.get(a).copied())
+            .unwrap_or(self.actions.len() - 1)
+    }
+
+    /// One answered document: its status, and each of its commands by action and status.
+    pub fn answered(&self, response: &crate::ldm::Response) {
+        self.documents[status_index(response.status())].increment(1);
+        for cmd in &response.cmds {
+            let action = self.action(cmd.action.as_deref());
+            self.actions[action].commands[status_index(cmd.status())].increment(1);
+        }
+    }
+
+    /// A document labelled `action` (see [`Metrics::action`]) took `latency` from receipt to
+    /// the last byte of its reply handed to the socket.
+    pub fn request_latency(&self, action: usize, latency: Duration) {
+        let entry = &self.actions[action];
+        let histogram = entry.request_seconds.get_or_init(
+            || metrics::histogram!("ldmd_request_duration_seconds", "action" => entry.action),
+        );
+        histogram.record(latency.as_secs_f64());
+    }
+}
+
+fn status_index(status: Status) -> usize {
+    match status {
+        Status::Success => 0,
+        Status::Failure => 1,
+    }
 }
 
 /// The process's metric handles.
 pub fn get() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| {
-        describe_counter!("ldmd_connections_accepted_total", "Connections accepted, by transport (tcp, unix).");
-        describe_gauge!("ldmd_connections_open", "Connections open now, by transport.");
-        describe_counter!("ldmd_tls_handshakes_total", "TLS handshakes, by result (established, failed).");
-        describe_counter!("ldmd_sasl_authentications_total", "SASL PLAIN outcomes, by result (success or the failure condition).");
-        describe_counter!("ldmd_stream_errors_total", "Stream errors sent, by RFC 6120 condition.");
-        describe_counter!("ldmd_limit_hits_total", "Times a configured limit fired, by config key.");
-        describe_counter!("ldmd_documents_total", "LDM documents handed to the handler.");
-        describe_counter!("ldmd_events_published_total", "LDM events committed by the registry and offered to subscribers.");
-        describe_counter!("ldmd_events_delivered_total", "LDM events written to a subscribed stream.");
-        describe_counter!("ldmd_event_subscribers_dropped_total", "Subscribed streams ended for falling too far behind on events (event_queue_max).");
-        describe_gauge!("ldmd_buffer_pool_free_buffers", "Pooled read/write buffers idle, all I/O threads.");
-        describe_gauge!("ldmd_buffer_pool_in_use_buffers", "Pooled buffers lent to connections, all I/O threads.");
-        describe_counter!("ldmd_buffer_pool_exhausted_total", "Times a pool was empty and a buffer was allocated.");
+        describe();
+        let transports = ["tcp", "unix"];
+        let actions: Vec<&'static str> = crate::registry::actions::ACTIONS
+            .iter()
+            .copied()
+            .chain(["migrate-domain", "other"])
+            .collect();
         Metrics {
             accepted_tcp: metrics::counter!("ldmd_connections_accepted_total", "transport" => "tcp"),
             accepted_unix: metrics::counter!("ldmd_connections_accepted_total", "transport" => "unix"),
-            open_tcp: metrics::gauge!("ldmd_connections_open", "transport" => "tcp"),
-            open_unix: metrics::gauge!("ldmd_connections_open", "transport" => "unix"),
+            open: transports.map(|transport| {
+                Phase::ALL.map(|phase| {
+                    gauge!("ldmd_connections_open", "transport" => transport, "phase" => phase.as_str())
+                })
+            }),
             tls_established: metrics::counter!("ldmd_tls_handshakes_total", "result" => "established"),
             tls_failed: metrics::counter!("ldmd_tls_handshakes_total", "result" => "failed"),
+            tls_handshake_seconds: metrics::histogram!("ldmd_tls_handshake_duration_seconds"),
             sasl_success: metrics::counter!("ldmd_sasl_authentications_total", "result" => "success"),
             sasl_failures: SaslFailure::ALL
                 .iter()
@@ -101,21 +218,179 @@ pub fn get() -> &'static Metrics {
                 .iter()
                 .map(|l| (*l, metrics::counter!("ldmd_limit_hits_total", "limit" => l.key())))
                 .collect(),
-            documents: metrics::counter!("ldmd_documents_total"),
+            documents_received: metrics::counter!("ldmd_documents_received_total"),
+            documents: [Status::Success, Status::Failure]
+                .map(|s| metrics::counter!("ldmd_documents_total", "status" => s.as_str())),
+            action_index: actions.iter().enumerate().map(|(i, a)| (*a, i)).collect(),
+            actions: actions
+                .iter()
+                .map(|&action| ActionMetrics {
+                    action,
+                    commands: [Status::Success, Status::Failure].map(|s| {
+                        metrics::counter!("ldmd_commands_total", "action" => action, "status" => s.as_str())
+                    }),
+                    request_seconds: OnceLock::new(),
+                })
+                .collect(),
+            registry_mailbox_depth: gauge!("ldmd_registry_mailbox_depth"),
+            registry_batch_size: metrics::histogram!("ldmd_registry_batch_size"),
+            registry_commit_seconds: metrics::histogram!("ldmd_registry_commit_duration_seconds"),
+            registry_domains: gauge!("ldmd_registry_domains"),
             events_published: metrics::counter!("ldmd_events_published_total"),
             events_delivered: metrics::counter!("ldmd_events_delivered_total"),
             event_subscribers_dropped: metrics::counter!("ldmd_event_subscribers_dropped_total"),
-            pool_buffers_free: metrics::gauge!("ldmd_buffer_pool_free_buffers"),
-            pool_buffers_in_use: metrics::gauge!("ldmd_buffer_pool_in_use_buffers"),
+            memdr: MemDrEnd::ALL
+                .iter()
+                .map(|o| (*o, metrics::counter!("ldmd_memdr_operations_total", "outcome" => o.as_str())))
+                .collect(),
+            memdr_in_progress: gauge!("ldmd_memdr_in_progress"),
+            pool_buffers_capacity: gauge!("ldmd_buffer_pool_capacity_buffers"),
+            pool_buffers_free: gauge!("ldmd_buffer_pool_free_buffers"),
+            pool_buffers_in_use: gauge!("ldmd_buffer_pool_in_use_buffers"),
             pool_exhausted: metrics::counter!("ldmd_buffer_pool_exhausted_total"),
         }
     })
 }
 
-/// Installs the Prometheus exporter on `addr` (its own thread), before any I/O runtime starts.
+/// The help text of every metric (the exporter prints it as `# HELP`).
+fn describe() {
+    gauge!("ldmd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    describe_gauge!(
+        "ldmd_build_info",
+        "Always 1; the version label says which ldmd is running."
+    );
+    describe_counter!(
+        "ldmd_connections_accepted_total",
+        "Connections accepted, by transport (tcp, unix), refused ones included."
+    );
+    describe_gauge!(
+        "ldmd_connections_open",
+        "Connections open now, by transport and phase (negotiating, secured, authenticated)."
+    );
+    describe_counter!(
+        "ldmd_tls_handshakes_total",
+        "TLS handshakes, by result (established, failed)."
+    );
+    describe_histogram!(
+        "ldmd_tls_handshake_duration_seconds",
+        metrics::Unit::Seconds,
+        "TLS handshakes that succeeded: the ClientHello's arrival to the handshake's end."
+    );
+    describe_counter!(
+        "ldmd_sasl_authentications_total",
+        "SASL PLAIN outcomes, by result (success or the failure condition)."
+    );
+    describe_counter!(
+        "ldmd_stream_errors_total",
+        "Stream errors sent, by RFC 6120 condition."
+    );
+    describe_counter!(
+        "ldmd_limit_hits_total",
+        "Times a configured limit fired, by config key."
+    );
+    describe_counter!(
+        "ldmd_documents_received_total",
+        "LDM documents received and handed to the registry."
+    );
+    describe_counter!(
+        "ldmd_documents_total",
+        "LDM documents answered, by status (success, failure)."
+    );
+    describe_counter!(
+        "ldmd_commands_total",
+        "LDM commands answered, by action and status; an unknown action is counted as other."
+    );
+    describe_histogram!(
+        "ldmd_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "LDM documents, by their first command's action: receipt of the document to the last byte of its reply handed to the socket."
+    );
+    describe_gauge!(
+        "ldmd_registry_mailbox_depth",
+        "Requests waiting for the registry actor when it last took a batch."
+    );
+    describe_histogram!(
+        "ldmd_registry_batch_size",
+        metrics::Unit::Count,
+        "Requests applied by the registry per batch (one durable commit each)."
+    );
+    describe_histogram!(
+        "ldmd_registry_commit_duration_seconds",
+        metrics::Unit::Seconds,
+        "Durable registry commits (write and fsync), batches that changed something."
+    );
+    describe_gauge!(
+        "ldmd_registry_domains",
+        "Domains in the registry, the control domain included."
+    );
+    describe_counter!(
+        "ldmd_events_published_total",
+        "LDM events committed by the registry and offered to subscribers."
+    );
+    describe_counter!(
+        "ldmd_events_delivered_total",
+        "LDM events written to a subscribed stream."
+    );
+    describe_counter!(
+        "ldmd_event_subscribers_dropped_total",
+        "Subscribed streams ended for falling too far behind on events (event_queue_max)."
+    );
+    describe_counter!(
+        "ldmd_memdr_operations_total",
+        "Memory dynamic reconfigurations ended, by outcome (completed, partial, cancelled, refused, rolled_back)."
+    );
+    describe_gauge!(
+        "ldmd_memdr_in_progress",
+        "Memory dynamic reconfigurations under way."
+    );
+    describe_gauge!(
+        "ldmd_buffer_pool_capacity_buffers",
+        "Idle buffers the I/O threads' pools may keep, all threads."
+    );
+    describe_gauge!(
+        "ldmd_buffer_pool_free_buffers",
+        "Pooled read/write buffers idle, all I/O threads."
+    );
+    describe_gauge!(
+        "ldmd_buffer_pool_in_use_buffers",
+        "Pooled buffers lent to connections, all I/O threads."
+    );
+    describe_counter!(
+        "ldmd_buffer_pool_exhausted_total",
+        "Times a pool was empty and a buffer was allocated."
+    );
+}
+
+/// Installs the Prometheus exporter on `addr` (its own thread), before any I/O runtime starts,
+/// and a thread that reads the process metrics (`process_resident_memory_bytes`, CPU time,
+/// open descriptors…) from /proc every second.
 pub fn install_exporter(addr: SocketAddr) -> Result<(), String> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let buckets: [(&str, &[f64]); 4] = [
+        ("ldmd_request_duration_seconds", &LATENCY_BUCKETS),
+        ("ldmd_tls_handshake_duration_seconds", &HANDSHAKE_BUCKETS),
+        ("ldmd_registry_commit_duration_seconds", &COMMIT_BUCKETS),
+        ("ldmd_registry_batch_size", &BATCH_BUCKETS),
+    ];
+    let mut builder = PrometheusBuilder::new().with_http_listener(addr);
+    for (name, values) in buckets {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.into()), values)
+            .expect("bucket lists are not empty");
+    }
+    builder
         .install()
-        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    let collector = metrics_process::Collector::default();
+    collector.describe();
+    collector.collect();
+    std::thread::Builder::new()
+        .name("ldmd-process-metrics".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(PROCESS_REFRESH);
+                collector.collect();
+            }
+        })
+        .map_err(|e| format!("cannot start the process metrics thread: {e}"))?;
+    Ok(())
 }

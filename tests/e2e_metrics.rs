@@ -1,8 +1,232 @@
-//! The limits, stream errors and SASL outcomes are counted in /metrics.
+//! /metrics: exact counter movements under load, output that the Prometheus parser accepts,
+//! and the limits, stream errors and SASL outcomes counted.
 
 mod support;
 
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+
 use support::*;
+
+/// One scrape, parsed by the Prometheus project's Python parser (`tests/interop/prom_parse.py`,
+/// which also checks every histogram's buckets); panics if the text is not valid.
+struct Exposition {
+    samples: HashMap<String, f64>,
+    help: HashMap<String, String>,
+}
+
+impl Exposition {
+    fn parse(body: &str) -> Exposition {
+        let script = format!("{}/tests/interop/prom_parse.py", env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("python3")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3 (with prometheus-client) is needed: {e}"));
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{body}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let samples = json["samples"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_f64().unwrap()))
+            .collect();
+        let help = json["help"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        Exposition { samples, help }
+    }
+
+    /// A sample by its exposition key (labels sorted by name); absent is 0, as for a counter
+    /// that has not moved yet.
+    fn get(&self, key: &str) -> f64 {
+        self.samples.get(key).copied().unwrap_or(0.0)
+    }
+}
+
+/// A one-domain document of `action` on `domain`.
+fn on_domain(action: &str, domain: &str) -> String {
+    format!(
+        r#"<LDM_interface version="1.3"><cmd><action>{action}</action><data version="3.0"><Envelope><References/><Content xsi:type="ovf:VirtualSystem_Type" id="{domain}"><Section xsi:type="ovf:ResourceAllocationSection_type"><Item><rasd:OtherResourceType>ldom_info</rasd:OtherResourceType></Item></Section></Content></Envelope></data></cmd></LDM_interface>"#
+    )
+}
+
+const CLIENTS: usize = 4;
+const ROUNDS: usize = 25;
+
+#[test]
+fn counters_move_by_exactly_the_requests_sent_and_the_output_parses() {
+    let daemon =
+        Daemon::start_with_metrics("tcp_loopback_is_local = false", &[("load", "write", "pw")]);
+    let before = Exposition::parse(&daemon.scrape());
+
+    // Each client, per round: a read, a write, the same write again (refused: the domain
+    // exists), a removal, and an action nobody knows (counted as `other`).
+    let logged_in = Arc::new(Barrier::new(CLIENTS + 1));
+    let checked = Arc::new(Barrier::new(CLIENTS + 1));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let mut client = daemon.tcp();
+            let (logged_in, checked) = (logged_in.clone(), checked.clone());
+            std::thread::spawn(move || {
+                client.secure();
+                client.login("load", "pw");
+                logged_in.wait();
+                checked.wait();
+                for round in 0..ROUNDS {
+                    let name = format!("m-{c}-{round}");
+                    let expect = [
+                        (list_domain().to_owned(), "success"),
+                        (on_domain("add-domain", &name), "success"),
+                        (on_domain("add-domain", &name), "failure"),
+                        (on_domain("remove-domain", &name), "success"),
+                        (on_domain("frobnicate-domain", &name), "failure"),
+                    ];
+                    for (document, status) in expect {
+                        let reply = client.request(&document);
+                        assert_eq!(document_status(&reply).0, status, "{document}\n{reply}");
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Everyone is logged in and idle: each connection is counted once, as authenticated.
+    logged_in.wait();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let idle = Exposition::parse(&daemon.scrape());
+    let open = |e: &Exposition, phase: &str| {
+        e.get(&format!(
+            "ldmd_connections_open{{phase=\"{phase}\",transport=\"tcp\"}}"
+        ))
+    };
+    assert_eq!(open(&idle, "authenticated"), CLIENTS as f64);
+    assert_eq!(open(&idle, "negotiating") + open(&idle, "secured"), 0.0);
+    checked.wait();
+
+    // Scrapes while the load runs parse too.
+    let done = Arc::new(AtomicBool::new(false));
+    let scraper = {
+        let done = done.clone();
+        let addr = daemon.metrics.unwrap();
+        std::thread::spawn(move || {
+            let mut scrapes = 0;
+            while !done.load(Ordering::Acquire) {
+                Exposition::parse(&scrape(addr));
+                scrapes += 1;
+            }
+            scrapes
+        })
+    };
+    for client in clients {
+        client.join().unwrap();
+    }
+    done.store(true, Ordering::Release);
+    assert!(scraper.join().unwrap() >= 1);
+
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let after = Exposition::parse(&daemon.scrape());
+    let delta = |key: &str| after.get(key) - before.get(key);
+    let per_kind = (CLIENTS * ROUNDS) as f64;
+    let documents = 5.0 * per_kind;
+    assert_eq!(delta("ldmd_documents_received_total"), documents);
+    assert_eq!(
+        delta("ldmd_documents_total{status=\"success\"}"),
+        3.0 * per_kind
+    );
+    assert_eq!(
+        delta("ldmd_documents_total{status=\"failure\"}"),
+        2.0 * per_kind
+    );
+    for (action, status, count) in [
+        ("list-domain", "success", per_kind),
+        ("add-domain", "success", per_kind),
+        ("add-domain", "failure", per_kind),
+        ("remove-domain", "success", per_kind),
+        ("other", "failure", per_kind),
+        ("remove-domain", "failure", 0.0),
+    ] {
+        let key = format!("ldmd_commands_total{{action=\"{action}\",status=\"{status}\"}}");
+        assert_eq!(delta(&key), count, "{key}");
+    }
+    for (action, count) in [
+        ("list-domain", per_kind),
+        ("add-domain", 2.0 * per_kind),
+        ("remove-domain", per_kind),
+        ("other", per_kind),
+    ] {
+        let key = format!("ldmd_request_duration_seconds_count{{action=\"{action}\"}}");
+        assert_eq!(delta(&key), count, "{key}");
+        let le = format!("ldmd_request_duration_seconds_bucket{{action=\"{action}\",le=\"+Inf\"}}");
+        assert_eq!(delta(&le), count, "{le}");
+    }
+    // Every document went through exactly one registry batch.
+    assert_eq!(delta("ldmd_registry_batch_size_sum"), documents);
+    // Each successful add and remove commits (batches may merge them) and publishes one event.
+    let commits = delta("ldmd_registry_commit_duration_seconds_count");
+    assert!(commits >= 1.0 && commits <= 2.0 * per_kind, "{commits}");
+    assert_eq!(delta("ldmd_events_published_total"), 2.0 * per_kind);
+    assert_eq!(
+        after.get("ldmd_registry_domains"),
+        1.0,
+        "only primary is left"
+    );
+
+    // The sessions themselves.
+    assert_eq!(
+        delta("ldmd_connections_accepted_total{transport=\"tcp\"}"),
+        CLIENTS as f64
+    );
+    assert_eq!(
+        delta("ldmd_sasl_authentications_total{result=\"success\"}"),
+        CLIENTS as f64
+    );
+    assert_eq!(
+        delta("ldmd_tls_handshakes_total{result=\"established\"}"),
+        CLIENTS as f64
+    );
+    assert_eq!(
+        delta("ldmd_tls_handshake_duration_seconds_count"),
+        CLIENTS as f64
+    );
+    for phase in ["negotiating", "secured", "authenticated"] {
+        assert_eq!(open(&after, phase), 0.0, "{phase}: every client has gone");
+    }
+
+    // The process, and the help text of every ldmd family.
+    assert!(after.get("process_resident_memory_bytes") > 1e6);
+    assert_eq!(
+        after.get(&format!(
+            "ldmd_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
+    for (family, help) in &after.help {
+        if family.starts_with("ldmd_") {
+            assert!(help.len() > 10, "{family} has help text: {help:?}");
+        }
+    }
+}
 
 #[test]
 fn limit_hits_stream_errors_and_sasl_outcomes_are_counted() {
@@ -93,7 +317,8 @@ fn idle_authenticated_sessions_hold_no_pooled_buffer() {
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(
-        daemon.metric("ldmd_connections_open{transport=\"tcp\"}"),
+        Exposition::parse(&daemon.scrape())
+            .get("ldmd_connections_open{phase=\"authenticated\",transport=\"tcp\"}"),
         50.0
     );
     assert_eq!(

@@ -101,7 +101,7 @@ fn events(subscriber: &mut Client, count: usize) -> Vec<(String, String)> {
 
 #[test]
 fn full_domain_lifecycle_with_memory_dr_events_and_list_output() {
-    let daemon = Daemon::start_with_users(CONFIG, &[("reader", "read", "rpw")]);
+    let daemon = Daemon::start_with_metrics(CONFIG, &[("reader", "read", "rpw")]);
     let mut subscriber = daemon.unix();
     subscriber.secure();
     ok(
@@ -284,6 +284,17 @@ fn full_domain_lifecycle_with_memory_dr_events_and_list_output() {
         mem > 2 << 30 && mem < 10 << 30 && mem % (256 << 20) == 0,
         "{mem}"
     );
+    // Each of the three DRs is counted by how it ended.
+    for (outcome, count) in [
+        ("completed", 1.0),
+        ("partial", 1.0),
+        ("cancelled", 1.0),
+        ("refused", 0.0),
+    ] {
+        let sample = format!("ldmd_memdr_operations_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(daemon.metric(&sample), count, "{sample}");
+    }
+    assert_eq!(daemon.metric("ldmd_memdr_in_progress"), 0.0);
 
     // A read-only SASL user reads but cannot write.
     let mut reader = daemon.tcp();

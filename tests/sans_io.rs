@@ -32,6 +32,7 @@ const FORBIDDEN: &[&str] = &[
     "getrandom",
     "crate::server",
     "crate::auth",
+    "crate::metrics",
 ];
 
 fn rust_files(path: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -123,6 +123,9 @@ impl RegistryActor {
         };
         // A new or rolled-back state is made durable before anything is answered.
         actor.commit();
+        crate::metrics::get()
+            .registry_domains
+            .set(actor.registry.domains().count() as f64);
         let mut batch = Vec::with_capacity(BATCH_MAX);
         let mut report_batch = Vec::new();
         loop {
@@ -144,6 +147,13 @@ impl RegistryActor {
                     Ok(request) => batch.push(request),
                     Err(_) => break,
                 }
+            }
+            let metrics = crate::metrics::get();
+            metrics
+                .registry_mailbox_depth
+                .set((batch.len() + requests.len()) as f64);
+            if !batch.is_empty() {
+                metrics.registry_batch_size.record(batch.len() as f64);
             }
             let now = unix_now();
             for report in report_batch.drain(..) {
@@ -205,10 +215,12 @@ impl Actor {
             }
             Report::Done { operation, done } => {
                 self.cancels.remove(&operation);
-                let Some(outcome) = actions::finish_memdr(&mut self.registry, operation, done)
+                let Some((end, outcome)) =
+                    actions::finish_memdr(&mut self.registry, operation, done)
                 else {
                     return;
                 };
+                crate::metrics::get().memdr(end).increment(1);
                 self.collect_events();
                 if let Some((key, mut run)) = self.waiting.remove(&operation) {
                     Registry::resume(&mut run, outcome);
@@ -236,7 +248,15 @@ impl Actor {
             tracing::error!(error = %e, "cannot make registry changes durable; exiting without acknowledging them");
             std::process::exit(70);
         }
-        tracing::trace!(records = changes.len(), elapsed = ?started.elapsed(), "committed");
+        let elapsed = started.elapsed();
+        let metrics = crate::metrics::get();
+        metrics
+            .registry_commit_seconds
+            .record(elapsed.as_secs_f64());
+        metrics
+            .registry_domains
+            .set(self.registry.domains().count() as f64);
+        tracing::trace!(records = changes.len(), ?elapsed, "committed");
     }
 
     /// Replies and events go out after the commit, then long operations start.
@@ -287,6 +307,9 @@ impl Actor {
                 }
             }
         }
+        crate::metrics::get()
+            .memdr_in_progress
+            .set(self.cancels.len() as f64);
     }
 }
 

@@ -227,6 +227,41 @@ pub struct MemDr {
     pub cancel_requested: bool,
 }
 
+/// How a memory DR ended (the `outcome` label of `ldmd_memdr_operations_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemDrEnd {
+    /// All the memory asked for was moved.
+    Completed,
+    /// The guest kept some memory in use: part of a removal was done.
+    Partial,
+    /// Cancelled (cancel-operation memdr), with or without some memory moved.
+    Cancelled,
+    /// The guest could not give up any memory: nothing was removed.
+    Refused,
+    /// Interrupted by a crash or shutdown and undone at the next start.
+    RolledBack,
+}
+
+impl MemDrEnd {
+    pub const ALL: [MemDrEnd; 5] = [
+        MemDrEnd::Completed,
+        MemDrEnd::Partial,
+        MemDrEnd::Cancelled,
+        MemDrEnd::Refused,
+        MemDrEnd::RolledBack,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemDrEnd::Completed => "completed",
+            MemDrEnd::Partial => "partial",
+            MemDrEnd::Cancelled => "cancelled",
+            MemDrEnd::Refused => "refused",
+            MemDrEnd::RolledBack => "rolled_back",
+        }
+    }
+}
+
 /// A configuration saved on the service processor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpConfig {

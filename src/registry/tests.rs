@@ -2,7 +2,7 @@
 
 use crate::ldm::{Document, Role, Status, parse_document};
 use crate::registry::machine::{Machine, MachineConfig};
-use crate::registry::model::MemDrKind;
+use crate::registry::model::{MemDrEnd, MemDrKind};
 use crate::registry::run::Progress;
 use crate::registry::state::{Effect, Key, Meta, Records, Registry, SpConfigs};
 use crate::registry::{Settings, actions};
@@ -145,6 +145,7 @@ fn allocations_rebuilt_from_records_equal_the_live_ones_after_random_changes() {
             let done = reg.domains().find_map(|d| d.memdr.as_ref()).unwrap().bytes / 2;
             actions::finish_memdr(&mut reg, operation, done)
                 .unwrap()
+                .1
                 .ok();
         }
         if step % 50 == 49 {
@@ -255,9 +256,9 @@ fn memory_dr_rules_of_section_6() {
     assert!(
         refused(&mut reg, &cmd("add-vcpu", "g", &units("cpu", "1"))).contains("in progress on g")
     );
-    let outcome = actions::finish_memdr(&mut reg, operation, 256 << 20)
-        .unwrap()
-        .unwrap();
+    let (end, outcome) = actions::finish_memdr(&mut reg, operation, 256 << 20).unwrap();
+    assert_eq!(end, MemDrEnd::Completed, "all of the adjusted size was removed");
+    let outcome = outcome.unwrap();
     assert_eq!(
         outcome.warning.unwrap(),
         "The size was adjusted from 300M to 256M to a 256M boundary"

@@ -9,6 +9,7 @@
 //! Writes go through io_uring with an owned pooled buffer, one write per `poll_transmit`, under
 //! the send timeout. Answers from other threads arrive in the inbox, with a notification.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -19,6 +20,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::auth::verifier::{Busy, Reply, VerifyRequest};
 use crate::limits::Limit;
+use crate::metrics::Phase;
 use crate::server::dispatch::{ConnKey, Request, ToIo};
 use crate::server::io_thread::{BUFFER_BYTES, ConnShared, Inbound, ThreadCtx};
 use crate::xmpp::connection::{Connection, Event};
@@ -73,6 +75,7 @@ pub async fn run(
 ) {
     let counted = refused.is_none();
     let (key, shared) = ctx.register();
+    let unix = transport.is_unix();
     let mut actor = Actor {
         core: Box::new(Connection::new(
             ctx.shared.connection.clone(),
@@ -83,7 +86,14 @@ pub async fn run(
         key,
         shared,
         drain_deadline: None,
+        unix,
+        phase: None,
+        received: VecDeque::new(),
+        answered: Vec::new(),
     };
+    if counted {
+        actor.enter_phase(Phase::Negotiating);
+    }
     if let Some(error) = refused {
         actor.core.handle_error(Instant::now(), error);
     } else if ctx.shutting_down.get() {
@@ -98,16 +108,13 @@ pub async fn run(
     transport.shutdown();
     actor.finish();
     ctx.release(key);
-    let metrics = ctx.shared.metrics;
     if counted {
         use std::sync::atomic::Ordering;
-        if transport.is_unix() {
-            ctx.shared.unix_open.fetch_sub(1, Ordering::AcqRel);
-            metrics.open_unix.decrement(1.0);
-        } else {
-            ctx.shared.tcp_open.fetch_sub(1, Ordering::AcqRel);
-            metrics.open_tcp.decrement(1.0);
-        }
+        let open = match unix {
+            true => &ctx.shared.unix_open,
+            false => &ctx.shared.tcp_open,
+        };
+        open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -118,6 +125,13 @@ struct Actor {
     shared: Rc<ConnShared>,
     /// After shutdown began: when to stop waiting for documents in flight.
     drain_deadline: Option<Instant>,
+    unix: bool,
+    /// The phase counted in `ldmd_connections_open`; `None` for a refused connection.
+    phase: Option<Phase>,
+    /// When each unanswered document arrived, oldest first (replies come back in order).
+    received: VecDeque<Instant>,
+    /// Replies handed to the connection and not yet written: their action label and arrival.
+    answered: Vec<(usize, Instant)>,
 }
 
 /// Why the loop stopped reading the socket.
@@ -137,6 +151,8 @@ impl Actor {
             if !Box::pin(self.transmit(transport)).await {
                 return;
             }
+            self.written(Instant::now());
+            self.update_phase();
             if self.core.is_finished() {
                 return;
             }
@@ -243,7 +259,13 @@ impl Actor {
             match event {
                 Event::Verify(credentials) => self.verify(credentials),
                 Event::Document(document, role) => {
-                    metrics.documents.increment(1);
+                    metrics.documents_received.increment(1);
+                    self.received.push_back(Instant::now());
+                    let in_flight_max = self.ctx.shared.config.limits.requests_in_flight_max;
+                    if self.core.requests_in_flight() >= in_flight_max {
+                        // Reading pauses until a reply comes back.
+                        metrics.limit_hit(Limit::RequestsInFlight).increment(1);
+                    }
                     let request = Request {
                         document,
                         role,
@@ -258,7 +280,12 @@ impl Actor {
                         self.core.handle_error(Instant::now(), error);
                     }
                 }
-                Event::TlsEstablished => metrics.tls_established.increment(1),
+                Event::TlsEstablished { handshake } => {
+                    metrics.tls_established.increment(1);
+                    metrics
+                        .tls_handshake_seconds
+                        .record(handshake.as_secs_f64());
+                }
                 Event::TlsFailed => metrics.tls_failed.increment(1),
                 Event::Authenticated => metrics.sasl_success.increment(1),
                 Event::AuthFailed(failure) => metrics.sasl_failure(failure).increment(1),
@@ -313,7 +340,14 @@ impl Actor {
             };
 
             match message {
-                Inbound::Response(response) => self.core.handle_response(now, &response),
+                Inbound::Response(response) => {
+                    metrics.answered(&response);
+                    if let Some(received) = self.received.pop_front() {
+                        let first = response.cmds.first().and_then(|c| c.action.as_deref());
+                        self.answered.push((metrics.action(first), received));
+                    }
+                    self.core.handle_response(now, &response);
+                }
                 Inbound::AuthVerdict(verdict) => self.core.handle_auth_result(now, verdict),
                 Inbound::Event(event) => {
                     events += 1;
@@ -341,8 +375,54 @@ impl Actor {
         }
     }
 
+    /// Everything queued was written: the replies among it are complete on the socket.
+    fn written(&mut self, now: Instant) {
+        if self.answered.is_empty() {
+            return;
+        }
+        let metrics = self.ctx.shared.metrics;
+        for (action, received) in self.answered.drain(..) {
+            metrics.request_latency(action, now - received);
+        }
+        if self.received.is_empty() {
+            // An idle connection keeps no capacity.
+            self.received = VecDeque::new();
+            self.answered = Vec::new();
+        }
+    }
+
+    /// Moves this connection to the phase its stream is in, in `ldmd_connections_open`.
+    fn update_phase(&mut self) {
+        let Some(current) = self.phase else { return };
+        let phase = if self.core.is_authenticated() {
+            Phase::Authenticated
+        } else if self.core.is_secured() {
+            Phase::Secured
+        } else {
+            Phase::Negotiating
+        };
+        if phase != current {
+            self.leave_phase();
+            self.enter_phase(phase);
+        }
+    }
+
+    fn enter_phase(&mut self, phase: Phase) {
+        let metrics = self.ctx.shared.metrics;
+        metrics.connections_open(self.unix, phase).increment(1.0);
+        self.phase = Some(phase);
+    }
+
+    fn leave_phase(&mut self) {
+        if let Some(phase) = self.phase.take() {
+            let metrics = self.ctx.shared.metrics;
+            metrics.connections_open(self.unix, phase).decrement(1.0);
+        }
+    }
+
     /// Gives back a buffer still lent to the connection.
     fn finish(&mut self) {
+        self.leave_phase();
         self.core.input_buffer().clear();
         if let Some(buffer) = self.core.take_empty_input_buffer() {
             self.ctx.pool.borrow_mut().give(buffer);

@@ -393,9 +393,6 @@ async fn accept_tcp(ctx: Rc<ThreadCtx>, listener: tokio_uring::net::TcpListener)
             (false, Some(local)) => ctx.tcp_peer(peer, local),
             _ => Peer::Remote,
         };
-        if refused.is_none() {
-            shared.metrics.open_tcp.increment(1.0);
-        }
         tokio_uring::spawn(conn::run(
             ctx.clone(),
             Transport::Tcp(stream),
@@ -459,9 +456,6 @@ async fn accept_unix(ctx: Rc<ThreadCtx>, listener: std::os::unix::net::UnixListe
                 role: crate::ldm::Role::None,
             },
         };
-        if refused.is_none() {
-            shared.metrics.open_unix.increment(1.0);
-        }
         let stream = tokio_uring::net::UnixStream::from_std(stream);
         tokio_uring::spawn(conn::run(
             ctx.clone(),

@@ -17,6 +17,7 @@ pub struct BufferPool {
 
 impl BufferPool {
     pub fn new(buffer_bytes: usize, pooled_max: usize, metrics: &'static Metrics) -> BufferPool {
+        metrics.pool_buffers_capacity.increment(pooled_max as f64);
         BufferPool {
             free: Vec::new(),
             buffer_bytes,

@@ -56,7 +56,10 @@ pub enum Event {
     Verify(PlainCredentials),
     /// Hand this document to the LDM handler; answer with `handle_response`.
     Document(Document, Role),
-    TlsEstablished,
+    /// The TLS handshake ended well, `handshake` after its first record arrived.
+    TlsEstablished {
+        handshake: Duration,
+    },
     TlsFailed,
     Authenticated,
     AuthFailed(SaslFailure),
@@ -82,6 +85,8 @@ pub struct Connection {
     pipe: Pipeline,
     /// Bytes to write exactly as they are: output before TLS, TLS handshake records.
     raw: Vec<u8>,
+    /// When the first TLS record arrived: the TLS handshake is timed from there.
+    tls_began: Option<Instant>,
     auth_deadline: Instant,
     last_activity: Instant,
     lifecycle: Lifecycle,
@@ -120,6 +125,7 @@ impl Connection {
             rx: Vec::new(),
             tls: None,
             raw: Vec::new(),
+            tls_began: None,
             lifecycle: Lifecycle::Open,
         }
     }
@@ -159,7 +165,9 @@ impl Connection {
                 let established_before = tls.is_established();
                 let looks_like_tls = self.rx.first() == Some(&TLS_HANDSHAKE_RECORD);
                 let raw_before = self.raw.len();
-                match tls.read(&mut self.rx, &mut self.raw, |event| pipe.tls_input(event)) {
+                let since_tls_began = now - *self.tls_began.get_or_insert(now);
+                let on_input = |event: TlsInput<'_>| pipe.tls_input(event, since_tls_began);
+                match tls.read(&mut self.rx, &mut self.raw, on_input) {
                     Ok(consumed) => consumed,
                     Err(_) => {
                         if !established_before {
@@ -345,6 +353,16 @@ impl Connection {
         self.pipe.stream.is_authenticated()
     }
 
+    /// TLS is established (a Unix-socket peer may never use it).
+    pub fn is_secured(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.is_established())
+    }
+
+    /// LDM documents handed out and not yet answered.
+    pub fn requests_in_flight(&self) -> u32 {
+        self.pipe.stream.in_flight()
+    }
+
     /// True while input waits in the connection's own buffer (an element split across records).
     pub fn holds_input_buffer(&self) -> bool {
         self.pipe.partial.capacity() > 0
@@ -390,10 +408,12 @@ impl Connection {
 
 impl Pipeline {
     /// What the TLS layer reports, in order.
-    fn tls_input(&mut self, input: TlsInput<'_>) {
+    fn tls_input(&mut self, input: TlsInput<'_>, since_tls_began: Duration) {
         match input {
             TlsInput::Established => {
-                self.events.push_back(Event::TlsEstablished);
+                self.events.push_back(Event::TlsEstablished {
+                    handshake: since_tls_began,
+                });
                 self.stream.tls_established();
                 self.framer.restart();
             }

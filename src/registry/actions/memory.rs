@@ -296,8 +296,9 @@ pub(super) fn start_memdr(reg: &mut Registry, ctx: &Ctx<'_>, name: &str, target:
 }
 
 /// Ends memory DR `operation` with `done` bytes moved (the guest's answer, or where a
-/// cancellation stopped it). Returns the answer owed to the request that started it.
-pub fn finish_memdr(reg: &mut Registry, operation: u64, done: u64) -> Option<Outcome> {
+/// cancellation stopped it). Returns how it ended and the answer owed to the request that
+/// started it.
+pub fn finish_memdr(reg: &mut Registry, operation: u64, done: u64) -> Option<(MemDrEnd, Outcome)> {
     let name = reg
         .domains
         .values()
@@ -353,30 +354,43 @@ pub fn finish_memdr(reg: &mut Registry, operation: u64, done: u64) -> Option<Out
         );
     }
     Some(if done == dr.bytes {
-        Ok(Applied {
+        let applied = Applied {
             warning: dr.warning,
             ..Applied::default()
-        })
+        };
+        (MemDrEnd::Completed, Ok(applied))
     } else if done == 0 && dr.cancel_requested {
-        Err(format!(
-            "The memory dynamic reconfiguration of {name} was cancelled before any memory was {verb} it"
-        ))
+        (
+            MemDrEnd::Cancelled,
+            Err(format!(
+                "The memory dynamic reconfiguration of {name} was cancelled before any memory was {verb} it"
+            )),
+        )
     } else if done == 0 {
-        Err(format!(
-            "The guest of {name} could not release any memory: nothing was removed"
-        ))
+        (
+            MemDrEnd::Refused,
+            Err(format!(
+                "The guest of {name} could not release any memory: nothing was removed"
+            )),
+        )
     } else if dr.cancel_requested {
-        Ok(Applied::warn(format!(
-            "The memory dynamic reconfiguration was cancelled: {} of the requested {} was {verb} {name}",
-            format_size(done),
-            format_size(dr.bytes)
-        )))
+        (
+            MemDrEnd::Cancelled,
+            Ok(Applied::warn(format!(
+                "The memory dynamic reconfiguration was cancelled: {} of the requested {} was {verb} {name}",
+                format_size(done),
+                format_size(dr.bytes)
+            ))),
+        )
     } else {
-        Ok(Applied::warn(format!(
-            "Only {} of the requested {} could be removed from {name}: the guest kept the rest in use",
-            format_size(done),
-            format_size(dr.bytes)
-        )))
+        (
+            MemDrEnd::Partial,
+            Ok(Applied::warn(format!(
+                "Only {} of the requested {} could be removed from {name}: the guest kept the rest in use",
+                format_size(done),
+                format_size(dr.bytes)
+            ))),
+        )
     })
 }
 

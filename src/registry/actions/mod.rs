@@ -21,8 +21,8 @@ use crate::ldm::document::{Cmd, Content, Data, Item, Section};
 use crate::registry::CONTROL_DOMAIN;
 use crate::registry::machine::{MEMDR_GRANULE, MEMORY_GRANULE, blocks_from};
 use crate::registry::model::{
-    Console, DelayedReconf, Domain, DomainState, FACTORY_DEFAULT, MemDr, MemDrKind, SpConfig,
-    VDisk, VNet, Vcc, Vds, Volume, Vsw,
+    Console, DelayedReconf, Domain, DomainState, FACTORY_DEFAULT, MemDr, MemDrEnd, MemDrKind,
+    SpConfig, VDisk, VNet, Vcc, Vds, Volume, Vsw,
 };
 use crate::registry::state::{Applied, Effect, Outcome, Registry};
 use crate::registry::units::{
@@ -31,7 +31,7 @@ use crate::registry::units::{
 };
 
 /// Every action this daemon answers (migrate-domain has its own issue).
-const ACTIONS: &[&str] = &[
+pub const ACTIONS: &[&str] = &[
     "add-domain",
     "remove-domain",
     "set-domain",

@@ -10,7 +10,7 @@ fn starttls_proceeds_and_the_client_restarts() {
     assert!(
         pair.events()
             .iter()
-            .any(|e| matches!(e, Event::TlsEstablished))
+            .any(|e| matches!(e, Event::TlsEstablished { .. }))
     );
 }
 
