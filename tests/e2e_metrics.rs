@@ -5,6 +5,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
@@ -326,4 +327,139 @@ fn idle_authenticated_sessions_hold_no_pooled_buffer() {
         0.0,
         "50 idle sessions hold no buffer"
     );
+}
+
+/// `promtool`: from `$PROMTOOL`, or on the PATH (`.ci/run` unpacks it from Debian's package).
+fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let program = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut child = Command::new(&program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{program}: {e} (promtool is needed: see .ci/run, or apt-get install prometheus)"
+            )
+        });
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The metric names an expression refers to (ldmd's and the process's), histogram series
+/// reduced to their family.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &expr[i..];
+        let starts_name = (rest.starts_with("ldmd_") || rest.starts_with("process_"))
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'));
+        if !starts_name {
+            i += 1;
+            continue;
+        }
+        let len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let name = &rest[..len];
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|f| f.ends_with("_seconds") || f.ends_with("_size"))
+            .unwrap_or(name);
+        names.push(family.to_owned());
+        i += len;
+    }
+    names
+}
+
+#[test]
+fn metric_names_pass_promtool_and_the_shipped_prometheus_and_grafana_files_check() {
+    let daemon =
+        Daemon::start_with_metrics("tcp_loopback_is_local = false", &[("ops", "write", "pw")]);
+    // Some traffic, so that the histograms have series.
+    let mut client = daemon.tcp();
+    client.secure();
+    client.login("ops", "pw");
+    client.request(list_domain());
+    client.request(&on_domain("add-domain", "lint"));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let body = daemon.scrape();
+
+    // promtool's lint: naming conventions, base units, _total, help text.
+    let (ok, lint) = promtool(&["check", "metrics"], Some(&body));
+    assert!(
+        ok && lint.trim().is_empty(),
+        "promtool check metrics:\n{lint}"
+    );
+
+    // The shipped scrape config and the alerting rules it loads.
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let config = deploy.join("prometheus/prometheus.yml");
+    let (ok, out) = promtool(&["check", "config", config.to_str().unwrap()], None);
+    assert!(ok, "{out}");
+    let rules = std::fs::read_to_string(deploy.join("prometheus/ldmd-rules.yml")).unwrap();
+
+    // Every dashboard query parses as PromQL: promtool checks them as recording rules, with
+    // Grafana's variables replaced by what they stand for.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy.join("grafana/ldmd-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() >= 25, "{} queries", exprs.len());
+    let mut as_rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        let expr = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$__range", "1h")
+            .replace("$instance", ".*");
+        as_rules.push_str(&format!(
+            "      - record: dashboard:query_{i}\n        expr: '{}'\n",
+            expr.replace('\'', "''")
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules_path = dir.path().join("dashboard-rules.yml");
+    std::fs::write(&rules_path, as_rules).unwrap();
+    let (ok, out) = promtool(&["check", "rules", rules_path.to_str().unwrap()], None);
+    assert!(ok, "{out}");
+
+    // And every metric they use is one the daemon exposes.
+    let exposed = Exposition::parse(&body);
+    let families: std::collections::HashSet<String> = exposed
+        .samples
+        .keys()
+        .map(|k| k.split('{').next().unwrap().to_owned())
+        .flat_map(|name| {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).map(str::to_owned));
+            [Some(name), family].into_iter().flatten()
+        })
+        .collect();
+    for expr in exprs.iter().map(String::as_str).chain([rules.as_str()]) {
+        for name in metric_names(expr) {
+            assert!(
+                families.contains(&name),
+                "{name} is not exposed (in {expr})"
+            );
+        }
+    }
 }

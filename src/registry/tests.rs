@@ -257,7 +257,11 @@ fn memory_dr_rules_of_section_6() {
         refused(&mut reg, &cmd("add-vcpu", "g", &units("cpu", "1"))).contains("in progress on g")
     );
     let (end, outcome) = actions::finish_memdr(&mut reg, operation, 256 << 20).unwrap();
-    assert_eq!(end, MemDrEnd::Completed, "all of the adjusted size was removed");
+    assert_eq!(
+        end,
+        MemDrEnd::Completed,
+        "all of the adjusted size was removed"
+    );
     let outcome = outcome.unwrap();
     assert_eq!(
         outcome.warning.unwrap(),
