@@ -35,10 +35,12 @@ pub enum Limit {
     AuthQueue,
     /// Events waiting for one subscriber's connection to take them.
     EventQueue,
+    /// Time documents in flight may take to be answered once shutdown begins.
+    ShutdownDrain,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 15] = [
+    pub const ALL: [Limit; 16] = [
         Limit::StanzaBytes,
         Limit::HeaderBytes,
         Limit::Depth,
@@ -54,6 +56,7 @@ impl Limit {
         Limit::SendTimeout,
         Limit::AuthQueue,
         Limit::EventQueue,
+        Limit::ShutdownDrain,
     ];
 
     /// The config key that sets this limit, also used as the metric label.
@@ -74,6 +77,7 @@ impl Limit {
             Limit::SendTimeout => "send_timeout_secs",
             Limit::AuthQueue => "auth_queue_max",
             Limit::EventQueue => "event_queue_max",
+            Limit::ShutdownDrain => "shutdown_drain_secs",
         }
     }
 }

@@ -394,3 +394,36 @@ pub fn install_exporter(addr: SocketAddr) -> Result<(), String> {
         .map_err(|e| format!("cannot start the process metrics thread: {e}"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_labels_are_a_fixed_set_with_other_for_anything_else() {
+        let metrics = get();
+        let other = metrics.action(None);
+        assert_eq!(metrics.actions[other].action, "other");
+        for known in crate::registry::actions::ACTIONS
+            .iter()
+            .chain(&["migrate-domain"])
+        {
+            let index = metrics.action(Some(known));
+            assert_ne!(index, other, "{known}");
+            assert_eq!(metrics.actions[index].action, *known);
+        }
+        for hostile in [
+            "",
+            "other",
+            "list-domain ",
+            "LIST-DOMAIN",
+            &"x".repeat(10_000),
+        ] {
+            assert_eq!(metrics.action(Some(hostile)), other, "{hostile:.20}");
+        }
+        assert_eq!(
+            metrics.actions.len(),
+            crate::registry::actions::ACTIONS.len() + 2
+        );
+    }
+}

@@ -178,10 +178,12 @@ impl Actor {
                     self.core.handle_timeout(now);
                     if self.drain_deadline.is_some_and(|d| now >= d) {
                         self.drain_deadline = None;
-                        self.core.handle_error(
-                            now,
-                            StreamError::new(StreamErrorCondition::SystemShutdown),
+                        let error = StreamError::limit(
+                            StreamErrorCondition::SystemShutdown,
+                            Limit::ShutdownDrain,
+                            "documents in flight were not answered before shutdown",
                         );
+                        self.core.handle_error(now, error);
                     }
                 }
                 Wake::Readable => match self.read(readiness) {
