@@ -9,6 +9,7 @@
 //! is bounded (session count, hold time, duration or operation count) and stops by itself.
 
 mod connect;
+mod driver;
 mod idle;
 mod latency;
 mod ldm;

@@ -1,0 +1,3 @@
+//! The machinery request/reply scenarios share.
+
+pub mod pacing;
