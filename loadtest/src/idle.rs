@@ -1,15 +1,16 @@
 //! `ldm-load idle`: hold N authenticated sessions idle and report the server's resident memory
-//! per session.
+//! per session, read from /proc (`--pid`) or from its /metrics (`--metrics-url`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde::Serialize;
 
-use crate::connect::{Connect, OpenCounts, close_sessions, open_progress, open_sessions};
+use crate::connect::{Connect, close_sessions, open_sessions};
+use crate::progress;
+use crate::rss::{self, RssSource};
 
 #[derive(Args)]
 pub struct IdleArgs {
@@ -25,8 +26,12 @@ pub struct IdleArgs {
     #[arg(long, default_value_t = 3)]
     hold: u64,
     /// The server's pid, to read its resident memory from /proc.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "metrics_url")]
     pid: Option<u32>,
+    /// Or the server's Prometheus endpoint, to read its process_resident_memory_bytes:
+    /// http://127.0.0.1:9482/metrics.
+    #[arg(long, value_name = "URL", value_parser = rss::parse_url)]
+    metrics_url: Option<rss::MetricsUrl>,
     /// Open the sessions in this many equal steps, reading the server's memory after each, and
     /// report the slope (bytes per added session), which no fixed baseline can distort.
     #[arg(long, default_value_t = 1)]
@@ -39,8 +44,8 @@ pub struct IdleArgs {
     json: Option<PathBuf>,
 }
 
-#[derive(Serialize)]
-struct IdleReport {
+#[derive(Debug, Serialize)]
+pub struct IdleReport {
     sessions_requested: usize,
     sessions_open: usize,
     errors: usize,
@@ -54,21 +59,50 @@ struct IdleReport {
     server_rss_steps: Vec<(usize, u64)>,
     /// Least-squares slope of RSS over sessions, in bytes per session.
     server_rss_slope_bytes_per_session: Option<f64>,
+    /// Why a memory reading failed, if one did.
+    first_rss_error: Option<String>,
 }
 
 pub async fn idle(args: IdleArgs) -> i32 {
-    let base = match args.connect.target() {
-        Ok(t) => t,
+    match run(&args).await {
+        Ok(report) => {
+            print_idle(&report);
+            crate::write_json(args.json.as_deref(), &report);
+            if report.errors > 0 { 1 } else { 0 }
+        }
         Err(e) => {
             eprintln!("ldm-load: {e}");
-            return 2;
+            2
         }
+    }
+}
+
+/// Opens the sessions (in steps, reading the server's memory after each), holds them, reads
+/// the memory again, and closes them.
+pub async fn run(args: &IdleArgs) -> Result<IdleReport, String> {
+    let base = args.connect.target()?;
+    let sources = args.connect.sources(args.sessions);
+    let memory = match (args.pid, &args.metrics_url) {
+        (Some(pid), _) => Some(RssSource::Proc(pid)),
+        (None, Some(url)) => Some(RssSource::Metrics(url.clone())),
+        (None, None) => None,
     };
-    let rss_before = args.pid.and_then(rss_bytes);
-    let counts = Arc::new(OpenCounts::default());
+    let mut rss_error = None;
+    let mut read_rss = async || match &memory {
+        Some(source) => source
+            .read()
+            .await
+            .map_err(|e| {
+                rss_error.get_or_insert(e);
+            })
+            .ok(),
+        None => None,
+    };
+    let rss_before = read_rss().await;
     let gate = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
-    let progress = tokio::spawn(open_progress(args.sessions, counts.clone()));
+    let bar = progress::bar(args.sessions as u64, "opening");
     let mut sessions = Vec::with_capacity(args.sessions);
+    let mut errors = 0;
     let mut first_error = None;
     let mut steps = Vec::new();
     let step_size = args.sessions.div_ceil(args.steps.max(1));
@@ -76,10 +110,11 @@ pub async fn idle(args: IdleArgs) -> i32 {
     for step_start in (0..args.sessions).step_by(step_size.max(1)) {
         let step_started = Instant::now();
         let indices = step_start..(step_start + step_size).min(args.sessions);
-        for result in open_sessions(&args.connect, &base, indices, &gate, &counts).await {
+        for result in open_sessions(&base, sources, indices, &gate, &bar).await {
             match result {
                 Ok(session) => sessions.push(session),
                 Err(e) => {
+                    errors += 1;
                     first_error.get_or_insert(e.to_string());
                 }
             }
@@ -87,24 +122,24 @@ pub async fn idle(args: IdleArgs) -> i32 {
         open_time += step_started.elapsed();
         if args.steps > 1 {
             tokio::time::sleep(Duration::from_secs(args.settle)).await;
-            if let Some(rss) = args.pid.and_then(rss_bytes) {
+            if let Some(rss) = read_rss().await {
                 steps.push((sessions.len(), rss));
             }
         }
     }
     let open_seconds = open_time.as_secs_f64();
-    progress.abort();
-    eprintln!();
+    bar.set_prefix("holding");
     // Let the server settle (buffers returned, handshake state freed) before measuring.
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
-    let rss_after = args.pid.and_then(rss_bytes);
+    let rss_after = read_rss().await;
+    bar.finish_and_clear();
     let report = IdleReport {
         sessions_requested: args.sessions,
         sessions_open: sessions.len(),
-        errors: counts.failed.load(Ordering::Relaxed),
+        errors,
         first_error,
         open_seconds,
-        sessions_per_second: sessions.len() as f64 / open_seconds,
+        sessions_per_second: sessions.len() as f64 / open_seconds.max(1e-9),
         server_rss_before_bytes: rss_before,
         server_rss_after_bytes: rss_after,
         server_rss_per_session_bytes: match (rss_before, rss_after) {
@@ -115,11 +150,10 @@ pub async fn idle(args: IdleArgs) -> i32 {
         },
         server_rss_slope_bytes_per_session: slope(&steps),
         server_rss_steps: steps,
+        first_rss_error: rss_error,
     };
     close_sessions(sessions).await;
-    print_idle(&report);
-    crate::write_json(args.json.as_deref(), &report);
-    if report.errors > 0 { 1 } else { 0 }
+    Ok(report)
 }
 
 fn print_idle(r: &IdleReport) {
@@ -129,6 +163,9 @@ fn print_idle(r: &IdleReport) {
     );
     if let Some(e) = &r.first_error {
         println!("first error          {e}");
+    }
+    if let Some(e) = &r.first_rss_error {
+        println!("memory reading       failed: {e}");
     }
     println!(
         "opened in            {:.2} s ({:.0} sessions/s)",
@@ -179,10 +216,66 @@ fn slope(points: &[(usize, u64)]) -> Option<f64> {
     (variance > 0.0).then(|| covariance / variance)
 }
 
-/// VmRSS of a process, from /proc.
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::Scenario;
+    use crate::testing::{Answers, Ldmd, block_on, scenario, serve_metrics};
+
+    fn args(ldmd: &Ldmd, flags: &[&str]) -> IdleArgs {
+        let Scenario::Idle(args) = scenario(ldmd, "idle", flags) else {
+            panic!("not idle")
+        };
+        args
+    }
+
+    #[test]
+    fn idle_holds_the_sessions_and_reads_memory_from_proc() {
+        // The daemon runs in this process, so its pid is ours.
+        let ldmd = Ldmd::start(Answers::Refusals);
+        let pid = std::process::id().to_string();
+        let args = args(
+            &ldmd,
+            &[
+                "--sessions",
+                "6",
+                "--steps",
+                "2",
+                "--settle",
+                "0",
+                "--hold",
+                "0",
+                "--pid",
+                &pid,
+            ],
+        );
+        let report = block_on(run(&args)).unwrap();
+        assert_eq!((report.sessions_open, report.errors), (6, 0));
+        assert!(
+            report.server_rss_before_bytes.is_some() && report.server_rss_after_bytes.is_some()
+        );
+        let steps: Vec<_> = report.server_rss_steps.iter().map(|s| s.0).collect();
+        assert_eq!(steps, [3, 6]);
+        assert!(report.server_rss_slope_bytes_per_session.is_some());
+        assert_eq!(report.first_rss_error, None);
+    }
+
+    #[test]
+    fn idle_reads_memory_from_a_metrics_url() {
+        let ldmd = Ldmd::start(Answers::Refusals);
+        let report = block_on(async {
+            let url = serve_metrics("# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 1048576\n").await;
+            run(&args(&ldmd, &["--sessions", "4", "--hold", "0", "--metrics-url", &url])).await
+        })
+        .unwrap();
+        assert_eq!(report.sessions_open, 4);
+        assert_eq!(report.server_rss_before_bytes, Some(1 << 20));
+        assert_eq!(report.server_rss_after_bytes, Some(1 << 20));
+        assert_eq!(report.server_rss_per_session_bytes, Some(0.0));
+        assert!(
+            crate::testing::parse(&["idle", "--pid", "1", "--metrics-url", "http://h/"]).is_err()
+        );
+        assert!(crate::testing::parse(&["idle", "--metrics-url", "ftp://h/"]).is_err());
+    }
 }

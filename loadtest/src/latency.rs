@@ -1,4 +1,4 @@
-//! Latency per action in HDR histograms, and the rows (table and JSON) made from them.
+//! Latency per operation in HDR histograms, and the rows (table and JSON) made from them.
 //!
 //! Values are microseconds with 3 significant digits (at most 0.1% off), from 1 µs to an hour;
 //! a longer one is recorded as an hour. One such histogram is about 190 KiB, so all clients
@@ -10,24 +10,24 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::ldm::Action;
-
 /// The largest latency kept as measured.
 const LATENCY_MICROS_MAX: u64 = 3_600_000_000;
 
-/// Every reply's latency and every failure, per action.
+/// Every reply's latency and every failure, per operation. A scenario names its operations
+/// once, in table order, and records by position in that list.
 pub struct Latencies {
-    histograms: [Histogram<u64>; Action::CYCLE.len()],
-    errors: [u64; Action::CYCLE.len()],
+    operations: &'static [&'static str],
+    histograms: Vec<Histogram<u64>>,
+    errors: Vec<u64>,
 }
 
-/// One line of the table: an action, or all of them.
-#[derive(Debug, Serialize, PartialEq)]
+/// One line of the table: an operation, or all of them.
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Row {
-    pub action: &'static str,
-    /// Replies received (failures included).
+    pub operation: &'static str,
+    /// Operations done (failures included).
     pub count: u64,
-    /// Replies whose document status was `failure`.
+    /// Operations that failed: a failure reply, a refused login.
     pub errors: u64,
     pub ops_per_second: f64,
     pub p50_ms: f64,
@@ -38,23 +38,24 @@ pub struct Row {
 }
 
 impl Latencies {
-    pub fn new() -> Latencies {
+    pub fn new(operations: &'static [&'static str]) -> Latencies {
         Latencies {
-            histograms: std::array::from_fn(|_| histogram()),
-            errors: [0; Action::CYCLE.len()],
+            operations,
+            histograms: operations.iter().map(|_| histogram()).collect(),
+            errors: vec![0; operations.len()],
         }
     }
 
-    /// One reply to `action`, `latency` after its document was sent.
-    pub fn record(&mut self, action: Action, latency: Duration, success: bool) {
+    /// The operation at `index` of the scenario's list took `latency`.
+    pub fn record(&mut self, operation: usize, latency: Duration, success: bool) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.histograms[action.index()].saturating_record(micros.max(1));
+        self.histograms[operation].saturating_record(micros.max(1));
         if !success {
-            self.errors[action.index()] += 1;
+            self.errors[operation] += 1;
         }
     }
 
-    /// Replies and failures so far, all actions together.
+    /// Operations and failures so far, all together.
     pub fn totals(&self) -> (u64, u64) {
         (
             self.histograms.iter().map(Histogram::len).sum(),
@@ -62,14 +63,14 @@ impl Latencies {
         )
     }
 
-    /// One row per action in cycle order, then `total`; rates over `elapsed`.
+    /// One row per operation in the scenario's order, then `total`; rates over `elapsed`.
     pub fn rows(&self, elapsed: Duration) -> Vec<Row> {
         let mut all = histogram();
-        let mut rows = Vec::with_capacity(Action::CYCLE.len() + 1);
-        for action in Action::CYCLE {
-            let h = &self.histograms[action.index()];
+        let mut rows = Vec::with_capacity(self.operations.len() + 1);
+        for (index, name) in self.operations.iter().enumerate() {
+            let h = &self.histograms[index];
             all.add(h).expect("histograms share their bounds");
-            rows.push(row(action.name(), h, self.errors[action.index()], elapsed));
+            rows.push(row(name, h, self.errors[index], elapsed));
         }
         let (_, errors) = self.totals();
         rows.push(row("total", &all, errors, elapsed));
@@ -81,11 +82,11 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MICROS_MAX, 3).expect("valid histogram bounds")
 }
 
-fn row(action: &'static str, h: &Histogram<u64>, errors: u64, elapsed: Duration) -> Row {
+fn row(operation: &'static str, h: &Histogram<u64>, errors: u64, elapsed: Duration) -> Row {
     let ms = |micros: u64| micros as f64 / 1000.0;
     let seconds = elapsed.as_secs_f64();
     Row {
-        action,
+        operation,
         count: h.len(),
         errors,
         ops_per_second: if seconds > 0.0 {
@@ -104,13 +105,13 @@ fn row(action: &'static str, h: &Histogram<u64>, errors: u64, elapsed: Duration)
 /// The rows as a fixed-width table on stdout.
 pub fn print_table(rows: &[Row]) {
     println!(
-        "{:<14} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "action", "count", "errors", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+        "{:<18} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "operation", "count", "errors", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
     );
     for r in rows {
         println!(
-            "{:<14} {:>9} {:>7} {:>9.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
-            r.action,
+            "{:<18} {:>9} {:>7} {:>9.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            r.operation,
             r.count,
             r.errors,
             r.ops_per_second,
@@ -127,17 +128,19 @@ pub fn print_table(rows: &[Row]) {
 mod tests {
     use super::*;
 
+    const OPERATIONS: &[&str] = &["add-domain", "set-vcpu", "set-memory", "remove-domain"];
+
     #[test]
-    fn rows_give_per_action_and_total_counts_errors_rates_and_quantiles() {
-        let mut l = Latencies::new();
+    fn rows_give_per_operation_and_total_counts_errors_rates_and_quantiles() {
+        let mut l = Latencies::new(OPERATIONS);
         // add-domain: 1..=1000 ms, every tenth a failure; set-vcpu: one 5 ms reply.
         for ms in 1..=1000u64 {
-            l.record(Action::AddDomain, Duration::from_millis(ms), ms % 10 != 0);
+            l.record(0, Duration::from_millis(ms), ms % 10 != 0);
         }
-        l.record(Action::SetVcpu, Duration::from_millis(5), true);
+        l.record(1, Duration::from_millis(5), true);
         assert_eq!(l.totals(), (1001, 100));
         let rows = l.rows(Duration::from_secs(2));
-        let names: Vec<_> = rows.iter().map(|r| r.action).collect();
+        let names: Vec<_> = rows.iter().map(|r| r.operation).collect();
         assert_eq!(
             names,
             [
@@ -172,9 +175,9 @@ mod tests {
 
     #[test]
     fn a_latency_past_the_bound_is_kept_at_the_bound() {
-        let mut l = Latencies::new();
-        l.record(Action::RemoveDomain, Duration::from_secs(7200), true);
-        l.record(Action::RemoveDomain, Duration::ZERO, true);
+        let mut l = Latencies::new(OPERATIONS);
+        l.record(3, Duration::from_secs(7200), true);
+        l.record(3, Duration::ZERO, true);
         let row = &l.rows(Duration::from_secs(1))[3];
         assert_eq!(row.count, 2);
         assert!(

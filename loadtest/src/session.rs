@@ -13,6 +13,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::stanza;
+
 /// How to reach and log in to the server.
 #[derive(Clone)]
 pub struct Target {
@@ -28,7 +30,10 @@ pub struct Target {
 
 pub struct Session {
     stream: TlsStream<TcpStream>,
+    /// Received and not yet consumed.
     buf: Vec<u8>,
+    /// The server's domain, the `to` of our pings.
+    domain: String,
 }
 
 #[derive(Debug)]
@@ -83,6 +88,7 @@ impl Session {
         let mut session = Session {
             stream,
             buf: Vec::new(),
+            domain: target.domain.clone(),
         };
         session.send(header.as_bytes()).await?;
         session.wait(b"</stream:features>").await?;
@@ -122,6 +128,52 @@ impl Session {
         self.wait(b"</LDM_interface>").await
     }
 
+    /// Sends an XEP-0199 ping to the server and reads until its answer, skipping any other
+    /// stanza; says whether the answer was a `result` (not an `error`).
+    pub async fn ping(&mut self, id: &str) -> Result<bool, SessionError> {
+        let iq = format!(
+            "<iq type='get' id='{id}' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>",
+            self.domain
+        );
+        self.send(iq.as_bytes()).await?;
+        loop {
+            let element = self.next_element().await?;
+            if element.starts_with("<stream:error") {
+                return Err(err(format!("stream error: {element}")));
+            }
+            if element.starts_with("<iq") && stanza::attr(&element, "id") == Some(id) {
+                return Ok(stanza::attr(&element, "type") == Some("result"));
+            }
+        }
+    }
+
+    /// The next whole top-level element the server sends.
+    async fn next_element(&mut self) -> Result<String, SessionError> {
+        loop {
+            if let Some(range) = stanza::first_element(&self.buf) {
+                let element = String::from_utf8_lossy(&self.buf[range.clone()]).into_owned();
+                self.buf.drain(..range.end);
+                return Ok(element);
+            }
+            if self.buf.trim_ascii_start().starts_with(b"</") {
+                // An end tag at the top level can only close the stream.
+                return Err(err("closed by the server: </stream:stream>"));
+            }
+            read_more(&mut self.stream, &mut self.buf).await?;
+        }
+    }
+
+    /// Reads up to the end of the next `LDM_event` (a subscribed stream receives nothing else
+    /// unless it asks). Cancel-safe: bytes read stay in the buffer.
+    pub async fn next_event(&mut self) -> Result<String, SessionError> {
+        self.wait(b"</LDM_event>").await
+    }
+
+    /// A whitespace keepalive (RFC 6120 §4.6.1), for a stream that only listens.
+    pub async fn keepalive(&mut self) -> Result<(), SessionError> {
+        self.send(b" ").await
+    }
+
     /// Ends the stream politely.
     pub async fn close(mut self) {
         let _ = self.send(b"</stream:stream>").await;
@@ -150,14 +202,24 @@ async fn read_until<S: AsyncRead + AsyncWrite + Unpin>(
             }
             return Ok(text);
         }
-        let mut chunk = [0u8; 8192];
-        let n = stream.read(&mut chunk).await.map_err(err)?;
-        if n == 0 {
-            let seen = String::from_utf8_lossy(buf).into_owned();
-            return Err(err(format!("closed by the server: {seen}")));
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(stream, buf).await?;
     }
+}
+
+/// Appends one read's worth to `buf`; the end of the stream is an error that shows what was
+/// left unread. Cancel-safe: nothing is appended unless the read completed.
+async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Result<(), SessionError> {
+    let mut chunk = [0u8; 8192];
+    let n = stream.read(&mut chunk).await.map_err(err)?;
+    if n == 0 {
+        let seen = String::from_utf8_lossy(buf).into_owned();
+        return Err(err(format!("closed by the server: {seen}")));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
 }
 
 /// TLS for the client: the server's certificate from a file, or no verification at all.

@@ -1,452 +1,305 @@
 //! `ldm-load write`: clients that each hold one session and run a closed loop over domains of
 //! their own (`load-<client>-<k>`): add-domain, set-vcpu, set-memory, remove-domain, again.
-//! On ldmd every one of these is a durable write. Each reply's latency, from sending the
-//! document to reading the end of its reply, goes into a histogram per action; a failure reply
-//! is counted, not fatal.
+//! On ldmd every one of these is a durable write. A failure reply is counted, not fatal.
 //!
-//! Bounds: `--duration`, `--count`, or both (whichever comes first; 10 s when neither is
-//! given). A client checks them before each cycle and finishes a cycle it began, so that a run
-//! leaves no domain behind: a run may last one cycle past `--duration` (each reply bounded by
-//! `--timeout`), and `--count` is rounded up to whole cycles of four.
+//! A step is a whole cycle of four, so `--count` rounds up to whole cycles, and a client that
+//! began a cycle finishes it: a run leaves no domain behind, and may last one cycle past
+//! `--duration` (each reply bounded by `--timeout`). The writers of `events` are these clients,
+//! telling the event hub what they sent.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use clap::Args;
-use serde::Serialize;
 
-use crate::connect::{Connect, OpenCounts, close_sessions, open_progress, open_sessions};
-use crate::latency::{self, Latencies, Row};
-use crate::ldm::{self, Action};
+use crate::connect::Connect;
+use crate::driver::{self, Client, Ctx, Drive, Phase, Workload};
+use crate::events::Hub;
+use crate::ldm::Action;
 use crate::session::{Session, SessionError};
-
-/// How long a run lasts when neither `--duration` nor `--count` is given.
-const DURATION_DEFAULT: Duration = Duration::from_secs(10);
 
 #[derive(Args)]
 pub struct WriteArgs {
     #[command(flatten)]
-    connect: Connect,
-    /// Clients, each with its own session and its own domains.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
-    clients: u32,
-    /// Stop starting cycles after this long: 10s, 500ms, 2m (10s unless --count is given).
-    #[arg(long, value_parser = parse_duration)]
-    duration: Option<Duration>,
-    /// Stop after this many operations in all, rounded up to whole cycles of four.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    count: Option<u64>,
-    /// Sessions being opened at the same time (all are open before the clock starts).
-    #[arg(long, default_value_t = 200)]
-    concurrency: usize,
-    /// Also write the result as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct WriteReport {
-    pub clients: usize,
-    pub sessions_open: usize,
-    /// Sessions that did not open, or ended early (closed, stream error, no reply in time).
-    pub session_errors: usize,
-    pub first_session_error: Option<String>,
-    /// From the first request to the last reply.
-    pub seconds: f64,
-    /// The first failure reply: its action, domain and first `resp_msg`.
-    pub first_failure: Option<String>,
-    /// One row per action, then `total`.
-    pub actions: Vec<Row>,
-}
-
-/// When clients stop starting cycles.
-struct Bound {
-    deadline: Option<Instant>,
-    count: Option<u64>,
-    /// Operations claimed so far, a cycle at a time (only counted under `--count`).
-    claimed: AtomicU64,
-}
-
-impl Bound {
-    fn new(duration: Option<Duration>, count: Option<u64>, now: Instant) -> Bound {
-        let duration = match (duration, count) {
-            (None, None) => Some(DURATION_DEFAULT),
-            (duration, _) => duration,
-        };
-        Bound {
-            deadline: duration.map(|d| now + d),
-            count,
-            claimed: AtomicU64::new(0),
-        }
-    }
-
-    /// Claims the next cycle, or says the run is over.
-    fn claim_cycle(&self, now: Instant) -> bool {
-        if self.deadline.is_some_and(|deadline| now >= deadline) {
-            return false;
-        }
-        match self.count {
-            None => true,
-            Some(count) => {
-                let cycle = Action::CYCLE.len() as u64;
-                self.claimed.fetch_add(cycle, Ordering::Relaxed) < count
-            }
-        }
-    }
-}
-
-/// What the clients share.
-struct Shared {
-    bound: Bound,
-    /// A std Mutex, not a tokio one: nothing awaits while it is held.
-    latencies: Mutex<Latencies>,
-    first_failure: OnceLock<String>,
-    reply_timeout: Duration,
+    pub connect: Connect,
+    #[command(flatten)]
+    pub drive: Drive,
 }
 
 pub async fn write(args: WriteArgs) -> i32 {
-    let report = match run(&args).await {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("ldm-load: {e}");
-            return 2;
-        }
-    };
-    print_report(&report);
-    crate::write_json(args.json.as_deref(), &report);
-    if report.session_errors > 0 { 1 } else { 0 }
+    driver::main(Write { hub: None }, &args.connect, &args.drive).await
 }
 
-/// Opens every session, runs the clients to the bound, closes the sessions, and reports.
-async fn run(args: &WriteArgs) -> Result<WriteReport, String> {
-    let base = args.connect.target()?;
-    let clients = args.clients as usize;
-    // Logins are not what this measures: every session is open before the clock starts.
-    let counts = Arc::new(OpenCounts::default());
-    let gate = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
-    let bar = tokio::spawn(open_progress(clients, counts.clone()));
-    let opened = open_sessions(&args.connect, &base, 0..clients, &gate, &counts).await;
-    bar.abort();
-    eprintln!();
-    let mut session_errors = Vec::new();
-    let started = Instant::now();
-    let shared = Arc::new(Shared {
-        bound: Bound::new(args.duration, args.count, started),
-        latencies: Mutex::new(Latencies::new()),
-        first_failure: OnceLock::new(),
-        reply_timeout: base.timeout,
-    });
-    let mut tasks = Vec::with_capacity(clients);
-    for (index, result) in opened.into_iter().enumerate() {
-        match result {
-            Ok(session) => tasks.push(tokio::spawn(client(index, session, shared.clone()))),
-            Err(e) => session_errors.push(format!("client {index}: {e}")),
-        }
-    }
-    let sessions_open = tasks.len();
-    let progress = tokio::spawn(progress(shared.clone(), started));
-    let mut sessions = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        match task.await.expect("client task") {
-            Ok(session) => sessions.push(session),
-            Err(e) => session_errors.push(e.to_string()),
-        }
-    }
-    let elapsed = started.elapsed();
-    progress.abort();
-    close_sessions(sessions).await;
-    let latencies = shared.latencies.lock().expect("latency lock");
-    Ok(WriteReport {
-        clients,
-        sessions_open,
-        session_errors: session_errors.len(),
-        first_session_error: session_errors.into_iter().next(),
-        seconds: elapsed.as_secs_f64(),
-        first_failure: shared.first_failure.get().cloned(),
-        actions: latencies.rows(elapsed),
-    })
+/// The write cycle, on each client's own domains.
+pub struct Write {
+    /// Told of every write before it is sent (the events scenario).
+    pub hub: Option<Arc<Hub>>,
 }
 
-/// One client: cycles on its own domains until the bound; hands its session back to be
-/// closed, or says why it ended early.
-async fn client(
+impl Workload for Write {
+    type Client = Writer;
+
+    fn scenario(&self) -> &'static str {
+        if self.hub.is_some() {
+            "events"
+        } else {
+            "write"
+        }
+    }
+
+    fn operations(&self) -> &'static [&'static str] {
+        Action::CYCLE_NAMES
+    }
+
+    fn step_operations(&self) -> u64 {
+        Action::CYCLE.len() as u64
+    }
+
+    fn client(&self, index: usize, session: Option<Session>) -> Writer {
+        Writer {
+            index,
+            session: session.expect("a write client holds a session"),
+            next: 0,
+            hub: self.hub.clone(),
+        }
+    }
+}
+
+pub struct Writer {
     index: usize,
-    mut session: Session,
-    shared: Arc<Shared>,
-) -> Result<Session, SessionError> {
-    let mut k: u64 = 0;
-    while shared.bound.claim_cycle(Instant::now()) {
-        let domain = format!("load-{index}-{k}");
-        for action in Action::CYCLE {
-            let document = action.document(&domain);
-            let sent = Instant::now();
-            let reply =
-                tokio::time::timeout(shared.reply_timeout, session.request(document.as_bytes()))
-                    .await
-                    .map_err(|_| {
-                        SessionError(format!(
-                            "client {index}: no reply to {} {domain} within {:?}",
-                            action.name(),
-                            shared.reply_timeout
-                        ))
-                    })?
-                    .map_err(|e| SessionError(format!("client {index}: {e}")))?;
-            let latency = sent.elapsed();
-            let outcome = ldm::outcome(&reply);
-            shared
-                .latencies
-                .lock()
-                .expect("latency lock")
-                .record(action, latency, outcome.success);
-            if !outcome.success && shared.first_failure.get().is_none() {
-                let message = outcome.message.as_deref().unwrap_or("(no resp_msg)");
-                let _ = shared
-                    .first_failure
-                    .set(format!("{} {domain}: {message}", action.name()));
+    session: Session,
+    /// The `k` of the next domain, `load-<index>-<k>`.
+    next: u64,
+    hub: Option<Arc<Hub>>,
+}
+
+impl Client for Writer {
+    async fn step(&mut self, ctx: &mut Ctx) -> Result<(), SessionError> {
+        let domain = format!("load-{}-{}", self.index, self.next);
+        self.next += 1;
+        for (operation, action) in Action::CYCLE.into_iter().enumerate() {
+            let document = action.document(Some(&domain));
+            let hub = self.hub.as_deref();
+            let outcome = ctx
+                .request_seen(
+                    &mut self.session,
+                    operation,
+                    &domain,
+                    &document,
+                    |start, phase| {
+                        if let Some(hub) = hub {
+                            hub.expect(
+                                action.name(),
+                                &domain,
+                                start.sent,
+                                phase == Phase::Measured,
+                            );
+                        }
+                    },
+                )
+                .await?;
+            if !outcome.success
+                && let Some(hub) = hub
+            {
+                hub.cancel(action.name(), &domain);
             }
         }
-        k += 1;
+        Ok(())
     }
-    Ok(session)
-}
 
-/// One line a second on stderr: replies so far, the last second's rate, failures.
-async fn progress(shared: Arc<Shared>, started: Instant) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    let mut last = 0;
-    loop {
-        tick.tick().await;
-        let (replies, failures) = shared.latencies.lock().expect("latency lock").totals();
-        eprintln!(
-            "[{:>4.0} s] {replies} replies, {}/s, {failures} failures",
-            started.elapsed().as_secs_f64(),
-            replies - last
-        );
-        last = replies;
-    }
-}
-
-fn print_report(r: &WriteReport) {
-    println!(
-        "clients              {} ({} sessions open, {} session errors)",
-        r.clients, r.sessions_open, r.session_errors
-    );
-    if let Some(e) = &r.first_session_error {
-        println!("first session error  {e}");
-    }
-    println!("ran for              {:.2} s", r.seconds);
-    if let Some(f) = &r.first_failure {
-        println!("first failure        {f}");
-    }
-    println!();
-    latency::print_table(&r.actions);
-}
-
-/// `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds; fractions too (`1.5s`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("'{text}' is not a duration (like 10s, 500ms, 2m)");
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit {
-        "" | "s" => number,
-        "ms" => number / 1000.0,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return Err(bad()),
-    };
-    match Duration::try_from_secs_f64(seconds) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!("'{text}' must be more than zero")),
+    fn into_session(self) -> Option<Session> {
+        Some(self.session)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    use clap::Parser;
+    use crate::Scenario;
+    use crate::connect::Sources;
+    use crate::testing::{Answers, Ldmd, block_on, parse, scenario};
 
-    use ldmd::config::{Config, Overrides};
-    use ldmd::ldm::handler::Unsupported;
-    use ldmd::server::Server;
-    use ldmd::server::dispatch::HandlerThread;
-
-    use crate::{Cli, Scenario};
-
-    fn parse(args: &[&str]) -> Result<WriteArgs, String> {
-        let argv = ["ldm-load", "write"].iter().chain(args);
-        match Cli::try_parse_from(argv)
-            .map_err(|e| e.to_string())?
-            .scenario
-        {
-            Scenario::Write(args) => Ok(args),
-            _ => Err("not write".into()),
+    fn args(scenario: Scenario) -> WriteArgs {
+        match scenario {
+            Scenario::Write(args) => args,
+            _ => panic!("not write"),
         }
     }
 
-    #[test]
-    fn durations_take_a_unit_and_must_be_positive() {
-        for (text, expected) in [
-            ("10s", Duration::from_secs(10)),
-            ("10", Duration::from_secs(10)),
-            ("500ms", Duration::from_millis(500)),
-            ("1.5s", Duration::from_millis(1500)),
-            ("2m", Duration::from_secs(120)),
-            ("1h", Duration::from_secs(3600)),
-        ] {
-            assert_eq!(parse_duration(text), Ok(expected), "{text}");
-        }
-        for text in ["", "s", "10x", "-1s", "1e3", "0s", "0", "1..2s"] {
-            assert!(parse_duration(text).is_err(), "{text}");
-        }
+    fn run(ldmd: &Ldmd, flags: &[&str]) -> driver::Report {
+        let args = args(scenario(ldmd, "write", flags));
+        let workload = Arc::new(Write { hub: None });
+        let one = Sources { count: 1 };
+        let mut report = block_on(driver::run(workload, &args.connect, &args.drive, one)).unwrap();
+        report.judge();
+        report
+    }
+
+    fn counts(report: &driver::Report) -> Vec<(&str, u64, u64)> {
+        report
+            .operations
+            .iter()
+            .map(|r| (r.operation, r.count, r.errors))
+            .collect()
     }
 
     #[test]
     fn flags_parse_and_bad_values_are_refused() {
-        let args = parse(&[
-            "--clients",
-            "100",
-            "--duration",
-            "10s",
-            "--count",
-            "5000",
-            "--target",
-            "127.0.0.1:7000",
-            "--user",
-            "load",
-            "--password",
-            "pw",
-            "--insecure",
-            "--json",
-            "out.json",
-        ])
-        .unwrap();
-        assert_eq!(args.clients, 100);
-        assert_eq!(args.duration, Some(Duration::from_secs(10)));
-        assert_eq!(args.count, Some(5000));
+        let args = args(
+            parse(&[
+                "write",
+                "--clients",
+                "100",
+                "--duration",
+                "10s",
+                "--count",
+                "5000",
+                "--target",
+                "127.0.0.1:7000",
+                "--user",
+                "load",
+                "--password",
+                "pw",
+                "--insecure",
+                "--json",
+                "out.json",
+                "--rate",
+                "2500",
+                "--ramp-up",
+                "2s",
+            ])
+            .unwrap(),
+        );
+        let drive = &args.drive;
+        assert_eq!(drive.clients, 100);
+        assert_eq!(drive.duration, Some(Duration::from_secs(10)));
+        assert_eq!(drive.count, Some(5000));
+        assert_eq!(drive.rate, Some(2500.0));
+        assert_eq!(drive.ramp_up, Duration::from_secs(2));
         assert_eq!(args.connect.target.port(), 7000);
         assert_eq!(args.connect.user.as_deref(), Some("load"));
         assert!(args.connect.insecure);
-        let defaults = parse(&[]).unwrap();
+        let defaults = args_of(&["write"]);
+        let d = &defaults.drive;
         assert_eq!(
-            (defaults.clients, defaults.duration, defaults.count),
-            (10, None, None)
+            (d.clients, d.duration, d.count, d.rate, d.ramp_up),
+            (10, None, None, None, Duration::ZERO)
         );
         for bad in [
             &["--clients", "0"][..],
             &["--count", "0"],
             &["--duration", "10x"],
             &["--duration", "0s"],
+            &["--rate", "0"],
+            &["--ramp-up", "-1s"],
+            &["--concurrency", "0"],
         ] {
-            assert!(parse(bad).is_err(), "{bad:?}");
+            let argv: Vec<&str> = std::iter::once("write")
+                .chain(bad.iter().copied())
+                .collect();
+            assert!(parse(&argv).is_err(), "{bad:?}");
         }
     }
 
-    #[test]
-    fn bound_defaults_to_ten_seconds_and_counts_whole_cycles() {
-        let now = Instant::now();
-        let default = Bound::new(None, None, now);
-        assert_eq!(default.deadline, Some(now + DURATION_DEFAULT));
-        assert!(default.claim_cycle(now));
-        assert!(!default.claim_cycle(now + DURATION_DEFAULT));
-        // --count 9: three cycles of four (12 operations), then no more.
-        let count = Bound::new(None, Some(9), now);
-        assert_eq!(count.deadline, None);
-        let claimed = (0..10).filter(|_| count.claim_cycle(now)).count();
-        assert_eq!(claimed, 3);
-        // Both: whichever comes first.
-        let both = Bound::new(Some(Duration::from_secs(1)), Some(1000), now);
-        assert!(!both.claim_cycle(now + Duration::from_secs(1)));
-    }
-
-    /// An ldmd in this process, answering every document with a failure (today's handler), on
-    /// a free loopback port; this test's uid is mapped to the write role.
-    fn start_ldmd(dir: &std::path::Path) -> Server {
-        let overrides = Overrides {
-            listen: vec!["127.0.0.1:0".into()],
-            socket: Some(dir.join("ldmd.sock")),
-            state_dir: Some(dir.to_path_buf()),
-            metrics_listen: Some("off".into()),
-        };
-        // SAFETY: getuid has no preconditions.
-        let uid = unsafe { libc::getuid() };
-        let config = Config::from_toml(
-            &format!("io_threads = 1\nlog = 'warn'\n[local_users]\n{uid} = 'write'"),
-            &overrides,
-        )
-        .unwrap();
-        Server::start(config, Box::new(HandlerThread(Box::new(Unsupported)))).unwrap()
-    }
-
-    fn run_against_ldmd(flags: &[&str]) -> WriteReport {
-        let dir = tempfile::tempdir().unwrap();
-        let server = start_ldmd(dir.path());
-        let target = server.tcp_addrs[0].to_string();
-        let mut argv = vec!["--target", &target, "--insecure"];
-        argv.extend_from_slice(flags);
-        let args = parse(&argv).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let report = runtime.block_on(run(&args)).unwrap();
-        drop(runtime);
-        // Outside the runtime: shutdown blocks.
-        server.shutdown();
-        report
+    fn args_of(argv: &[&str]) -> WriteArgs {
+        args(parse(argv).unwrap())
     }
 
     #[test]
-    fn count_bound_stops_after_whole_cycles_and_counts_every_failure_reply() {
-        // --count 22 rounds up to 24: six cycles over three clients, every reply a failure
-        // today, counted per action, the first failure's resp_msg kept.
-        let report = run_against_ldmd(&["--clients", "3", "--count", "22"]);
+    fn count_bound_stops_after_whole_cycles_and_leaves_no_domain_behind() {
+        // --count 22 rounds up to 24: six cycles over three clients, all durable and successful
+        // on the real registry, and every domain removed again.
+        let ldmd = Ldmd::start(Answers::Registry);
+        let report = run(&ldmd, &["--clients", "3", "--count", "22"]);
         assert_eq!((report.sessions_open, report.session_errors), (3, 0));
-        let counts: Vec<_> = report
-            .actions
-            .iter()
-            .map(|r| (r.action, r.count, r.errors))
-            .collect();
         assert_eq!(
-            counts,
+            counts(&report),
             [
-                ("add-domain", 6, 6),
-                ("set-vcpu", 6, 6),
-                ("set-memory", 6, 6),
-                ("remove-domain", 6, 6),
-                ("total", 24, 24)
+                ("add-domain", 6, 0),
+                ("set-vcpu", 6, 0),
+                ("set-memory", 6, 0),
+                ("remove-domain", 6, 0),
+                ("total", 24, 0)
             ]
         );
-        let total = &report.actions[4];
+        let total = &report.operations[4];
         assert!(total.p50_ms > 0.0 && total.p50_ms <= total.p99_ms && total.p99_ms <= total.max_ms);
-        let failure = report.first_failure.unwrap();
+        assert_eq!(
+            (report.mode, report.exit_code()),
+            ("closed", 0),
+            "{:?}",
+            report.problems
+        );
+        assert_eq!(ldmd.domains(), ["primary"]);
+    }
+
+    #[test]
+    fn failure_replies_are_counted_per_operation_and_fail_the_run() {
+        let ldmd = Ldmd::start(Answers::Refusals);
+        let report = run(&ldmd, &["--clients", "2", "--count", "8"]);
+        assert_eq!(counts(&report)[4], ("total", 8, 8));
+        assert_eq!(report.failures, 8);
+        let failure = report.first_failure.as_deref().unwrap();
         assert!(
             failure.contains(" load-") && failure.contains("is not supported by this ldmd"),
             "{failure}"
+        );
+        assert_eq!(report.exit_code(), 1);
+        assert!(
+            report.problems[0].starts_with("8 operations failed"),
+            "{:?}",
+            report.problems
         );
     }
 
     #[test]
     fn duration_bound_stops_by_itself() {
-        let report = run_against_ldmd(&["--clients", "2", "--duration", "300ms"]);
+        let ldmd = Ldmd::start(Answers::Registry);
+        let report = run(&ldmd, &["--clients", "2", "--duration", "300ms"]);
         assert_eq!(report.session_errors, 0);
         assert!(
             (0.3..5.0).contains(&report.seconds),
             "ran {} s",
             report.seconds
         );
-        let total = &report.actions[4];
+        let total = &report.operations[4];
         assert!(
             total.count > 0 && total.count.is_multiple_of(4),
             "{}",
             total.count
         );
+        assert_eq!(ldmd.domains(), ["primary"]);
+    }
+
+    #[test]
+    fn ramp_up_work_is_warm_up_and_left_out_of_the_count() {
+        // Two clients, the second starting 300 ms in: the first's cycles until then are warm-up.
+        let ldmd = Ldmd::start(Answers::Registry);
+        let report = run(
+            &ldmd,
+            &["--clients", "2", "--ramp-up", "300ms", "--count", "16"],
+        );
+        assert!(report.warm_up_operations > 0, "{report:?}");
+        assert_eq!(report.warm_up_operations % 4, 0);
+        assert_eq!(counts(&report)[4], ("total", 16, 0));
+        assert_eq!(ldmd.domains(), ["primary"]);
+    }
+
+    #[test]
+    fn open_loop_sends_at_the_asked_rate() {
+        // 200 requests a second for 500 ms from two clients: about 100 requests, in whole cycles.
+        let ldmd = Ldmd::start(Answers::Registry);
+        let report = run(
+            &ldmd,
+            &["--clients", "2", "--rate", "200", "--duration", "500ms"],
+        );
+        assert_eq!((report.mode, report.rate), ("open", Some(200.0)));
+        let total = &report.operations[4];
+        assert!((80..=112).contains(&total.count), "{}", total.count);
+        assert!(total.count.is_multiple_of(4));
+        assert_eq!(report.exit_code(), 0, "{:?}", report.problems);
+        assert_eq!(ldmd.domains(), ["primary"]);
     }
 }
