@@ -102,8 +102,12 @@ fn counters_move_by_exactly_the_requests_sent_and_the_output_parses() {
                         (on_domain("remove-domain", &name), "success"),
                         (on_domain("frobnicate-domain", &name), "failure"),
                     ];
+                    // Pipelined in one write: replies come back in order, each timed from
+                    // its own document's receipt.
+                    let all: String = expect.iter().map(|(d, _)| d.as_str()).collect();
+                    client.send(&all);
                     for (document, status) in expect {
-                        let reply = client.request(&document);
+                        let reply = client.read_until("</LDM_interface>");
                         assert_eq!(document_status(&reply).0, status, "{document}\n{reply}");
                     }
                 }
@@ -111,8 +115,14 @@ fn counters_move_by_exactly_the_requests_sent_and_the_output_parses() {
         })
         .collect();
 
-    // Everyone is logged in and idle: each connection is counted once, as authenticated.
+    // Everyone is logged in and idle: each connection is counted once, as authenticated. One
+    // more has only sent its header, and another only set up TLS.
     logged_in.wait();
+    let mut negotiating = daemon.tcp();
+    negotiating.send(HEADER);
+    negotiating.read_until("</stream:features>");
+    let mut secured = daemon.tcp();
+    secured.secure();
     std::thread::sleep(std::time::Duration::from_millis(100));
     let idle = Exposition::parse(&daemon.scrape());
     let open = |e: &Exposition, phase: &str| {
@@ -121,7 +131,9 @@ fn counters_move_by_exactly_the_requests_sent_and_the_output_parses() {
         ))
     };
     assert_eq!(open(&idle, "authenticated"), CLIENTS as f64);
-    assert_eq!(open(&idle, "negotiating") + open(&idle, "secured"), 0.0);
+    assert_eq!(open(&idle, "negotiating"), 1.0);
+    assert_eq!(open(&idle, "secured"), 1.0);
+    drop((negotiating, secured));
     checked.wait();
 
     // Scrapes while the load runs parse too.
@@ -167,6 +179,7 @@ fn counters_move_by_exactly_the_requests_sent_and_the_output_parses() {
         ("remove-domain", "failure", 0.0),
     ] {
         let key = format!("ldmd_commands_total{{action=\"{action}\",status=\"{status}\"}}");
+        assert!(after.samples.contains_key(&key), "{key} is exposed");
         assert_eq!(delta(&key), count, "{key}");
     }
     for (action, count) in [
@@ -179,6 +192,10 @@ fn counters_move_by_exactly_the_requests_sent_and_the_output_parses() {
         assert_eq!(delta(&key), count, "{key}");
         let le = format!("ldmd_request_duration_seconds_bucket{{action=\"{action}\",le=\"+Inf\"}}");
         assert_eq!(delta(&le), count, "{le}");
+        let sum = delta(&format!(
+            "ldmd_request_duration_seconds_sum{{action=\"{action}\"}}"
+        ));
+        assert!(sum > 0.0 && sum < count * 10.0, "{action}: {sum} s in all");
     }
     // Every document went through exactly one registry batch.
     assert_eq!(delta("ldmd_registry_batch_size_sum"), documents);
@@ -195,7 +212,7 @@ fn counters_move_by_exactly_the_requests_sent_and_the_output_parses() {
     // The sessions themselves.
     assert_eq!(
         delta("ldmd_connections_accepted_total{transport=\"tcp\"}"),
-        CLIENTS as f64
+        CLIENTS as f64 + 2.0
     );
     assert_eq!(
         delta("ldmd_sasl_authentications_total{result=\"success\"}"),
@@ -203,11 +220,11 @@ fn counters_move_by_exactly_the_requests_sent_and_the_output_parses() {
     );
     assert_eq!(
         delta("ldmd_tls_handshakes_total{result=\"established\"}"),
-        CLIENTS as f64
+        CLIENTS as f64 + 1.0
     );
     assert_eq!(
         delta("ldmd_tls_handshake_duration_seconds_count"),
-        CLIENTS as f64
+        CLIENTS as f64 + 1.0
     );
     for phase in ["negotiating", "secured", "authenticated"] {
         assert_eq!(open(&after, phase), 0.0, "{phase}: every client has gone");
@@ -231,8 +248,7 @@ fn counters_move_by_exactly_the_requests_sent_and_the_output_parses() {
 
 #[test]
 fn limit_hits_stream_errors_and_sasl_outcomes_are_counted() {
-    let config =
-        "tcp_loopback_is_local = false\n[limits]\nstanza_bytes_max = 2048\nsasl_attempts_max = 2";
+    let config = "tcp_loopback_is_local = false\n[limits]\nstanza_bytes_max = 2048\nsasl_attempts_max = 2\nrequests_in_flight_max = 2";
     let daemon = Daemon::start_with_metrics(config, &[("alice", "write", "pw")]);
 
     // One stanza over the size limit.
@@ -244,6 +260,17 @@ fn limit_hits_stream_errors_and_sasl_outcomes_are_counted() {
         "x".repeat(4096)
     ));
     client.read_to_close();
+
+    // Six documents in one write with room for two in flight: reading pauses at least once,
+    // and at most once per document past the first two; every document is still answered.
+    let mut client = daemon.tcp();
+    client.secure();
+    client.login("alice", "pw");
+    client.send(&list_domain().repeat(6));
+    for _ in 0..6 {
+        client.read_until("</LDM_interface>");
+    }
+    drop(client);
 
     // Two failed logins: the second is over sasl_attempts_max.
     let mut client = daemon.tcp();
@@ -275,9 +302,11 @@ fn limit_hits_stream_errors_and_sasl_outcomes_are_counted() {
         value("ldmd_stream_errors_total{condition=\"policy-violation\"}"),
         2.0
     );
+    let paused = value("ldmd_limit_hits_total{limit=\"requests_in_flight_max\"}");
+    assert!((1.0..=4.0).contains(&paused), "{paused} pauses");
     assert_eq!(
         value("ldmd_sasl_authentications_total{result=\"success\"}"),
-        1.0
+        2.0
     );
     assert_eq!(
         value("ldmd_sasl_authentications_total{result=\"not-authorized\"}"),
@@ -285,11 +314,11 @@ fn limit_hits_stream_errors_and_sasl_outcomes_are_counted() {
     );
     assert_eq!(
         value("ldmd_tls_handshakes_total{result=\"established\"}"),
-        2.0
+        3.0
     );
     assert_eq!(
         value("ldmd_connections_accepted_total{transport=\"tcp\"}"),
-        2.0
+        3.0
     );
     assert!(
         body.contains("# HELP ldmd_limit_hits_total "),

@@ -225,9 +225,10 @@ pub async fn run(args: &EventsArgs) -> Result<EventsReport, String> {
     bar.finish_and_clear();
     let mut registered = Vec::with_capacity(subscribers);
     for result in opened {
-        match register(result).await {
-            Ok(session) => registered.push(session),
-            Err(e) => errors.push(format!("subscriber: {e}")),
+        match tokio::time::timeout(base.timeout, register(result)).await {
+            Ok(Ok(session)) => registered.push(session),
+            Ok(Err(e)) => errors.push(format!("subscriber: {e}")),
+            Err(_) => errors.push("subscriber: no answer to reg-all-events in time".into()),
         }
     }
     let hub = Arc::new(Hub::new(registered.len()));

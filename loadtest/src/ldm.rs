@@ -8,6 +8,20 @@
 //! (it measures the server, it does not validate it) without being fooled by per-object
 //! statuses.
 
+/// The domain a load client works on: `load-<run>-<client>-<k>`. The run tag (this process's
+/// id and start time) keeps runs apart, so that domains an interrupted run left behind never
+/// collide with the next run's.
+pub fn domain_name(client: usize, k: u64) -> String {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        format!("{:x}{:04x}", std::process::id(), seconds & 0xffff)
+    });
+    format!("load-{run}-{client}-{k}")
+}
+
 /// An LDM action the scenarios send, named as the long ldm subcommand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {

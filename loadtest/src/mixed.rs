@@ -1,5 +1,5 @@
 //! `ldm-load mixed`: a read-mostly mix of LDM actions, each client on domains of its own
-//! (`load-<client>-<k>`, at most three at a time), as operators' tools use a daemon: they look
+//! (`load-<run>-<client>-<k>`, at most three at a time), as operators' tools use a daemon: they look
 //! far more than they change. Each step is one request, drawn at random (a fixed seed per
 //! client, so runs repeat) by the weights of `--mix`:
 //!
@@ -24,7 +24,7 @@ use clap::Args;
 
 use crate::connect::Connect;
 use crate::driver::{self, Client, Ctx, Drive, Workload};
-use crate::ldm::Action;
+use crate::ldm::{self, Action};
 use crate::session::{Session, SessionError};
 
 /// The domains one client holds at most.
@@ -207,7 +207,7 @@ impl Plan {
 impl Client for MixedClient {
     async fn step(&mut self, ctx: &mut Ctx) -> Result<(), SessionError> {
         let (operation, k) = self.plan.choose();
-        let domain = format!("load-{}-{k}", self.index);
+        let domain = ldm::domain_name(self.index, k);
         let document = OPERATIONS[operation].document(Some(&domain));
         let outcome = ctx
             .request(&mut self.session, operation, &domain, &document)
@@ -218,7 +218,7 @@ impl Client for MixedClient {
 
     async fn cleanup(&mut self, ctx: &mut Ctx) -> Result<(), SessionError> {
         while let Some(k) = self.plan.held.pop_front() {
-            let domain = format!("load-{}-{k}", self.index);
+            let domain = ldm::domain_name(self.index, k);
             let document = Action::RemoveDomain.document(Some(&domain));
             ctx.request(&mut self.session, REMOVE, &domain, &document)
                 .await?;

@@ -1,5 +1,5 @@
 //! `ldm-load write`: clients that each hold one session and run a closed loop over domains of
-//! their own (`load-<client>-<k>`): add-domain, set-vcpu, set-memory, remove-domain, again.
+//! their own (`load-<run>-<client>-<k>`): add-domain, set-vcpu, set-memory, remove-domain, again.
 //! On ldmd every one of these is a durable write. A failure reply is counted, not fatal.
 //!
 //! A step is a whole cycle of four, so `--count` rounds up to whole cycles, and a client that
@@ -14,7 +14,7 @@ use clap::Args;
 use crate::connect::Connect;
 use crate::driver::{self, Client, Ctx, Drive, Phase, Workload};
 use crate::events::Hub;
-use crate::ldm::Action;
+use crate::ldm::{self, Action};
 use crate::session::{Session, SessionError};
 
 #[derive(Args)]
@@ -67,14 +67,14 @@ impl Workload for Write {
 pub struct Writer {
     index: usize,
     session: Session,
-    /// The `k` of the next domain, `load-<index>-<k>`.
+    /// The `k` of the next domain, `load-<run>-<index>-<k>`.
     next: u64,
     hub: Option<Arc<Hub>>,
 }
 
 impl Client for Writer {
     async fn step(&mut self, ctx: &mut Ctx) -> Result<(), SessionError> {
-        let domain = format!("load-{}-{}", self.index, self.next);
+        let domain = ldm::domain_name(self.index, self.next);
         self.next += 1;
         for (operation, action) in Action::CYCLE.into_iter().enumerate() {
             let document = action.document(Some(&domain));

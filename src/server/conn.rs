@@ -89,6 +89,8 @@ pub async fn run(
         unix,
         phase: None,
         received: VecDeque::new(),
+        last_read: Instant::now(),
+        in_flight_full: false,
         answered: Vec::new(),
     };
     if counted {
@@ -109,12 +111,12 @@ pub async fn run(
     actor.finish();
     ctx.release(key);
     if counted {
-        use std::sync::atomic::Ordering;
-        let open = match unix {
-            true => &ctx.shared.unix_open,
-            false => &ctx.shared.tcp_open,
+        let open = if unix {
+            &ctx.shared.unix_open
+        } else {
+            &ctx.shared.tcp_open
         };
-        open.fetch_sub(1, Ordering::AcqRel);
+        open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -130,6 +132,10 @@ struct Actor {
     phase: Option<Phase>,
     /// When each unanswered document arrived, oldest first (replies come back in order).
     received: VecDeque<Instant>,
+    /// When the bytes being processed were read: the receipt time of the documents in them.
+    last_read: Instant,
+    /// Reading is paused at `requests_in_flight_max` (counted once per pause).
+    in_flight_full: bool,
     /// Replies handed to the connection and not yet written: their action label and arrival.
     answered: Vec<(usize, Instant)>,
 }
@@ -212,7 +218,8 @@ impl Actor {
         let outcome = match outcome {
             Ok(0) => ReadOutcome::Eof,
             Ok(_) => {
-                self.core.handle_input(Instant::now());
+                self.last_read = Instant::now();
+                self.core.handle_input(self.last_read);
                 ReadOutcome::Data
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::Nothing,
@@ -262,12 +269,10 @@ impl Actor {
                 Event::Verify(credentials) => self.verify(credentials),
                 Event::Document(document, role) => {
                     metrics.documents_received.increment(1);
-                    self.received.push_back(Instant::now());
-                    let in_flight_max = self.ctx.shared.config.limits.requests_in_flight_max;
-                    if self.core.requests_in_flight() >= in_flight_max {
-                        // Reading pauses until a reply comes back.
-                        metrics.limit_hit(Limit::RequestsInFlight).increment(1);
-                    }
+                    // Taken at the read, not now: an earlier document of the same read may have
+                    // waited here for room in the registry's mailbox.
+                    self.received.push_back(self.last_read);
+                    debug_assert!(self.received.len() as u32 <= self.core.requests_in_flight());
                     let request = Request {
                         document,
                         role,
@@ -299,6 +304,14 @@ impl Actor {
                 }
             }
         }
+        // Reading pauses while `requests_in_flight_max` documents await replies: one hit per
+        // pause, however many documents a read carried.
+        let in_flight_max = self.ctx.shared.config.limits.requests_in_flight_max;
+        let full = self.core.requests_in_flight() >= in_flight_max;
+        if full && !self.in_flight_full {
+            metrics.limit_hit(Limit::RequestsInFlight).increment(1);
+        }
+        self.in_flight_full = full;
     }
 
     /// Sends a password check to the verifier pool; its verdict comes back through the mailbox.
@@ -344,6 +357,7 @@ impl Actor {
             match message {
                 Inbound::Response(response) => {
                     metrics.answered(&response);
+                    debug_assert!(!self.received.is_empty(), "a reply to no document");
                     if let Some(received) = self.received.pop_front() {
                         let first = response.cmds.first().and_then(|c| c.action.as_deref());
                         self.answered.push((metrics.action(first), received));
@@ -403,7 +417,8 @@ impl Actor {
         } else {
             Phase::Negotiating
         };
-        if phase != current {
+        // Only forwards: a closing stream stops reporting itself authenticated, but it was.
+        if phase > current {
             self.leave_phase();
             self.enter_phase(phase);
         }

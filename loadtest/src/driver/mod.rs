@@ -404,8 +404,8 @@ pub async fn run<W: Workload>(
     // The window ends at the last measured reply, or at the deadline if that ended the run
     // earlier: in the open loop nothing was due after it, so the rate is over the whole window.
     let mut seconds = Duration::from_nanos(shared.last_reply_nanos.load(Ordering::Relaxed));
-    if deadline_reached && let Some(duration) = drive.duration {
-        seconds = seconds.max(duration);
+    if deadline_reached && let Some(deadline) = shared.bound.deadline() {
+        seconds = seconds.max(deadline.saturating_duration_since(t0 + drive.ramp_up));
     }
     let latencies = shared.latencies.lock().expect("latency lock");
     Ok(Report {

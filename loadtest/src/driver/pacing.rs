@@ -221,8 +221,10 @@ impl Start {
     }
 }
 
-/// When client `index` of `clients` starts: spread evenly over `ramp_up`; without a ramp-up,
-/// open-loop clients are offset by one request each so that together they send evenly.
+/// When client `index` of `clients` starts. With a ramp-up, not before `index / clients` of it.
+/// In the open loop a client also keeps its own phase, `index / rate` into the common interval
+/// `clients / rate`, so that together the clients send evenly: a ramp-up only delays a client
+/// to its first slot after its ramp-up time, it never lines clients up on the same instant.
 pub fn client_start(
     t0: Instant,
     index: usize,
@@ -230,13 +232,16 @@ pub fn client_start(
     ramp_up: Duration,
     rate: Option<f64>,
 ) -> Instant {
-    if !ramp_up.is_zero() {
-        t0 + ramp_up.mul_f64(index as f64 / clients.max(1) as f64)
-    } else if let Some(rate) = rate {
-        t0 + Duration::from_secs_f64(index as f64 / rate)
-    } else {
-        t0
-    }
+    let ramped = t0 + ramp_up.mul_f64(index as f64 / clients.max(1) as f64);
+    let Some(rate) = rate else {
+        return ramped;
+    };
+    let nanos = |seconds: f64| (seconds * 1e9).round() as u128;
+    let phase = nanos(index as f64 / rate);
+    let interval = nanos(clients.max(1) as f64 / rate).max(1);
+    let behind = (ramped - t0).as_nanos().saturating_sub(phase);
+    let slot = phase + behind.div_ceil(interval) * interval;
+    t0 + Duration::from_nanos(u64::try_from(slot).unwrap_or(u64::MAX))
 }
 
 /// `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds; fractions too (`1.5s`).
@@ -447,5 +452,9 @@ mod tests {
         assert_eq!(open, [0, 10, 20, 30].map(|ms| ms * MS));
         let closed: Vec<_> = starts(Duration::ZERO, None);
         assert_eq!(closed, [Duration::ZERO; 4]);
+        // Both: each client waits for its ramp-up time, then takes the next slot of its own
+        // phase (every 40 ms, offset 10 ms per client), so the clients never send together.
+        let both: Vec<_> = starts(Duration::from_secs(2), Some(100.0));
+        assert_eq!(both, [0, 530, 1020, 1510].map(|ms| ms * MS));
     }
 }

@@ -61,6 +61,12 @@ impl Report {
                 self.first_failure.as_deref().unwrap_or("?")
             ));
         }
+        if self.missed > 0 {
+            self.problems.push(format!(
+                "{} requests of the open-loop schedule were never sent: the server fell behind the asked rate",
+                self.missed
+            ));
+        }
     }
 
     /// 0 when the run went well, 1 otherwise.
