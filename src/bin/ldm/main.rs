@@ -1,0 +1,629 @@
+//! `ldm`: the operator's command-line client of ldmd.
+//!
+//! Each invocation builds its request documents (`ldmd::cli::request`), opens one session
+//! (`ldmd::client`), sends them, and renders the replies (`ldmd::cli::{text, json}`).
+//!
+//! Exit status: 0 success; 1 the daemon refused (each `resp_msg` on stderr); 2 usage (clap's,
+//! or an operand checked here); 3 the daemon cannot be reached; 4 authentication failed; 5
+//! TLS, protocol or timeout.
+
+mod args;
+mod connect;
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{Map, Value, json};
+
+use ldmd::cli::request::{self, UsageError};
+use ldmd::cli::view::{self, GROUPS};
+use ldmd::cli::{json as js, text};
+use ldmd::client::{ClientError, Session};
+use ldmd::ldm::document::{Document, Status};
+use ldmd::ldm::reply::Reply;
+
+use args::{Cli, Command};
+
+/// Silence after which `ldm events` sends a whitespace keepalive (the daemon's idle timeout
+/// defaults to 15 minutes).
+const KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// What went wrong, as an exit status and a line for stderr.
+enum Failure {
+    /// The daemon answered with failures (already printed): exit 1.
+    Refused,
+    Usage(String),
+    Client(ClientError),
+}
+
+impl From<UsageError> for Failure {
+    fn from(e: UsageError) -> Failure {
+        Failure::Usage(e.0)
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        Failure::Client(e)
+    }
+}
+
+/// How replies are printed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+    /// `-o` groups of the long listing.
+    Groups(Vec<String>),
+}
+
+fn output(text: Option<&str>) -> Result<Output, Failure> {
+    match text {
+        None | Some("text") => Ok(Output::Text),
+        Some("json") => Ok(Output::Json),
+        Some(list) => {
+            let groups: Vec<String> = list.split(',').map(|g| g.trim().to_owned()).collect();
+            match groups.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+                Some(bad) => Err(Failure::Usage(format!(
+                    "-o: unknown format '{bad}' (expected text, json, or sections among {})",
+                    GROUPS.join(",")
+                ))),
+                None => Ok(Output::Groups(groups)),
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused) => ExitCode::from(1),
+        Err(Failure::Usage(message)) => {
+            eprintln!("ldm: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Client(e)) => {
+            eprintln!("ldm: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let output = output(cli.output.as_deref())?;
+    let conn = &cli.conn;
+    match cli.command {
+        Command::Events { class, count } => {
+            let document = request::register_events(&class)?;
+            events(conn, &document, &class, count, output == Output::Json)
+        }
+        Command::Xml { file } => xml(conn, &file),
+        command => {
+            let plan = plan(command)?;
+            let mut session = Session::connect(&connect::target(conn)?)?;
+            let document = match plan.document {
+                Ok(document) => document,
+                Err(service_action) => {
+                    // Services are named without their domain: ask who provides it first.
+                    let (_, services) = send(&mut session, &request::list_all("list-services"))?;
+                    let owner = view::service_owner(&services, &service_action.service);
+                    (service_action.build)(owner.as_deref())?
+                }
+            };
+            let (_, reply) = send(&mut session, &document)?;
+            session.close();
+            show(&reply, &plan.view, &output)
+        }
+    }
+}
+
+/// Builds a document once the owner of a service is known (or known to be unknown).
+type WithOwner = Box<dyn FnOnce(Option<&str>) -> Result<Document, UsageError>>;
+
+/// A command whose document needs the owner of a service, found by a list-services first.
+struct ServiceAction {
+    service: String,
+    build: WithOwner,
+}
+
+struct Plan {
+    document: Result<Document, ServiceAction>,
+    view: View,
+}
+
+/// How to print a command's reply.
+#[derive(Clone, Debug)]
+enum View {
+    /// A write: nothing on success (as the ldm CLI), the outcome in JSON.
+    Quiet,
+    Table,
+    Parseable,
+    Long {
+        parseable: bool,
+    },
+    Constraints {
+        parseable: bool,
+    },
+    Services {
+        parseable: bool,
+    },
+    Devices {
+        parseable: bool,
+        classes: Vec<String>,
+    },
+    Spconfig {
+        parseable: bool,
+    },
+    Variables {
+        names: Vec<String>,
+    },
+}
+
+/// Splits `key=value` properties (first) from the `n` positional operands (last).
+fn split(
+    operands: Vec<String>,
+    n: usize,
+    form: &str,
+) -> Result<(Vec<String>, Vec<String>), Failure> {
+    if operands.len() < n
+        || operands[operands.len() - n..]
+            .iter()
+            .any(|o| o.contains('='))
+    {
+        return Err(Failure::Usage(format!("expected {form}")));
+    }
+    let mut props = operands;
+    let positional = props.split_off(props.len() - n);
+    Ok((props, positional))
+}
+
+fn quiet(document: Result<Document, UsageError>) -> Result<Plan, Failure> {
+    Ok(Plan {
+        document: Ok(document?),
+        view: View::Quiet,
+    })
+}
+
+fn by_service(
+    service: String,
+    build: impl FnOnce(Option<&str>) -> Result<Document, UsageError> + 'static,
+) -> Result<Plan, Failure> {
+    Ok(Plan {
+        document: Err(ServiceAction {
+            service,
+            build: Box::new(build),
+        }),
+        view: View::Quiet,
+    })
+}
+
+fn plan(command: Command) -> Result<Plan, Failure> {
+    let listing = |actions: &[&str], domains: &[String], view: View| {
+        Ok(Plan {
+            document: Ok(request::list(actions, domains)),
+            view,
+        })
+    };
+    match command {
+        Command::ListDomain {
+            long,
+            parseable,
+            domains,
+        } if long => listing(
+            &["list-domain", "list-bindings", "list-services"],
+            &domains,
+            View::Long { parseable },
+        ),
+        Command::ListDomain {
+            parseable, domains, ..
+        } => listing(
+            &["list-domain"],
+            &domains,
+            if parseable {
+                View::Parseable
+            } else {
+                View::Table
+            },
+        ),
+        Command::ListBindings { parseable, domains } => listing(
+            &["list-domain", "list-bindings", "list-services"],
+            &domains,
+            View::Long { parseable },
+        ),
+        Command::ListConstraints { parseable, domains } => listing(
+            &["list-constraints", "list-services"],
+            &domains,
+            View::Constraints { parseable },
+        ),
+        Command::ListServices { parseable, domains } => {
+            listing(&["list-services"], &domains, View::Services { parseable })
+        }
+        Command::ListDevices { parseable, classes } => Ok(Plan {
+            document: Ok(request::list_all("list-devices")),
+            view: View::Devices { parseable, classes },
+        }),
+        Command::ListSpconfig { parseable } => Ok(Plan {
+            document: Ok(request::list_all("list-spconfig")),
+            view: View::Spconfig { parseable },
+        }),
+        Command::ListVariable { mut operands } => {
+            let domain = operands.pop().unwrap_or_default();
+            listing(
+                &["list-variable"],
+                &[domain],
+                View::Variables { names: operands },
+            )
+        }
+        Command::AddDomain { operands } => {
+            let (props, names): (Vec<String>, Vec<String>) =
+                operands.into_iter().partition(|o| o.contains('='));
+            if names.is_empty() {
+                return Err(Failure::Usage("add-domain: name the domain".into()));
+            }
+            quiet(request::add_domain(&names, &props))
+        }
+        Command::SetDomain { operands } => {
+            let (props, name) = split(operands, 1, "PROPERTY=VALUE... NAME")?;
+            quiet(request::set_domain(&name[0], &props))
+        }
+        Command::RemoveDomain { all, domains } => {
+            quiet(Ok(request::on_domains("remove-domain", &domains, all, &[])))
+        }
+        Command::BindDomain { domain } => quiet(Ok(request::on_domains(
+            "bind-domain",
+            &[domain],
+            false,
+            &[],
+        ))),
+        Command::UnbindDomain { domain } => quiet(Ok(request::on_domains(
+            "unbind-domain",
+            &[domain],
+            false,
+            &[],
+        ))),
+        Command::StartDomain { all, domains } => {
+            quiet(Ok(request::on_domains("start-domain", &domains, all, &[])))
+        }
+        Command::StopDomain {
+            force,
+            reboot,
+            all,
+            domains,
+        } => {
+            let mut options = Vec::new();
+            if force {
+                options.push("-f");
+            }
+            if reboot {
+                options.push("-r");
+            }
+            quiet(Ok(request::on_domains(
+                "stop-domain",
+                &domains,
+                all,
+                &options,
+            )))
+        }
+        Command::PanicDomain { domain } => quiet(Ok(request::on_domains(
+            "panic-domain",
+            &[domain],
+            false,
+            &[],
+        ))),
+        Command::AddVcpu(c) => quiet(request::vcpu("add-vcpu", &c.number, &c.domain, c.cores)),
+        Command::SetVcpu(c) => quiet(request::vcpu("set-vcpu", &c.number, &c.domain, c.cores)),
+        Command::RemoveVcpu(c) => {
+            quiet(request::vcpu("remove-vcpu", &c.number, &c.domain, c.cores))
+        }
+        Command::AddCore(c) => quiet(request::vcpu("add-vcpu", &c.number, &c.domain, true)),
+        Command::SetCore(c) => quiet(request::vcpu("set-vcpu", &c.number, &c.domain, true)),
+        Command::RemoveCore(c) => quiet(request::vcpu("remove-vcpu", &c.number, &c.domain, true)),
+        Command::AddCrypto(c) => quiet(request::mau("add-mau", &c.number, &c.domain)),
+        Command::SetCrypto(c) => quiet(request::mau("set-mau", &c.number, &c.domain)),
+        Command::RemoveCrypto(c) => quiet(request::mau("remove-mau", &c.number, &c.domain)),
+        Command::AddMemory(s) => quiet(request::memory(
+            "add-memory",
+            &s.size,
+            &s.domain,
+            s.auto_adj,
+        )),
+        Command::SetMemory(s) => quiet(request::memory(
+            "set-memory",
+            &s.size,
+            &s.domain,
+            s.auto_adj,
+        )),
+        Command::RemoveMemory(s) => quiet(request::memory(
+            "remove-memory",
+            &s.size,
+            &s.domain,
+            s.auto_adj,
+        )),
+        Command::AddVds { service, domain } => {
+            quiet(Ok(request::vds("add-vdiskserver", &service, Some(&domain))))
+        }
+        Command::RemoveVds { service } => by_service(service.clone(), move |owner| {
+            Ok(request::vds("remove-vdiskserver", &service, owner))
+        }),
+        Command::AddVdsdev { force, operands } => {
+            let (props, positional) =
+                split(operands, 2, "[PROPERTY=VALUE...] BACKEND VOLUME@SERVICE")?;
+            let (_, service) = request::volume_at_service(&positional[1])?;
+            by_service(service.to_owned(), move |owner| {
+                request::add_vdsdev(&positional[0], &positional[1], &props, force, owner)
+            })
+        }
+        Command::RemoveVdsdev { volume } => {
+            let (_, service) = request::volume_at_service(&volume)?;
+            by_service(service.to_owned(), move |owner| {
+                request::remove_vdsdev(&volume, owner)
+            })
+        }
+        Command::AddVdisk { operands } => {
+            let (props, p) = split(operands, 3, "[timeout=SECONDS] DISK VOLUME@SERVICE DOMAIN")?;
+            quiet(request::add_vdisk(&p[0], &p[1], &p[2], &props))
+        }
+        Command::RemoveVdisk { disk, domain } => quiet(Ok(request::remove_vdisk(&disk, &domain))),
+        Command::AddVsw { operands } => {
+            let (props, p) = split(operands, 2, "[PROPERTY=VALUE...] SERVICE DOMAIN")?;
+            quiet(request::vsw("add-vswitch", &p[0], Some(&p[1]), &props))
+        }
+        Command::SetVsw { operands } => {
+            let (props, p) = split(operands, 1, "PROPERTY=VALUE... SERVICE")?;
+            let service = p[0].clone();
+            by_service(service.clone(), move |owner| {
+                request::vsw("set-vswitch", &service, owner, &props)
+            })
+        }
+        Command::RemoveVsw { service } => by_service(service.clone(), move |owner| {
+            request::vsw("remove-vswitch", &service, owner, &[])
+        }),
+        Command::AddVnet { operands } => {
+            let (props, p) = split(operands, 3, "[PROPERTY=VALUE...] NAME SERVICE DOMAIN")?;
+            quiet(request::vnet("add-vnet", &p[0], Some(&p[1]), &p[2], &props))
+        }
+        Command::SetVnet { operands } => {
+            let (props, p) = split(operands, 2, "PROPERTY=VALUE... NAME DOMAIN")?;
+            quiet(request::vnet("set-vnet", &p[0], None, &p[1], &props))
+        }
+        Command::RemoveVnet { name, domain } => {
+            quiet(request::vnet("remove-vnet", &name, None, &domain, &[]))
+        }
+        Command::AddVcc {
+            port_range,
+            service,
+            domain,
+        } => quiet(request::vcc(
+            "add-vconscon",
+            &service,
+            Some(&domain),
+            Some(&port_range),
+        )),
+        Command::SetVcc {
+            port_range,
+            service,
+        } => by_service(service.clone(), move |owner| {
+            request::vcc("set-vconscon", &service, owner, Some(&port_range))
+        }),
+        Command::RemoveVcc { service } => by_service(service.clone(), move |owner| {
+            request::vcc("remove-vconscon", &service, owner, None)
+        }),
+        Command::SetVcons { operands } => {
+            let (props, p) = split(operands, 1, "PROPERTY=VALUE... DOMAIN")?;
+            quiet(request::set_vcons(&p[0], &props))
+        }
+        Command::AddVariable { mut operands } => {
+            let domain = operands.pop().unwrap_or_default();
+            quiet(request::variables("add-variable", &operands, &domain))
+        }
+        Command::SetVariable { mut operands } => {
+            let domain = operands.pop().unwrap_or_default();
+            quiet(request::variables("set-variable", &operands, &domain))
+        }
+        Command::RemoveVariable { mut operands } => {
+            let domain = operands.pop().unwrap_or_default();
+            quiet(request::variables("remove-variable", &operands, &domain))
+        }
+        Command::AddIo { device, domain } => quiet(Ok(request::io("add-io", &device, &domain))),
+        Command::RemoveIo { device, domain } => {
+            quiet(Ok(request::io("remove-io", &device, &domain)))
+        }
+        Command::AddSpconfig { name } => quiet(Ok(request::spconfig("add-spconfig", &name))),
+        Command::SetSpconfig { name } => quiet(Ok(request::spconfig("set-spconfig", &name))),
+        Command::RemoveSpconfig { name } => quiet(Ok(request::spconfig("remove-spconfig", &name))),
+        Command::CancelOperation { operation, domain } => {
+            quiet(request::cancel_operation(&operation, &domain))
+        }
+        Command::CancelReconf { domain } => quiet(Ok(request::on_domains(
+            "remove-reconf",
+            &[domain],
+            false,
+            &[],
+        ))),
+        Command::Events { .. } | Command::Xml { .. } => {
+            Err(Failure::Usage("handled before planning".into()))
+        }
+    }
+}
+
+fn send(session: &mut Session, document: &Document) -> Result<(String, Reply), Failure> {
+    let mut bytes = Vec::new();
+    ldmd::ldm::write_request(&mut bytes, document);
+    Ok(session.request(&bytes)?)
+}
+
+/// Prints a reply as `view` and `output` say; failures and warnings go to stderr.
+fn show(reply: &Reply, view: &View, output: &Output) -> Result<(), Failure> {
+    let failed = reply.status != Status::Success;
+    for message in reply.failures().into_iter().filter(|_| failed) {
+        eprintln!("{message}");
+    }
+    for warning in reply.warnings() {
+        eprintln!("{warning}");
+    }
+    let groups = match output {
+        Output::Groups(groups) => groups.clone(),
+        _ => Vec::new(),
+    };
+    let printed = if *output == Output::Json {
+        let mut object = js::outcome(reply);
+        add_json(&mut object, reply, view);
+        format!("{}\n", Value::Object(object))
+    } else {
+        match view {
+            View::Quiet => String::new(),
+            View::Table if !groups.is_empty() => text::long_listing(reply, &groups, false),
+            View::Table => text::list_table(&view::domain_rows(reply)),
+            View::Parseable => text::list_parseable(&view::domain_rows(reply)),
+            View::Long { parseable } => text::long_listing(reply, &groups, *parseable),
+            View::Constraints { parseable } => text::constraints(reply, *parseable),
+            View::Services { parseable } => text::services(reply, *parseable),
+            View::Devices { parseable, classes } => text::devices(reply, classes, *parseable),
+            View::Spconfig { parseable } => text::spconfig(reply, *parseable),
+            View::Variables { names } => text::variables(reply, names),
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(printed.as_bytes());
+    let _ = stdout.flush();
+    if failed {
+        Err(Failure::Refused)
+    } else {
+        Ok(())
+    }
+}
+
+fn add_json(object: &mut Map<String, Value>, reply: &Reply, view: &View) {
+    let rows = || view::domain_rows(reply);
+    let (key, value) = match view {
+        View::Quiet => return,
+        View::Table | View::Parseable => ("domains", js::domains(reply, &rows(), None)),
+        View::Long { .. } => (
+            "domains",
+            js::domains(reply, &rows(), Some("list-bindings")),
+        ),
+        View::Constraints { .. } => (
+            "domains",
+            js::domains_with_resources(reply, "list-constraints"),
+        ),
+        View::Services { .. } => (
+            "services",
+            js::domains_with_resources(reply, "list-services"),
+        ),
+        View::Devices { .. } => ("devices", js::section_items(reply, "list-devices")),
+        View::Spconfig { .. } => ("spconfigs", js::spconfig_list(reply)),
+        View::Variables { names } => {
+            let mut vars = Map::new();
+            for content in view::contents(reply, "list-variable") {
+                for var in view::items(content).filter(|i| i.resource_type == "var") {
+                    let name = var.property("name").unwrap_or_default();
+                    if names.is_empty() || names.iter().any(|n| n == name) {
+                        vars.insert(
+                            name.to_owned(),
+                            json!(var.property("value").unwrap_or_default()),
+                        );
+                    }
+                }
+            }
+            ("variables", Value::Object(vars))
+        }
+    };
+    object.insert(key.into(), value);
+}
+
+/// `ldm events`: registers, then prints each event as it arrives.
+fn events(
+    conn: &args::Connection,
+    document: &Document,
+    class: &str,
+    count: Option<u64>,
+    json_lines: bool,
+) -> Result<(), Failure> {
+    let mut session = Session::connect(&connect::target(conn)?)?;
+    let (_, reply) = send(&mut session, document)?;
+    if reply.status != Status::Success {
+        return show(&reply, &View::Quiet, &Output::Text);
+    }
+    eprintln!("ldm: listening for {class} events (Ctrl-C to stop)");
+    let mut seen = 0;
+    let mut stdout = std::io::stdout();
+    while count.is_none_or(|c| seen < c) {
+        let Some(event) = session.next_event(KEEPALIVE)? else {
+            eprintln!("ldm: the daemon ended the stream");
+            break;
+        };
+        let line = if json_lines {
+            js::event(&event).to_string()
+        } else {
+            text::event_line(&event)
+        };
+        // A closed stdout (`ldm events | head -1`) ends the loop quietly.
+        if writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            break;
+        }
+        seen += 1;
+    }
+    session.close();
+    Ok(())
+}
+
+/// `ldm xml FILE|-`: sends the document as written and prints the reply as received.
+fn xml(conn: &args::Connection, file: &str) -> Result<(), Failure> {
+    let mut text = String::new();
+    let read = if file == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(file).map(|t| text = t)
+    };
+    read.map_err(|e| Failure::Usage(format!("{file}: {e}")))?;
+    let document = strip_declaration(&text);
+    check_document(document).map_err(Failure::Usage)?;
+    let mut session = Session::connect(&connect::target(conn)?)?;
+    let (raw, reply) = session.request(document.as_bytes())?;
+    session.close();
+    println!("{raw}");
+    if reply.status == Status::Success {
+        Ok(())
+    } else {
+        for message in reply.failures() {
+            eprintln!("{message}");
+        }
+        Err(Failure::Refused)
+    }
+}
+
+/// The document without the XML declaration a file may start with: on a stream it would be
+/// a processing instruction, which the daemon refuses as restricted XML.
+fn strip_declaration(text: &str) -> &str {
+    let text = text.trim_start_matches('\u{feff}').trim();
+    match text.strip_prefix("<?xml") {
+        Some(rest) => rest.split_once("?>").map_or("", |(_, r)| r.trim()),
+        None => text,
+    }
+}
+
+/// One well-formed `LDM_interface` element, without the constructs a stream may not carry:
+/// anything else would end the whole stream instead of being answered.
+fn check_document(text: &str) -> Result<(), String> {
+    if text.contains("<!--") || text.contains("<?") || text.contains("<!DOCTYPE") {
+        return Err(
+            "the document must not contain comments, processing instructions or a DOCTYPE".into(),
+        );
+    }
+    let scope = ldmd::xml::NamespaceScope::client();
+    let root = ldmd::xml::Element::parse(text, &scope)
+        .map_err(|e| format!("the document is not well-formed XML: {}", e.0))?;
+    if root.local_name() != "LDM_interface" {
+        return Err(format!(
+            "expected an LDM_interface document, got <{}>",
+            root.name
+        ));
+    }
+    Ok(())
+}
