@@ -501,6 +501,16 @@ pub fn list(actions: &[&str], domains: &[String]) -> Document {
     document(actions.iter().map(|a| cmd(a, &[], data())).collect())
 }
 
+/// `list` followed by a list-services over every domain: the long forms name the domain that
+/// provides each service a listed domain uses (`vol1@primary-vds0` is served by `primary`).
+pub fn list_with_service_owners(actions: &[&str], domains: &[String]) -> Document {
+    let mut document = list(actions, domains);
+    document
+        .cmds
+        .push(cmd("list-services", &[], vec![no_object()]));
+    document
+}
+
 /// A list action over no domain in particular (list-devices, list-spconfig, list-services).
 pub fn list_all(action: &str) -> Document {
     single(action, &[], no_object())

@@ -212,11 +212,13 @@ fn plan(command: Command) -> Result<Plan, Failure> {
             long,
             parseable,
             domains,
-        } if long => listing(
-            &["list-domain", "list-bindings", "list-services"],
-            &domains,
-            View::Long { parseable },
-        ),
+        } if long => Ok(Plan {
+            document: Ok(request::list_with_service_owners(
+                &["list-domain", "list-bindings"],
+                &domains,
+            )),
+            view: View::Long { parseable },
+        }),
         Command::ListDomain {
             parseable, domains, ..
         } => listing(
@@ -228,16 +230,20 @@ fn plan(command: Command) -> Result<Plan, Failure> {
                 View::Table
             },
         ),
-        Command::ListBindings { parseable, domains } => listing(
-            &["list-domain", "list-bindings", "list-services"],
-            &domains,
-            View::Long { parseable },
-        ),
-        Command::ListConstraints { parseable, domains } => listing(
-            &["list-constraints", "list-services"],
-            &domains,
-            View::Constraints { parseable },
-        ),
+        Command::ListBindings { parseable, domains } => Ok(Plan {
+            document: Ok(request::list_with_service_owners(
+                &["list-domain", "list-bindings"],
+                &domains,
+            )),
+            view: View::Long { parseable },
+        }),
+        Command::ListConstraints { parseable, domains } => Ok(Plan {
+            document: Ok(request::list_with_service_owners(
+                &["list-constraints"],
+                &domains,
+            )),
+            view: View::Constraints { parseable },
+        }),
         Command::ListServices { parseable, domains } => {
             listing(&["list-services"], &domains, View::Services { parseable })
         }
