@@ -101,7 +101,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             events(conn, &document, &class, count, output == Output::Json)
         }
         Command::Xml { file } => xml(conn, &file),
-        command => {
+        mut command => {
+            // `-o cpu,network` picks sections of the long form, so it implies `-l`.
+            if let (Command::ListDomain { long, .. }, Output::Groups(_)) = (&mut command, &output) {
+                *long = true;
+            }
             let plan = plan(command)?;
             let mut session = Session::connect(&connect::target(conn)?)?;
             let document = match plan.document {
@@ -481,7 +485,6 @@ fn show(reply: &Reply, view: &View, output: &Output) -> Result<(), Failure> {
     } else {
         match view {
             View::Quiet => String::new(),
-            View::Table if !groups.is_empty() => text::long_listing(reply, &groups, false),
             View::Table => text::list_table(&view::domain_rows(reply)),
             View::Parseable => text::list_parseable(&view::domain_rows(reply)),
             View::Long { parseable } => text::long_listing(reply, &groups, *parseable),
@@ -632,4 +635,87 @@ fn check_document(text: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(argv: &[&str]) -> Result<Plan, Failure> {
+        let mut full = vec!["ldm"];
+        full.extend_from_slice(argv);
+        plan(Cli::try_parse_from(full).expect("parses").command)
+    }
+
+    fn document(argv: &[&str]) -> Document {
+        match planned(argv) {
+            Ok(Plan {
+                document: Ok(document),
+                ..
+            }) => document,
+            _ => panic!("no document for {argv:?}"),
+        }
+    }
+
+    #[test]
+    fn the_ldm_cli_aliases_reach_the_long_action_names() {
+        for (argv, action) in [
+            (&["ls"][..], "list-domain"),
+            (&["rm-domain", "ldg1"], "remove-domain"),
+            (&["bind", "ldg1"], "bind-domain"),
+            (&["unbind", "ldg1"], "unbind-domain"),
+            (&["start", "-a"], "start-domain"),
+            (&["set-mem", "4G", "ldg1"], "set-memory"),
+            (&["add-crypto", "1", "ldg1"], "add-mau"),
+            (&["cancel-op", "memdr", "ldg1"], "cancel-operation"),
+            (&["add-config", "c1"], "add-spconfig"),
+        ] {
+            assert_eq!(
+                document(argv).cmds[0].action.as_deref(),
+                Some(action),
+                "{argv:?}"
+            );
+        }
+        let stop = document(&["stop", "-f", "-r", "ldg1"]);
+        assert_eq!(stop.cmds[0].options, ["-f", "-r"]);
+    }
+
+    #[test]
+    fn properties_come_before_the_positional_operands() {
+        let vsw = document(&["add-vsw", "net-dev=net0", "mtu=9000", "sw0", "primary"]);
+        let content = &vsw.cmds[0].data[0].envelope.as_ref().unwrap().contents[0];
+        assert_eq!(content.id, "primary");
+        let item = &content.sections[0].items[0];
+        assert_eq!(item.property("service_name"), Some("sw0"));
+        assert_eq!(item.property("dev_path"), Some("net0"));
+        assert!(matches!(
+            planned(&["add-vsw", "sw0", "mtu=9000"]),
+            Err(Failure::Usage(_))
+        ));
+        assert!(matches!(
+            planned(&["add-vnet", "vnet1", "ldg1"]),
+            Err(Failure::Usage(_))
+        ));
+        // A service named without its domain waits for list-services to find the owner.
+        assert!(matches!(
+            planned(&["add-vdsdev", "/dev/x", "vol1@primary-vds0"]),
+            Ok(Plan {
+                document: Err(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn output_formats_and_list_sections_are_checked() {
+        assert_eq!(output(Some("json")).ok(), Some(Output::Json));
+        assert_eq!(
+            output(Some("cpu,network")).ok(),
+            Some(Output::Groups(vec!["cpu".into(), "network".into()]))
+        );
+        assert!(output(Some("yaml")).is_err());
+        let cli = Cli::try_parse_from(["ldm", "list", "--socket", "/s", "-o", "json"]).unwrap();
+        assert_eq!(cli.conn.socket.as_deref(), Some(std::path::Path::new("/s")));
+        assert_eq!(cli.output.as_deref(), Some("json"));
+    }
 }
