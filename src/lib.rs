@@ -1,11 +1,15 @@
 //! ldmd: the Logical Domains Manager daemon.
 //!
 //! The crate is split along the sans-IO line (see `README.md`, "Architecture"):
-//! - pure protocol and rules, no I/O, no clock: [`xml`], [`xmpp`], [`ldm`];
+//! - pure protocol and rules, no I/O, no clock: [`xml`], [`xmpp`], [`ldm`], [`cli`] (the
+//!   `ldm` command's documents and renderings);
 //! - the shell that owns sockets, threads and time: [`server`], [`auth`] (credential storage
-//!   and the verifier pool), [`config`], [`metrics`].
+//!   and the verifier pool), [`config`], [`metrics`], [`client`] (the `ldm` command's
+//!   connection to the daemon).
 
 pub mod auth;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod ldm;
 pub mod limits;

@@ -9,6 +9,7 @@ const PURE: &[&str] = &[
     "src/xml",
     "src/xmpp",
     "src/ldm",
+    "src/cli",
     "src/limits.rs",
     "src/registry/state.rs",
     "src/registry/run.rs",

@@ -144,6 +144,13 @@ impl Status {
     }
 }
 
+impl Default for Status {
+    /// What a missing status means to a reader: not a success.
+    fn default() -> Status {
+        Status::Failure
+    }
+}
+
 /// The reply to one [`Document`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Response {

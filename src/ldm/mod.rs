@@ -6,6 +6,7 @@ pub mod event;
 
 pub mod handler;
 pub mod parse;
+pub mod reply;
 pub mod write;
 
 pub use document::{
@@ -13,4 +14,5 @@ pub use document::{
     Response, Role, Section, SectionKind, Status, authorize, required_role,
 };
 pub use parse::parse_document;
-pub use write::write_response;
+pub use reply::{EventDoc, Reply, ReplyCmd, ReplyData, ReplyError};
+pub use write::{write_request, write_response};

@@ -66,7 +66,7 @@ fn parse_cmd(cmd: &Element<'_>) -> Cmd {
     parsed
 }
 
-fn parse_data(data: &Element<'_>) -> Data {
+pub(crate) fn parse_data(data: &Element<'_>) -> Data {
     Data {
         version: data.attr_local("version").map(str::to_owned),
         envelope: data.child_local("Envelope").map(parse_envelope),

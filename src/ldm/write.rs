@@ -7,7 +7,7 @@
 //! are declared, to keep event documents small (that client reads 1 KiB at a time).
 
 use crate::ldm::document::{
-    Binding, CmdResponse, Data, DataResponse, Envelope, Item, Response, Section, Status,
+    Binding, CmdResponse, Data, DataResponse, Document, Envelope, Item, Response, Section, Status,
 };
 use crate::ldm::parse::REQUEST_ROOT;
 use crate::xml::XmlWriter;
@@ -98,6 +98,42 @@ pub fn write_response(out: &mut Vec<u8>, response: &Response) {
         write_cmd(&mut w, cmd);
     }
     write_status(&mut w, response.status(), response.malformed.as_deref());
+    w.close(REQUEST_ROOT);
+}
+
+/// Writes a request document, as a client sends it: options in one `<options>` element,
+/// arguments in one `<arguments>` element, and each data object in request form.
+pub fn write_request(out: &mut Vec<u8>, document: &Document) {
+    let version = document.version.as_deref().unwrap_or("1.0");
+    let prefixes = Prefixes::of_data(document.cmds.iter().flat_map(|c| &c.data));
+    let mut w = XmlWriter::new(out);
+    w.open(REQUEST_ROOT, &prefixes.attrs(version));
+    for cmd in &document.cmds {
+        w.open("cmd", &[]);
+        if let Some(action) = &cmd.action {
+            w.text_element("action", &[], action);
+        }
+        if !cmd.options.is_empty() {
+            w.text_element("options", &[], &cmd.options.join(" "));
+        }
+        if !cmd.arguments.is_empty() {
+            w.text_element("arguments", &[], &cmd.arguments.join(" "));
+        }
+        for data in &cmd.data {
+            let version = data.version.as_deref().unwrap_or(DATA_VERSION);
+            match &data.envelope {
+                None => {
+                    w.empty("data", &[("version", version)]);
+                }
+                Some(envelope) => {
+                    w.open("data", &[("version", version)]);
+                    write_envelope(&mut w, envelope);
+                    w.close("data");
+                }
+            }
+        }
+        w.close("cmd");
+    }
     w.close(REQUEST_ROOT);
 }
 
@@ -202,4 +238,63 @@ fn write_binding(w: &mut XmlWriter<'_>, binding: &Binding) {
     w.open("bind:Binding", &[]);
     binding.items.iter().for_each(|item| write_item(w, item));
     w.close("bind:Binding");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ldm::document::{Cmd, Content, Property, SectionKind};
+    use crate::xml::{Element, NamespaceScope};
+
+    #[test]
+    fn a_written_request_parses_back_to_the_same_document() {
+        let item = Item {
+            resource_type: "network".into(),
+            address: Some("00:14:4f:f8:00:09".into()),
+            properties: vec![Property {
+                key: "vnet_name".into(),
+                value: "a<b&'c'".into(),
+            }],
+            ..Item::default()
+        };
+        let document = Document {
+            version: Some("1.3".into()),
+            cmds: vec![
+                Cmd {
+                    action: Some("add-vnet".into()),
+                    options: vec!["-f".into()],
+                    arguments: vec!["x".into()],
+                    data: vec![Data {
+                        version: Some(DATA_VERSION.into()),
+                        envelope: Some(Envelope {
+                            contents: vec![Content {
+                                id: "ldg1".into(),
+                                sections: vec![Section {
+                                    kind: SectionKind::ResourceAllocation,
+                                    items: vec![item],
+                                }],
+                            }],
+                            sections: Vec::new(),
+                        }),
+                    }],
+                    malformed: None,
+                },
+                Cmd {
+                    action: Some("list-domain".into()),
+                    data: vec![Data {
+                        version: Some(DATA_VERSION.into()),
+                        envelope: None,
+                    }],
+                    ..Cmd::default()
+                },
+            ],
+            malformed: None,
+        };
+        let mut out = Vec::new();
+        write_request(&mut out, &document);
+        let text = String::from_utf8(out).unwrap();
+        let root = Element::parse(&text, &NamespaceScope::client()).unwrap();
+        assert!(!root.has_undeclared_prefix(), "{text}");
+        assert_eq!(crate::ldm::parse_document(&root), document);
+    }
 }

@@ -1,0 +1,403 @@
+//! The command line of `ldm`: the ldm CLI's subcommands, aliases and operands, plus how to
+//! reach the daemon. Operands that are `key=value` properties come before the positional
+//! operands, as in the ldm CLI (`ldm add-vsw net-dev=net0 primary-vsw0 primary`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ldm",
+    version,
+    about = "Command-line client of ldmd, the Logical Domains Manager daemon",
+    after_help = "Exit status: 0 success, 1 the daemon refused (its resp_msg on stderr), 2 usage, \
+                  3 ldmd unreachable, 4 authentication failed, 5 TLS, protocol or timeout."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: Connection,
+    /// Output: text (default), json, or for `list -l` the sections to show
+    /// (domain,cpu,crypto,memory,network,disk,console,physio).
+    #[arg(short = 'o', long = "output", global = true, value_name = "FORMAT")]
+    pub output: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to reach and trust the daemon.
+#[derive(Args, Debug, Default)]
+pub struct Connection {
+    /// The daemon's Unix socket [env LDMD_SOCKET; default ./ldmd-state/ldmd.sock].
+    #[arg(
+        id = "conn_socket",
+        long = "socket",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub socket: Option<PathBuf>,
+    /// The daemon's state directory: its socket and certificate are found there.
+    #[arg(
+        id = "conn_state_dir",
+        long = "state-dir",
+        global = true,
+        value_name = "DIR"
+    )]
+    pub state_dir: Option<PathBuf>,
+    /// The daemon's configuration file, read as ldmd reads it (socket, state_dir, tls).
+    #[arg(
+        id = "conn_config",
+        long = "config",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+    /// Connect over TCP to HOST[:PORT] (port 6482 by default) instead of the Unix socket.
+    #[arg(long, global = true, value_name = "HOST[:PORT]")]
+    pub host: Option<String>,
+    /// Log in as NAME (SASL PLAIN); the password comes from LDM_PASSWORD,
+    /// --password-file or a prompt on the terminal.
+    #[arg(id = "conn_user", long = "user", global = true, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Read the password from the first line of FILE.
+    #[arg(
+        id = "conn_password_file",
+        long = "password-file",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// The daemon's XMPP domain [default: the host name, or localhost for an address].
+    #[arg(
+        id = "conn_domain",
+        long = "domain",
+        global = true,
+        value_name = "NAME"
+    )]
+    pub domain: Option<String>,
+    /// Verify the daemon's certificate against this PEM file (its tls-cert.pem, or a CA).
+    #[arg(id = "conn_ca", long = "ca", global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Accept only the certificate with this SHA-256 fingerprint (as ldmd prints it).
+    #[arg(
+        id = "conn_fingerprint",
+        long = "fingerprint",
+        global = true,
+        value_name = "SHA256"
+    )]
+    pub fingerprint: Option<String>,
+    /// Do not verify the daemon's certificate (tests only).
+    #[arg(id = "conn_insecure", long = "insecure", global = true)]
+    pub insecure: bool,
+    /// Seconds to wait for a TCP connection.
+    #[arg(
+        id = "conn_connect_timeout",
+        long = "connect-timeout",
+        global = true,
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
+    pub connect_timeout: u64,
+    /// Seconds to wait for the handshake and for each reply (a memory DR answers when done).
+    #[arg(
+        id = "conn_timeout",
+        long = "timeout",
+        global = true,
+        value_name = "SECONDS",
+        default_value_t = 300
+    )]
+    pub timeout: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List domains: the table, -l the long form, -p parseable.
+    #[command(name = "list-domain", visible_aliases = ["list", "ls"])]
+    ListDomain {
+        #[arg(short = 'l', long)]
+        long: bool,
+        #[arg(short = 'p', long)]
+        parseable: bool,
+        domains: Vec<String>,
+    },
+    /// List domains with what each resource is bound to.
+    #[command(name = "list-bindings")]
+    ListBindings {
+        #[arg(short = 'p', long)]
+        parseable: bool,
+        domains: Vec<String>,
+    },
+    /// List the constraints of domains.
+    #[command(name = "list-constraints")]
+    ListConstraints {
+        #[arg(short = 'p', long)]
+        parseable: bool,
+        domains: Vec<String>,
+    },
+    /// List free resources and I/O devices (cpu, crypto, memory, io).
+    #[command(name = "list-devices")]
+    ListDevices {
+        #[arg(short = 'p', long)]
+        parseable: bool,
+        #[arg(value_parser = ["cpu", "crypto", "memory", "io"])]
+        classes: Vec<String>,
+    },
+    /// List virtual I/O services (VCC, VSW, VDS).
+    #[command(name = "list-services")]
+    ListServices {
+        #[arg(short = 'p', long)]
+        parseable: bool,
+        domains: Vec<String>,
+    },
+    /// List SP configurations.
+    #[command(name = "list-spconfig", visible_alias = "list-config")]
+    ListSpconfig {
+        #[arg(short = 'p', long)]
+        parseable: bool,
+    },
+    /// List variables of a domain: [NAME...] DOMAIN.
+    #[command(name = "list-variable", visible_alias = "list-var")]
+    ListVariable {
+        #[arg(required = true, value_name = "[NAME...] DOMAIN")]
+        operands: Vec<String>,
+    },
+    /// Add domains: [mac-addr=.. hostid=.. failure-policy=.. master=..] NAME...
+    #[command(name = "add-domain", visible_alias = "create")]
+    AddDomain {
+        #[arg(required = true, value_name = "[PROPERTY=VALUE...] NAME...")]
+        operands: Vec<String>,
+    },
+    /// Change domain properties: PROPERTY=VALUE... NAME
+    #[command(name = "set-domain")]
+    SetDomain {
+        #[arg(required = true, value_name = "PROPERTY=VALUE... NAME")]
+        operands: Vec<String>,
+    },
+    /// Remove domains (inactive ones), or -a every domain but the control domain.
+    #[command(name = "remove-domain", visible_aliases = ["rm-domain", "destroy"])]
+    RemoveDomain {
+        #[arg(short = 'a', long = "all", conflicts_with = "domains")]
+        all: bool,
+        #[arg(required_unless_present = "all")]
+        domains: Vec<String>,
+    },
+    /// Bind a domain's resources.
+    #[command(name = "bind-domain", visible_alias = "bind")]
+    BindDomain { domain: String },
+    /// Release a bound domain's resources.
+    #[command(name = "unbind-domain", visible_alias = "unbind")]
+    UnbindDomain { domain: String },
+    /// Start bound domains, or -a every bound domain.
+    #[command(name = "start-domain", visible_alias = "start")]
+    StartDomain {
+        #[arg(short = 'a', long = "all", conflicts_with = "domains")]
+        all: bool,
+        #[arg(required_unless_present = "all")]
+        domains: Vec<String>,
+    },
+    /// Stop active domains (-f force, -r reboot), or -a every active domain.
+    #[command(name = "stop-domain", visible_alias = "stop")]
+    StopDomain {
+        #[arg(short = 'f', long = "force")]
+        force: bool,
+        #[arg(short = 'r', long = "reboot")]
+        reboot: bool,
+        #[arg(short = 'a', long = "all", conflicts_with = "domains")]
+        all: bool,
+        #[arg(required_unless_present = "all")]
+        domains: Vec<String>,
+    },
+    /// Panic a domain's guest.
+    #[command(name = "panic-domain", visible_alias = "panic")]
+    PanicDomain { domain: String },
+    #[command(name = "add-vcpu")]
+    /// Add virtual CPUs: N DOMAIN (-c: whole cores).
+    AddVcpu(Count),
+    /// Set virtual CPUs: N DOMAIN (-c: whole cores).
+    #[command(name = "set-vcpu")]
+    SetVcpu(Count),
+    /// Remove virtual CPUs: N DOMAIN (-c: whole cores).
+    #[command(name = "remove-vcpu", visible_alias = "rm-vcpu")]
+    RemoveVcpu(Count),
+    /// Add whole cores: N DOMAIN.
+    #[command(name = "add-core")]
+    AddCore(Count),
+    /// Set whole cores: N DOMAIN.
+    #[command(name = "set-core")]
+    SetCore(Count),
+    /// Remove whole cores: N DOMAIN.
+    #[command(name = "remove-core", visible_alias = "rm-core")]
+    RemoveCore(Count),
+    /// Add crypto units: N DOMAIN.
+    #[command(name = "add-crypto", visible_alias = "add-mau")]
+    AddCrypto(Count),
+    /// Set crypto units: N DOMAIN.
+    #[command(name = "set-crypto", visible_alias = "set-mau")]
+    SetCrypto(Count),
+    /// Remove crypto units: N DOMAIN.
+    #[command(name = "remove-crypto", visible_aliases = ["rm-crypto", "remove-mau", "rm-mau"])]
+    RemoveCrypto(Count),
+    /// Add memory: SIZE[K|M|G|T] DOMAIN.
+    #[command(name = "add-memory", visible_alias = "add-mem")]
+    AddMemory(Size),
+    /// Set memory: SIZE[K|M|G|T] DOMAIN.
+    #[command(name = "set-memory", visible_alias = "set-mem")]
+    SetMemory(Size),
+    /// Remove memory: SIZE[K|M|G|T] DOMAIN.
+    #[command(name = "remove-memory", visible_aliases = ["rm-memory", "rm-mem", "remove-mem"])]
+    RemoveMemory(Size),
+    /// Add a virtual disk service: SERVICE DOMAIN.
+    #[command(name = "add-vds", visible_alias = "add-vdiskserver")]
+    AddVds { service: String, domain: String },
+    /// Remove a virtual disk service: SERVICE.
+    #[command(name = "remove-vds", visible_aliases = ["rm-vds", "remove-vdiskserver"])]
+    RemoveVds { service: String },
+    /// Export a back end: [-f] [options=ro,slice,excl] [mpgroup=..] BACKEND VOLUME@SERVICE.
+    #[command(name = "add-vdsdev", visible_alias = "add-vdiskserverdevice")]
+    AddVdsdev {
+        #[arg(short = 'f', long = "force")]
+        force: bool,
+        #[arg(
+            required = true,
+            value_name = "[PROPERTY=VALUE...] BACKEND VOLUME@SERVICE"
+        )]
+        operands: Vec<String>,
+    },
+    /// Remove an exported volume: VOLUME@SERVICE.
+    #[command(name = "remove-vdsdev", visible_aliases = ["rm-vdsdev", "remove-vdiskserverdevice"])]
+    RemoveVdsdev { volume: String },
+    /// Add a virtual disk: [timeout=..] DISK VOLUME@SERVICE DOMAIN.
+    #[command(name = "add-vdisk")]
+    AddVdisk {
+        #[arg(
+            required = true,
+            value_name = "[timeout=SECONDS] DISK VOLUME@SERVICE DOMAIN"
+        )]
+        operands: Vec<String>,
+    },
+    /// Remove a virtual disk: DISK DOMAIN.
+    #[command(name = "remove-vdisk", visible_alias = "rm-vdisk")]
+    RemoveVdisk { disk: String, domain: String },
+    /// Add a virtual switch: [net-dev=.. mac-addr=.. pvid=.. vid=.. mtu=.. mode=.. linkprop=..
+    /// inter-vnet-link=on|off] SERVICE DOMAIN.
+    #[command(name = "add-vsw", visible_alias = "add-vswitch")]
+    AddVsw {
+        #[arg(required = true, value_name = "[PROPERTY=VALUE...] SERVICE DOMAIN")]
+        operands: Vec<String>,
+    },
+    /// Change a virtual switch: PROPERTY=VALUE... SERVICE.
+    #[command(name = "set-vsw", visible_alias = "set-vswitch")]
+    SetVsw {
+        #[arg(required = true, value_name = "PROPERTY=VALUE... SERVICE")]
+        operands: Vec<String>,
+    },
+    /// Remove a virtual switch: SERVICE.
+    #[command(name = "remove-vsw", visible_aliases = ["rm-vsw", "remove-vswitch"])]
+    RemoveVsw { service: String },
+    /// Add a virtual network device: [mac-addr=.. pvid=.. vid=.. mode=.. linkprop=..] NAME
+    /// SERVICE DOMAIN.
+    #[command(name = "add-vnet")]
+    AddVnet {
+        #[arg(
+            required = true,
+            value_name = "[PROPERTY=VALUE...] NAME SERVICE DOMAIN"
+        )]
+        operands: Vec<String>,
+    },
+    /// Change a virtual network device: PROPERTY=VALUE... NAME DOMAIN.
+    #[command(name = "set-vnet")]
+    SetVnet {
+        #[arg(required = true, value_name = "PROPERTY=VALUE... NAME DOMAIN")]
+        operands: Vec<String>,
+    },
+    /// Remove a virtual network device: NAME DOMAIN.
+    #[command(name = "remove-vnet", visible_alias = "rm-vnet")]
+    RemoveVnet { name: String, domain: String },
+    /// Add a console concentrator: port-range=MIN-MAX SERVICE DOMAIN.
+    #[command(name = "add-vcc", visible_alias = "add-vconscon")]
+    AddVcc {
+        port_range: String,
+        service: String,
+        domain: String,
+    },
+    /// Change a console concentrator's ports: port-range=MIN-MAX SERVICE.
+    #[command(name = "set-vcc", visible_alias = "set-vconscon")]
+    SetVcc { port_range: String, service: String },
+    /// Remove a console concentrator: SERVICE.
+    #[command(name = "remove-vcc", visible_aliases = ["rm-vcc", "remove-vconscon"])]
+    RemoveVcc { service: String },
+    /// Change a domain's console: [port=..] [group=..] [service=..] [log=on|off] DOMAIN.
+    #[command(name = "set-vcons", visible_alias = "set-vconsole")]
+    SetVcons {
+        #[arg(required = true, value_name = "PROPERTY=VALUE... DOMAIN")]
+        operands: Vec<String>,
+    },
+    /// Add variables: NAME=VALUE... DOMAIN.
+    #[command(name = "add-variable", visible_alias = "add-var")]
+    AddVariable {
+        #[arg(required = true, value_name = "NAME=VALUE... DOMAIN")]
+        operands: Vec<String>,
+    },
+    /// Set variables: NAME=VALUE... DOMAIN.
+    #[command(name = "set-variable", visible_alias = "set-var")]
+    SetVariable {
+        #[arg(required = true, value_name = "NAME=VALUE... DOMAIN")]
+        operands: Vec<String>,
+    },
+    /// Remove variables: NAME... DOMAIN.
+    #[command(name = "remove-variable", visible_aliases = ["rm-variable", "rm-var", "remove-var"])]
+    RemoveVariable {
+        #[arg(required = true, value_name = "NAME... DOMAIN")]
+        operands: Vec<String>,
+    },
+    /// Give a physical I/O device to a domain: DEVICE DOMAIN.
+    #[command(name = "add-io")]
+    AddIo { device: String, domain: String },
+    /// Take a physical I/O device from a domain: DEVICE DOMAIN.
+    #[command(name = "remove-io", visible_alias = "rm-io")]
+    RemoveIo { device: String, domain: String },
+    /// Save the current configuration on the SP: NAME.
+    #[command(name = "add-spconfig", visible_alias = "add-config")]
+    AddSpconfig { name: String },
+    /// Select the SP configuration for the next power-on: NAME.
+    #[command(name = "set-spconfig", visible_alias = "set-config")]
+    SetSpconfig { name: String },
+    /// Remove a saved SP configuration: NAME.
+    #[command(name = "remove-spconfig", visible_aliases = ["rm-spconfig", "remove-config", "rm-config"])]
+    RemoveSpconfig { name: String },
+    /// Cancel a long operation: migration|reconf|memdr DOMAIN.
+    #[command(name = "cancel-operation", visible_alias = "cancel-op")]
+    CancelOperation { operation: String, domain: String },
+    /// Discard the control domain's delayed reconfiguration: DOMAIN.
+    #[command(name = "cancel-reconf", visible_alias = "remove-reconf")]
+    CancelReconf { domain: String },
+    /// Subscribe to events and print one line per event until interrupted.
+    Events {
+        /// all, domain, resource or hardware.
+        #[arg(long, default_value = "all")]
+        class: String,
+        /// Stop after N events.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Send a raw LDM_interface document (FILE, or - for stdin) and print the reply.
+    Xml { file: String },
+}
+
+#[derive(Args, Debug)]
+pub struct Count {
+    /// Whole cores instead of virtual CPUs (add-/set-/remove-vcpu only).
+    #[arg(short = 'c', long = "cores")]
+    pub cores: bool,
+    pub number: String,
+    pub domain: String,
+}
+
+#[derive(Args, Debug)]
+pub struct Size {
+    /// Round a memory DR's size to 256M instead of refusing it.
+    #[arg(long = "auto-adj")]
+    pub auto_adj: bool,
+    pub size: String,
+    pub domain: String,
+}

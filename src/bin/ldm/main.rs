@@ -1,0 +1,389 @@
+//! `ldm`: the operator's command-line client of ldmd.
+//!
+//! Each invocation builds its request documents (`ldmd::cli::request`), opens one session
+//! (`ldmd::client`), sends them, and renders the replies (`ldmd::cli::{text, json}`).
+//!
+//! Exit status: 0 success; 1 the daemon refused (each `resp_msg` on stderr); 2 usage (clap's,
+//! or an operand checked here); 3 the daemon cannot be reached; 4 authentication failed; 5
+//! TLS, protocol or timeout.
+
+mod args;
+mod connect;
+mod plan;
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{Map, Value, json};
+
+use ldmd::cli::request::{self, UsageError};
+use ldmd::cli::view::{self, GROUPS};
+use ldmd::cli::{json as js, text};
+use ldmd::client::{ClientError, Session};
+use ldmd::ldm::document::{Document, Status};
+use ldmd::ldm::reply::Reply;
+
+use args::{Cli, Command};
+use plan::{View, plan};
+
+/// Silence after which `ldm events` sends a whitespace keepalive (the daemon's idle timeout
+/// defaults to 15 minutes).
+const KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// What went wrong, as an exit status and a line for stderr.
+enum Failure {
+    /// The daemon answered with failures (already printed): exit 1.
+    Refused,
+    Usage(String),
+    Client(ClientError),
+}
+
+impl From<UsageError> for Failure {
+    fn from(e: UsageError) -> Failure {
+        Failure::Usage(e.0)
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        Failure::Client(e)
+    }
+}
+
+/// How replies are printed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+    /// `-o` groups of the long listing.
+    Groups(Vec<String>),
+}
+
+fn output(text: Option<&str>) -> Result<Output, Failure> {
+    match text {
+        None | Some("text") => Ok(Output::Text),
+        Some("json") => Ok(Output::Json),
+        Some(list) => {
+            let groups: Vec<String> = list.split(',').map(|g| g.trim().to_owned()).collect();
+            match groups.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+                Some(bad) => Err(Failure::Usage(format!(
+                    "-o: unknown format '{bad}' (expected text, json, or sections among {})",
+                    GROUPS.join(",")
+                ))),
+                None => Ok(Output::Groups(groups)),
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused) => ExitCode::from(1),
+        Err(Failure::Usage(message)) => {
+            eprintln!("ldm: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Client(e)) => {
+            eprintln!("ldm: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let output = output(cli.output.as_deref())?;
+    let conn = &cli.conn;
+    match cli.command {
+        Command::Events { class, count } => {
+            let document = request::register_events(&class)?;
+            events(conn, &document, &class, count, output == Output::Json)
+        }
+        Command::Xml { file } => xml(conn, &file),
+        mut command => {
+            // `-o cpu,network` picks sections of the long form, so it implies `-l`.
+            if let (Command::ListDomain { long, .. }, Output::Groups(_)) = (&mut command, &output) {
+                *long = true;
+            }
+            let plan = plan(command)?;
+            let mut session = Session::connect(&connect::target(conn)?)?;
+            let document = match plan.document {
+                Ok(document) => document,
+                Err(service_action) => {
+                    // Services are named without their domain: ask who provides it first.
+                    let (_, services) = send(&mut session, &request::list_all("list-services"))?;
+                    let owner = view::service_owner(&services, &service_action.service);
+                    (service_action.build)(owner.as_deref())?
+                }
+            };
+            let (_, reply) = send(&mut session, &document)?;
+            session.close();
+            show(&reply, &plan.view, &output)
+        }
+    }
+}
+
+fn send(session: &mut Session, document: &Document) -> Result<(String, Reply), Failure> {
+    let mut bytes = Vec::new();
+    ldmd::ldm::write_request(&mut bytes, document);
+    Ok(session.request(&bytes)?)
+}
+
+/// Prints a reply as `view` and `output` say; failures and warnings go to stderr.
+fn show(reply: &Reply, view: &View, output: &Output) -> Result<(), Failure> {
+    let failed = reply.status != Status::Success;
+    for message in reply.failures().into_iter().filter(|_| failed) {
+        eprintln!("{message}");
+    }
+    for warning in reply.warnings() {
+        eprintln!("{warning}");
+    }
+    let groups = match output {
+        Output::Groups(groups) => groups.clone(),
+        _ => Vec::new(),
+    };
+    let printed = if *output == Output::Json {
+        let mut object = js::outcome(reply);
+        add_json(&mut object, reply, view);
+        format!("{}\n", Value::Object(object))
+    } else {
+        match view {
+            View::Quiet => String::new(),
+            View::Table => text::list_table(&view::domain_rows(reply)),
+            View::Parseable => text::list_parseable(&view::domain_rows(reply)),
+            View::Long { parseable } => text::long_listing(reply, &groups, *parseable),
+            View::Constraints { parseable } => text::constraints(reply, *parseable),
+            View::Services { parseable } => text::services(reply, *parseable),
+            View::Devices { parseable, classes } => text::devices(reply, classes, *parseable),
+            View::Spconfig { parseable } => text::spconfig(reply, *parseable),
+            View::Variables { names } => text::variables(reply, names),
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(printed.as_bytes());
+    let _ = stdout.flush();
+    if failed {
+        Err(Failure::Refused)
+    } else {
+        Ok(())
+    }
+}
+
+fn add_json(object: &mut Map<String, Value>, reply: &Reply, view: &View) {
+    let rows = || view::domain_rows(reply);
+    let (key, value) = match view {
+        View::Quiet => return,
+        View::Table | View::Parseable => ("domains", js::domains(reply, &rows(), None)),
+        View::Long { .. } => (
+            "domains",
+            js::domains(reply, &rows(), Some("list-bindings")),
+        ),
+        View::Constraints { .. } => (
+            "domains",
+            js::domains_with_resources(reply, "list-constraints"),
+        ),
+        View::Services { .. } => (
+            "services",
+            js::domains_with_resources(reply, "list-services"),
+        ),
+        View::Devices { .. } => ("devices", js::section_items(reply, "list-devices")),
+        View::Spconfig { .. } => ("spconfigs", js::spconfig_list(reply)),
+        View::Variables { names } => {
+            let mut vars = Map::new();
+            for content in view::contents(reply, "list-variable") {
+                for var in view::items(content).filter(|i| i.resource_type == "var") {
+                    let name = var.property("name").unwrap_or_default();
+                    if names.is_empty() || names.iter().any(|n| n == name) {
+                        vars.insert(
+                            name.to_owned(),
+                            json!(var.property("value").unwrap_or_default()),
+                        );
+                    }
+                }
+            }
+            ("variables", Value::Object(vars))
+        }
+    };
+    object.insert(key.into(), value);
+}
+
+/// `ldm events`: registers, then prints each event as it arrives.
+fn events(
+    conn: &args::Connection,
+    document: &Document,
+    class: &str,
+    count: Option<u64>,
+    json_lines: bool,
+) -> Result<(), Failure> {
+    let mut session = Session::connect(&connect::target(conn)?)?;
+    let (_, reply) = send(&mut session, document)?;
+    if reply.status != Status::Success {
+        return show(&reply, &View::Quiet, &Output::Text);
+    }
+    eprintln!("ldm: listening for {class} events (Ctrl-C to stop)");
+    let mut seen = 0;
+    let mut stdout = std::io::stdout();
+    while count.is_none_or(|c| seen < c) {
+        let Some(event) = session.next_event(KEEPALIVE)? else {
+            eprintln!("ldm: the daemon ended the stream");
+            break;
+        };
+        let line = if json_lines {
+            js::event(&event).to_string()
+        } else {
+            text::event_line(&event)
+        };
+        // A closed stdout (`ldm events | head -1`) ends the loop quietly.
+        if writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            break;
+        }
+        seen += 1;
+    }
+    session.close();
+    Ok(())
+}
+
+/// `ldm xml FILE|-`: sends the document as written and prints the reply as received.
+fn xml(conn: &args::Connection, file: &str) -> Result<(), Failure> {
+    let mut text = String::new();
+    let read = if file == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(file).map(|t| text = t)
+    };
+    read.map_err(|e| Failure::Usage(format!("{file}: {e}")))?;
+    let document = strip_declaration(&text);
+    check_document(document).map_err(Failure::Usage)?;
+    let mut session = Session::connect(&connect::target(conn)?)?;
+    let (raw, reply) = session.request(document.as_bytes())?;
+    session.close();
+    println!("{raw}");
+    if reply.status == Status::Success {
+        Ok(())
+    } else {
+        for message in reply.failures() {
+            eprintln!("{message}");
+        }
+        Err(Failure::Refused)
+    }
+}
+
+/// The document without the XML declaration a file may start with: on a stream it would be
+/// a processing instruction, which the daemon refuses as restricted XML.
+fn strip_declaration(text: &str) -> &str {
+    let text = text.trim_start_matches('\u{feff}').trim();
+    match text.strip_prefix("<?xml") {
+        Some(rest) => rest.split_once("?>").map_or("", |(_, r)| r.trim()),
+        None => text,
+    }
+}
+
+/// One well-formed `LDM_interface` element, without the constructs a stream may not carry:
+/// anything else would end the whole stream instead of being answered.
+fn check_document(text: &str) -> Result<(), String> {
+    if text.contains("<!--") || text.contains("<?") || text.contains("<!DOCTYPE") {
+        return Err(
+            "the document must not contain comments, processing instructions or a DOCTYPE".into(),
+        );
+    }
+    let scope = ldmd::xml::NamespaceScope::client();
+    let root = ldmd::xml::Element::parse(text, &scope)
+        .map_err(|e| format!("the document is not well-formed XML: {}", e.0))?;
+    if root.local_name() != "LDM_interface" {
+        return Err(format!(
+            "expected an LDM_interface document, got <{}>",
+            root.name
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Plan;
+
+    fn planned(argv: &[&str]) -> Result<Plan, Failure> {
+        let mut full = vec!["ldm"];
+        full.extend_from_slice(argv);
+        plan(Cli::try_parse_from(full).expect("parses").command)
+    }
+
+    fn document(argv: &[&str]) -> Document {
+        match planned(argv) {
+            Ok(Plan {
+                document: Ok(document),
+                ..
+            }) => document,
+            _ => panic!("no document for {argv:?}"),
+        }
+    }
+
+    #[test]
+    fn the_ldm_cli_aliases_reach_the_long_action_names() {
+        for (argv, action) in [
+            (&["ls"][..], "list-domain"),
+            (&["rm-domain", "ldg1"], "remove-domain"),
+            (&["bind", "ldg1"], "bind-domain"),
+            (&["unbind", "ldg1"], "unbind-domain"),
+            (&["start", "-a"], "start-domain"),
+            (&["set-mem", "4G", "ldg1"], "set-memory"),
+            (&["add-crypto", "1", "ldg1"], "add-mau"),
+            (&["cancel-op", "memdr", "ldg1"], "cancel-operation"),
+            (&["add-config", "c1"], "add-spconfig"),
+        ] {
+            assert_eq!(
+                document(argv).cmds[0].action.as_deref(),
+                Some(action),
+                "{argv:?}"
+            );
+        }
+        let stop = document(&["stop", "-f", "-r", "ldg1"]);
+        assert_eq!(stop.cmds[0].options, ["-f", "-r"]);
+    }
+
+    #[test]
+    fn properties_come_before_the_positional_operands() {
+        let vsw = document(&["add-vsw", "net-dev=net0", "mtu=9000", "sw0", "primary"]);
+        let content = &vsw.cmds[0].data[0].envelope.as_ref().unwrap().contents[0];
+        assert_eq!(content.id, "primary");
+        let item = &content.sections[0].items[0];
+        assert_eq!(item.property("service_name"), Some("sw0"));
+        assert_eq!(item.property("dev_path"), Some("net0"));
+        assert!(matches!(
+            planned(&["add-vsw", "sw0", "mtu=9000"]),
+            Err(Failure::Usage(_))
+        ));
+        assert!(matches!(
+            planned(&["add-vnet", "vnet1", "ldg1"]),
+            Err(Failure::Usage(_))
+        ));
+        // A service named without its domain waits for list-services to find the owner.
+        assert!(matches!(
+            planned(&["add-vdsdev", "/dev/x", "vol1@primary-vds0"]),
+            Ok(Plan {
+                document: Err(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn output_formats_and_list_sections_are_checked() {
+        assert_eq!(output(Some("json")).ok(), Some(Output::Json));
+        assert_eq!(
+            output(Some("cpu,network")).ok(),
+            Some(Output::Groups(vec!["cpu".into(), "network".into()]))
+        );
+        assert!(output(Some("yaml")).is_err());
+        let cli = Cli::try_parse_from(["ldm", "list", "--socket", "/s", "-o", "json"]).unwrap();
+        assert_eq!(cli.conn.socket.as_deref(), Some(std::path::Path::new("/s")));
+        assert_eq!(cli.output.as_deref(), Some("json"));
+    }
+}

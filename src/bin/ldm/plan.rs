@@ -1,0 +1,343 @@
+//! What each subcommand sends and how its reply is shown: the command line turned into request
+//! documents (`ldmd::cli::request`) and a [`View`]. Pure, like the builders it calls.
+
+use ldmd::cli::request::{self, UsageError};
+use ldmd::ldm::document::Document;
+
+use crate::Failure;
+use crate::args::Command;
+
+/// Builds a document once the owner of a service is known (or known to be unknown).
+pub type WithOwner = Box<dyn FnOnce(Option<&str>) -> Result<Document, UsageError>>;
+
+/// A command whose document needs the owner of a service, found by a list-services first.
+pub struct ServiceAction {
+    pub service: String,
+    pub build: WithOwner,
+}
+
+pub struct Plan {
+    pub document: Result<Document, ServiceAction>,
+    pub view: View,
+}
+
+/// How to print a command's reply.
+#[derive(Clone, Debug)]
+pub enum View {
+    /// A write: nothing on success (as the ldm CLI), the outcome in JSON.
+    Quiet,
+    Table,
+    Parseable,
+    Long {
+        parseable: bool,
+    },
+    Constraints {
+        parseable: bool,
+    },
+    Services {
+        parseable: bool,
+    },
+    Devices {
+        parseable: bool,
+        classes: Vec<String>,
+    },
+    Spconfig {
+        parseable: bool,
+    },
+    Variables {
+        names: Vec<String>,
+    },
+}
+
+/// Splits `key=value` properties (first) from the `n` positional operands (last).
+fn split(
+    operands: Vec<String>,
+    n: usize,
+    form: &str,
+) -> Result<(Vec<String>, Vec<String>), Failure> {
+    if operands.len() < n
+        || operands[operands.len() - n..]
+            .iter()
+            .any(|o| o.contains('='))
+    {
+        return Err(Failure::Usage(format!("expected {form}")));
+    }
+    let mut props = operands;
+    let positional = props.split_off(props.len() - n);
+    Ok((props, positional))
+}
+
+fn quiet(document: Result<Document, UsageError>) -> Result<Plan, Failure> {
+    Ok(Plan {
+        document: Ok(document?),
+        view: View::Quiet,
+    })
+}
+
+fn by_service(
+    service: String,
+    build: impl FnOnce(Option<&str>) -> Result<Document, UsageError> + 'static,
+) -> Result<Plan, Failure> {
+    Ok(Plan {
+        document: Err(ServiceAction {
+            service,
+            build: Box::new(build),
+        }),
+        view: View::Quiet,
+    })
+}
+
+pub fn plan(command: Command) -> Result<Plan, Failure> {
+    let listing = |actions: &[&str], domains: &[String], view: View| {
+        Ok(Plan {
+            document: Ok(request::list(actions, domains)),
+            view,
+        })
+    };
+    match command {
+        Command::ListDomain {
+            long,
+            parseable,
+            domains,
+        } if long => Ok(Plan {
+            document: Ok(request::list_with_service_owners(
+                &["list-domain", "list-bindings"],
+                &domains,
+            )),
+            view: View::Long { parseable },
+        }),
+        Command::ListDomain {
+            parseable, domains, ..
+        } => listing(
+            &["list-domain"],
+            &domains,
+            if parseable {
+                View::Parseable
+            } else {
+                View::Table
+            },
+        ),
+        Command::ListBindings { parseable, domains } => Ok(Plan {
+            document: Ok(request::list_with_service_owners(
+                &["list-domain", "list-bindings"],
+                &domains,
+            )),
+            view: View::Long { parseable },
+        }),
+        Command::ListConstraints { parseable, domains } => Ok(Plan {
+            document: Ok(request::list_with_service_owners(
+                &["list-constraints"],
+                &domains,
+            )),
+            view: View::Constraints { parseable },
+        }),
+        Command::ListServices { parseable, domains } => {
+            listing(&["list-services"], &domains, View::Services { parseable })
+        }
+        Command::ListDevices { parseable, classes } => Ok(Plan {
+            document: Ok(request::list_all("list-devices")),
+            view: View::Devices { parseable, classes },
+        }),
+        Command::ListSpconfig { parseable } => Ok(Plan {
+            document: Ok(request::list_all("list-spconfig")),
+            view: View::Spconfig { parseable },
+        }),
+        Command::ListVariable { mut operands } => {
+            let domain = operands.pop().unwrap_or_default();
+            listing(
+                &["list-variable"],
+                &[domain],
+                View::Variables { names: operands },
+            )
+        }
+        Command::AddDomain { operands } => {
+            let (props, names): (Vec<String>, Vec<String>) =
+                operands.into_iter().partition(|o| o.contains('='));
+            if names.is_empty() {
+                return Err(Failure::Usage("add-domain: name the domain".into()));
+            }
+            quiet(request::add_domain(&names, &props))
+        }
+        Command::SetDomain { operands } => {
+            let (props, name) = split(operands, 1, "PROPERTY=VALUE... NAME")?;
+            quiet(request::set_domain(&name[0], &props))
+        }
+        Command::RemoveDomain { all, domains } => {
+            quiet(Ok(request::on_domains("remove-domain", &domains, all, &[])))
+        }
+        Command::BindDomain { domain } => quiet(Ok(request::on_domains(
+            "bind-domain",
+            &[domain],
+            false,
+            &[],
+        ))),
+        Command::UnbindDomain { domain } => quiet(Ok(request::on_domains(
+            "unbind-domain",
+            &[domain],
+            false,
+            &[],
+        ))),
+        Command::StartDomain { all, domains } => {
+            quiet(Ok(request::on_domains("start-domain", &domains, all, &[])))
+        }
+        Command::StopDomain {
+            force,
+            reboot,
+            all,
+            domains,
+        } => {
+            let mut options = Vec::new();
+            if force {
+                options.push("-f");
+            }
+            if reboot {
+                options.push("-r");
+            }
+            quiet(Ok(request::on_domains(
+                "stop-domain",
+                &domains,
+                all,
+                &options,
+            )))
+        }
+        Command::PanicDomain { domain } => quiet(Ok(request::on_domains(
+            "panic-domain",
+            &[domain],
+            false,
+            &[],
+        ))),
+        Command::AddVcpu(c) => quiet(request::vcpu("add-vcpu", &c.number, &c.domain, c.cores)),
+        Command::SetVcpu(c) => quiet(request::vcpu("set-vcpu", &c.number, &c.domain, c.cores)),
+        Command::RemoveVcpu(c) => {
+            quiet(request::vcpu("remove-vcpu", &c.number, &c.domain, c.cores))
+        }
+        Command::AddCore(c) => quiet(request::vcpu("add-vcpu", &c.number, &c.domain, true)),
+        Command::SetCore(c) => quiet(request::vcpu("set-vcpu", &c.number, &c.domain, true)),
+        Command::RemoveCore(c) => quiet(request::vcpu("remove-vcpu", &c.number, &c.domain, true)),
+        Command::AddCrypto(c) => quiet(request::mau("add-mau", &c.number, &c.domain)),
+        Command::SetCrypto(c) => quiet(request::mau("set-mau", &c.number, &c.domain)),
+        Command::RemoveCrypto(c) => quiet(request::mau("remove-mau", &c.number, &c.domain)),
+        Command::AddMemory(s) => quiet(request::memory(
+            "add-memory",
+            &s.size,
+            &s.domain,
+            s.auto_adj,
+        )),
+        Command::SetMemory(s) => quiet(request::memory(
+            "set-memory",
+            &s.size,
+            &s.domain,
+            s.auto_adj,
+        )),
+        Command::RemoveMemory(s) => quiet(request::memory(
+            "remove-memory",
+            &s.size,
+            &s.domain,
+            s.auto_adj,
+        )),
+        Command::AddVds { service, domain } => {
+            quiet(Ok(request::vds("add-vdiskserver", &service, Some(&domain))))
+        }
+        Command::RemoveVds { service } => by_service(service.clone(), move |owner| {
+            Ok(request::vds("remove-vdiskserver", &service, owner))
+        }),
+        Command::AddVdsdev { force, operands } => {
+            let (props, positional) =
+                split(operands, 2, "[PROPERTY=VALUE...] BACKEND VOLUME@SERVICE")?;
+            let (_, service) = request::volume_at_service(&positional[1])?;
+            by_service(service.to_owned(), move |owner| {
+                request::add_vdsdev(&positional[0], &positional[1], &props, force, owner)
+            })
+        }
+        Command::RemoveVdsdev { volume } => {
+            let (_, service) = request::volume_at_service(&volume)?;
+            by_service(service.to_owned(), move |owner| {
+                request::remove_vdsdev(&volume, owner)
+            })
+        }
+        Command::AddVdisk { operands } => {
+            let (props, p) = split(operands, 3, "[timeout=SECONDS] DISK VOLUME@SERVICE DOMAIN")?;
+            quiet(request::add_vdisk(&p[0], &p[1], &p[2], &props))
+        }
+        Command::RemoveVdisk { disk, domain } => quiet(Ok(request::remove_vdisk(&disk, &domain))),
+        Command::AddVsw { operands } => {
+            let (props, p) = split(operands, 2, "[PROPERTY=VALUE...] SERVICE DOMAIN")?;
+            quiet(request::vsw("add-vswitch", &p[0], Some(&p[1]), &props))
+        }
+        Command::SetVsw { operands } => {
+            let (props, p) = split(operands, 1, "PROPERTY=VALUE... SERVICE")?;
+            let service = p[0].clone();
+            by_service(service.clone(), move |owner| {
+                request::vsw("set-vswitch", &service, owner, &props)
+            })
+        }
+        Command::RemoveVsw { service } => by_service(service.clone(), move |owner| {
+            request::vsw("remove-vswitch", &service, owner, &[])
+        }),
+        Command::AddVnet { operands } => {
+            let (props, p) = split(operands, 3, "[PROPERTY=VALUE...] NAME SERVICE DOMAIN")?;
+            quiet(request::vnet("add-vnet", &p[0], Some(&p[1]), &p[2], &props))
+        }
+        Command::SetVnet { operands } => {
+            let (props, p) = split(operands, 2, "PROPERTY=VALUE... NAME DOMAIN")?;
+            quiet(request::vnet("set-vnet", &p[0], None, &p[1], &props))
+        }
+        Command::RemoveVnet { name, domain } => {
+            quiet(request::vnet("remove-vnet", &name, None, &domain, &[]))
+        }
+        Command::AddVcc {
+            port_range,
+            service,
+            domain,
+        } => quiet(request::vcc(
+            "add-vconscon",
+            &service,
+            Some(&domain),
+            Some(&port_range),
+        )),
+        Command::SetVcc {
+            port_range,
+            service,
+        } => by_service(service.clone(), move |owner| {
+            request::vcc("set-vconscon", &service, owner, Some(&port_range))
+        }),
+        Command::RemoveVcc { service } => by_service(service.clone(), move |owner| {
+            request::vcc("remove-vconscon", &service, owner, None)
+        }),
+        Command::SetVcons { operands } => {
+            let (props, p) = split(operands, 1, "PROPERTY=VALUE... DOMAIN")?;
+            quiet(request::set_vcons(&p[0], &props))
+        }
+        Command::AddVariable { mut operands } => {
+            let domain = operands.pop().unwrap_or_default();
+            quiet(request::variables("add-variable", &operands, &domain))
+        }
+        Command::SetVariable { mut operands } => {
+            let domain = operands.pop().unwrap_or_default();
+            quiet(request::variables("set-variable", &operands, &domain))
+        }
+        Command::RemoveVariable { mut operands } => {
+            let domain = operands.pop().unwrap_or_default();
+            quiet(request::variables("remove-variable", &operands, &domain))
+        }
+        Command::AddIo { device, domain } => quiet(Ok(request::io("add-io", &device, &domain))),
+        Command::RemoveIo { device, domain } => {
+            quiet(Ok(request::io("remove-io", &device, &domain)))
+        }
+        Command::AddSpconfig { name } => quiet(Ok(request::spconfig("add-spconfig", &name))),
+        Command::SetSpconfig { name } => quiet(Ok(request::spconfig("set-spconfig", &name))),
+        Command::RemoveSpconfig { name } => quiet(Ok(request::spconfig("remove-spconfig", &name))),
+        Command::CancelOperation { operation, domain } => {
+            quiet(request::cancel_operation(&operation, &domain))
+        }
+        Command::CancelReconf { domain } => quiet(Ok(request::on_domains(
+            "remove-reconf",
+            &[domain],
+            false,
+            &[],
+        ))),
+        Command::Events { .. } | Command::Xml { .. } => {
+            Err(Failure::Usage("handled before planning".into()))
+        }
+    }
+}

@@ -1,0 +1,673 @@
+//! Request documents built from the words of an `ldm` command line.
+//!
+//! Each builder takes the operands as the operator typed them (`8`, `4G`, `vol1@primary-vds0`,
+//! `net-dev=net0`) and writes the document the daemon's registry accepts for that action:
+//! the item types and property keys of ldm-xml-interface.md §4, one data object per domain so
+//! that each is judged on its own. What can be checked without the daemon is checked here,
+//! with the daemon's own wording where it has one (sizes, counts), so a typo never costs a
+//! round trip and reads the same either way.
+
+use std::fmt;
+
+use crate::ldm::document::SectionKind;
+use crate::ldm::document::{Cmd, Content, Data, Document, Envelope, Item, Property, Section};
+use crate::ldm::write::DATA_VERSION;
+use crate::registry::units::{parse_number, parse_size};
+
+/// The `LDM_interface` version the client writes (the daemon echoes it).
+pub const REQUEST_VERSION: &str = "1.3";
+
+/// A command line the client can refuse before talking to the daemon (exit status 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(message: impl Into<String>) -> UsageError {
+    UsageError(message.into())
+}
+
+/// Where a `key=value` operand goes in its Item.
+#[derive(Clone, Copy, Debug)]
+enum Field {
+    /// `gprop:GenericProperty key=...`
+    Prop(&'static str),
+    /// `rasd:Address` (a MAC address).
+    Address,
+}
+
+/// `key=value` operands of add-domain and set-domain.
+const DOMAIN_FIELDS: &[(&str, Field)] = &[
+    ("mac-addr", Field::Address),
+    ("hostid", Field::Prop("hostid")),
+    ("failure-policy", Field::Prop("failure-policy")),
+    ("extended-mapin-space", Field::Prop("extended-mapin-space")),
+    ("master", Field::Prop("master")),
+    ("perf-counters", Field::Prop("perf-counters")),
+    ("rc-add-policy", Field::Prop("rc-add-policy")),
+];
+
+const VSW_FIELDS: &[(&str, Field)] = &[
+    ("mac-addr", Field::Address),
+    ("net-dev", Field::Prop("dev_path")),
+    ("default-vlan-id", Field::Prop("default-vlan-id")),
+    ("pvid", Field::Prop("pvid")),
+    ("vid", Field::Prop("vid")),
+    ("mtu", Field::Prop("mtu")),
+    ("mode", Field::Prop("mode")),
+    ("linkprop", Field::Prop("linkprop")),
+    ("inter-vnet-link", Field::Prop("inter_vnet_link")),
+];
+
+const VNET_FIELDS: &[(&str, Field)] = &[
+    ("mac-addr", Field::Address),
+    ("mode", Field::Prop("mode")),
+    ("pvid", Field::Prop("pvid")),
+    ("vid", Field::Prop("vid")),
+    ("linkprop", Field::Prop("linkprop")),
+];
+
+const VDSDEV_FIELDS: &[(&str, Field)] = &[
+    ("options", Field::Prop("vol_opts")),
+    ("mpgroup", Field::Prop("mpgroup")),
+];
+
+const VDISK_FIELDS: &[(&str, Field)] = &[("timeout", Field::Prop("timeout"))];
+
+const VCONS_FIELDS: &[(&str, Field)] = &[
+    ("port", Field::Prop("port")),
+    ("group", Field::Prop("group")),
+    ("service", Field::Prop("service_name")),
+    ("log", Field::Prop("enable-log")),
+];
+
+/// The event classes `ldm events` can subscribe to.
+pub const EVENT_CLASSES: &[&str] = &["all", "domain", "resource", "hardware"];
+
+/// A document of `cmds`.
+pub fn document(cmds: Vec<Cmd>) -> Document {
+    Document {
+        version: Some(REQUEST_VERSION.into()),
+        cmds,
+        malformed: None,
+    }
+}
+
+fn cmd(action: &str, options: &[&str], data: Vec<Data>) -> Cmd {
+    Cmd {
+        action: Some(action.into()),
+        options: options.iter().map(|o| (*o).to_owned()).collect(),
+        data,
+        ..Cmd::default()
+    }
+}
+
+/// One command on one data object.
+fn single(action: &str, options: &[&str], data: Data) -> Document {
+    document(vec![cmd(action, options, vec![data])])
+}
+
+/// `<data version="3.0"/>`: every domain, or the stream itself.
+fn no_object() -> Data {
+    Data {
+        version: Some(DATA_VERSION.into()),
+        envelope: None,
+    }
+}
+
+fn section(items: Vec<Item>) -> Vec<Section> {
+    if items.is_empty() {
+        return Vec::new();
+    }
+    vec![Section {
+        kind: SectionKind::ResourceAllocation,
+        items,
+    }]
+}
+
+/// A data object naming `domain`, with `items` in its resource allocation section.
+fn on_domain(domain: &str, items: Vec<Item>) -> Data {
+    Data {
+        version: Some(DATA_VERSION.into()),
+        envelope: Some(Envelope {
+            contents: vec![Content {
+                id: domain.into(),
+                sections: section(items),
+            }],
+            sections: Vec::new(),
+        }),
+    }
+}
+
+/// A service object: inside its owner's Content when the owner is known, else in an
+/// Envelope-level section, which the daemon reads as the control domain's (§4, "Content or
+/// Envelope").
+fn on_service(owner: Option<&str>, item: Item) -> Data {
+    match owner {
+        Some(owner) => on_domain(owner, vec![item]),
+        None => Data {
+            version: Some(DATA_VERSION.into()),
+            envelope: Some(Envelope {
+                contents: Vec::new(),
+                sections: section(vec![item]),
+            }),
+        },
+    }
+}
+
+fn item(resource: &str) -> Item {
+    Item {
+        resource_type: resource.into(),
+        ..Item::default()
+    }
+}
+
+fn with_units(resource: &str, units: &str) -> Item {
+    Item {
+        allocation_units: Some(units.into()),
+        ..item(resource)
+    }
+}
+
+fn with_props(resource: &str, props: &[(&str, &str)]) -> Item {
+    let mut item = item(resource);
+    for (key, value) in props {
+        push(&mut item, key, value);
+    }
+    item
+}
+
+fn push(item: &mut Item, key: &str, value: &str) {
+    item.properties.push(Property {
+        key: key.into(),
+        value: value.into(),
+    });
+}
+
+/// Adds `key=value` operands to `item`, refusing keys the subcommand does not take.
+fn add_fields(
+    item: &mut Item,
+    subcommand: &str,
+    fields: &[(&str, Field)],
+    operands: &[String],
+) -> Result<(), UsageError> {
+    for operand in operands {
+        let (key, value) = operand.split_once('=').ok_or_else(|| {
+            usage(format!(
+                "{subcommand}: expected property=value, got '{operand}'"
+            ))
+        })?;
+        let field = fields
+            .iter()
+            .find(|(name, _)| *name == key)
+            .map(|(_, field)| *field)
+            .ok_or_else(|| {
+                let known: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
+                usage(format!(
+                    "{subcommand}: unknown property '{key}' (expected {})",
+                    known.join(", ")
+                ))
+            })?;
+        match field {
+            Field::Address => item.address = Some(value.into()),
+            Field::Prop(prop) => push(item, prop, value),
+        }
+    }
+    Ok(())
+}
+
+/// `vol1@primary-vds0` → (`vol1`, `primary-vds0`).
+pub fn volume_at_service(operand: &str) -> Result<(&str, &str), UsageError> {
+    match operand.split_once('@') {
+        Some((volume, service)) if !volume.is_empty() && !service.is_empty() => {
+            Ok((volume, service))
+        }
+        _ => Err(usage(format!(
+            "expected volume-name@service-name, got '{operand}'"
+        ))),
+    }
+}
+
+/// A whole number of CPUs, cores or crypto units, checked as the daemon would.
+fn count(what: &str, text: &str) -> Result<String, UsageError> {
+    parse_number::<u32>(what, text)
+        .map(|n| n.to_string())
+        .map_err(UsageError)
+}
+
+/// `add-domain [prop=value...] NAME...`: properties go with a single domain only.
+pub fn add_domain(names: &[String], props: &[String]) -> Result<Document, UsageError> {
+    if names.len() > 1 && !props.is_empty() {
+        return Err(usage(
+            "add-domain: properties can be given for one domain at a time",
+        ));
+    }
+    let mut info = item("ldom_info");
+    add_fields(&mut info, "add-domain", DOMAIN_FIELDS, props)?;
+    let data = names
+        .iter()
+        .map(|name| on_domain(name, vec![info.clone()]))
+        .collect();
+    Ok(document(vec![cmd("add-domain", &[], data)]))
+}
+
+/// `set-domain prop=value... NAME`
+pub fn set_domain(name: &str, props: &[String]) -> Result<Document, UsageError> {
+    if props.is_empty() {
+        return Err(usage("set-domain: give at least one property=value"));
+    }
+    let mut info = item("ldom_info");
+    add_fields(&mut info, "set-domain", DOMAIN_FIELDS, props)?;
+    Ok(single("set-domain", &[], on_domain(name, vec![info])))
+}
+
+/// A lifecycle action (remove-, bind-, unbind-, start-, stop-, panic-domain) on `names`, or
+/// with `-a` on every domain. `options` are the wire options (`-f`, `-r`).
+pub fn on_domains(action: &str, names: &[String], all: bool, options: &[&str]) -> Document {
+    let mut options = options.to_vec();
+    let data = if all {
+        options.insert(0, "-a");
+        vec![no_object()]
+    } else {
+        names.iter().map(|n| on_domain(n, Vec::new())).collect()
+    };
+    document(vec![cmd(action, &options, data)])
+}
+
+/// add-/set-/remove-vcpu `N DOMAIN`; with `cores`, N whole cores (add-core, `-c`).
+pub fn vcpu(action: &str, number: &str, domain: &str, cores: bool) -> Result<Document, UsageError> {
+    let item = if cores {
+        let n = count("number of whole cores", number)?;
+        with_props("cpu", &[("wcore", &n)])
+    } else {
+        with_units("cpu", &count("number of virtual CPUs", number)?)
+    };
+    Ok(single(action, &[], on_domain(domain, vec![item])))
+}
+
+/// add-/set-/remove-mau `N DOMAIN` (the ldm CLI's crypto).
+pub fn mau(action: &str, number: &str, domain: &str) -> Result<Document, UsageError> {
+    let item = with_units("mau", &count("number of crypto units", number)?);
+    Ok(single(action, &[], on_domain(domain, vec![item])))
+}
+
+/// add-/set-/remove-memory `SIZE DOMAIN`, the size checked here with the daemon's own rule.
+pub fn memory(
+    action: &str,
+    size: &str,
+    domain: &str,
+    auto_adjust: bool,
+) -> Result<Document, UsageError> {
+    parse_size(size).map_err(UsageError)?;
+    let options: &[&str] = if auto_adjust { &["auto-adj"] } else { &[] };
+    let item = with_units("memory", size.trim());
+    Ok(single(action, options, on_domain(domain, vec![item])))
+}
+
+/// add-vds `SERVICE DOMAIN` / remove-vds `SERVICE` (owner looked up by the caller).
+pub fn vds(action: &str, service: &str, owner: Option<&str>) -> Document {
+    let item = with_props("vds", &[("service_name", service)]);
+    single(action, &[], on_service(owner, item))
+}
+
+/// add-vdsdev `[-f] [options=..] [mpgroup=..] BACKEND VOLUME@SERVICE`.
+pub fn add_vdsdev(
+    backend: &str,
+    volume: &str,
+    props: &[String],
+    force: bool,
+    owner: Option<&str>,
+) -> Result<Document, UsageError> {
+    let (volume, service) = volume_at_service(volume)?;
+    let mut item = with_props(
+        "vds_volume",
+        &[
+            ("vol_name", volume),
+            ("service_name", service),
+            ("block_dev", backend),
+        ],
+    );
+    add_fields(&mut item, "add-vdsdev", VDSDEV_FIELDS, props)?;
+    let options: &[&str] = if force { &["-f"] } else { &[] };
+    Ok(single(
+        "add-vdiskserverdevice",
+        options,
+        on_service(owner, item),
+    ))
+}
+
+/// remove-vdsdev `VOLUME@SERVICE`.
+pub fn remove_vdsdev(volume: &str, owner: Option<&str>) -> Result<Document, UsageError> {
+    let (volume, service) = volume_at_service(volume)?;
+    let item = with_props(
+        "vds_volume",
+        &[("vol_name", volume), ("service_name", service)],
+    );
+    Ok(single(
+        "remove-vdiskserverdevice",
+        &[],
+        on_service(owner, item),
+    ))
+}
+
+/// add-vdisk `[timeout=..] DISK VOLUME@SERVICE DOMAIN`.
+pub fn add_vdisk(
+    disk: &str,
+    volume: &str,
+    domain: &str,
+    props: &[String],
+) -> Result<Document, UsageError> {
+    let (volume, service) = volume_at_service(volume)?;
+    let mut item = with_props(
+        "disk",
+        &[
+            ("vdisk_name", disk),
+            ("service_name", service),
+            ("vol_name", volume),
+        ],
+    );
+    add_fields(&mut item, "add-vdisk", VDISK_FIELDS, props)?;
+    Ok(single("add-vdisk", &[], on_domain(domain, vec![item])))
+}
+
+/// remove-vdisk `DISK DOMAIN`.
+pub fn remove_vdisk(disk: &str, domain: &str) -> Document {
+    let item = with_props("disk", &[("vdisk_name", disk)]);
+    single("remove-vdisk", &[], on_domain(domain, vec![item]))
+}
+
+/// add-vsw `[prop=value...] SERVICE DOMAIN`, set-vsw `[prop=value...] SERVICE`,
+/// remove-vsw `SERVICE`.
+pub fn vsw(
+    action: &str,
+    service: &str,
+    owner: Option<&str>,
+    props: &[String],
+) -> Result<Document, UsageError> {
+    let mut item = with_props("vsw", &[("service_name", service)]);
+    add_fields(&mut item, action, VSW_FIELDS, props)?;
+    Ok(single(action, &[], on_service(owner, item)))
+}
+
+/// add-vnet `[prop=value...] NAME SERVICE DOMAIN`, set-vnet `prop=value... NAME DOMAIN`,
+/// remove-vnet `NAME DOMAIN`.
+pub fn vnet(
+    action: &str,
+    name: &str,
+    service: Option<&str>,
+    domain: &str,
+    props: &[String],
+) -> Result<Document, UsageError> {
+    let mut item = with_props("network", &[("vnet_name", name)]);
+    if let Some(service) = service {
+        push(&mut item, "service_name", service);
+    }
+    add_fields(&mut item, action, VNET_FIELDS, props)?;
+    Ok(single(action, &[], on_domain(domain, vec![item])))
+}
+
+/// add-vcc `port-range=MIN-MAX SERVICE DOMAIN`, set-vcc `port-range=.. SERVICE`,
+/// remove-vcc `SERVICE`.
+pub fn vcc(
+    action: &str,
+    service: &str,
+    owner: Option<&str>,
+    port_range: Option<&str>,
+) -> Result<Document, UsageError> {
+    let mut item = with_props("vcc", &[("service_name", service)]);
+    if let Some(range) = port_range {
+        let range = range.strip_prefix("port-range=").unwrap_or(range);
+        let (min, max) = range
+            .split_once('-')
+            .ok_or_else(|| usage(format!("expected port-range=MIN-MAX, got '{range}'")))?;
+        for port in [min, max] {
+            parse_number::<u16>("console port", port).map_err(UsageError)?;
+        }
+        push(&mut item, "min_port", min.trim());
+        push(&mut item, "max_port", max.trim());
+    }
+    Ok(single(action, &[], on_service(owner, item)))
+}
+
+/// set-vcons `[port=..] [group=..] [service=..] [log=on|off] DOMAIN`.
+pub fn set_vcons(domain: &str, props: &[String]) -> Result<Document, UsageError> {
+    if props.is_empty() {
+        return Err(usage("set-vcons: give at least one property=value"));
+    }
+    let mut item = item("console");
+    add_fields(&mut item, "set-vcons", VCONS_FIELDS, props)?;
+    Ok(single("set-vconsole", &[], on_domain(domain, vec![item])))
+}
+
+/// add-/set-variable `NAME=VALUE... DOMAIN`, remove-variable `NAME... DOMAIN`.
+pub fn variables(action: &str, operands: &[String], domain: &str) -> Result<Document, UsageError> {
+    let mut items = Vec::new();
+    for operand in operands {
+        let item = if action == "remove-variable" {
+            with_props("var", &[("name", operand)])
+        } else {
+            let (name, value) = operand
+                .split_once('=')
+                .ok_or_else(|| usage(format!("{action}: expected name=value, got '{operand}'")))?;
+            with_props("var", &[("name", name), ("value", value)])
+        };
+        items.push(item);
+    }
+    Ok(single(action, &[], on_domain(domain, items)))
+}
+
+/// add-io / remove-io `DEVICE DOMAIN`.
+pub fn io(action: &str, device: &str, domain: &str) -> Document {
+    let item = with_props("physio_device", &[("name", device)]);
+    single(action, &[], on_domain(domain, vec![item]))
+}
+
+/// add-/set-/remove-spconfig `NAME`.
+pub fn spconfig(action: &str, name: &str) -> Document {
+    let item = with_props("spconfig", &[("spconfig_name", name)]);
+    single(action, &[], on_service(None, item))
+}
+
+/// cancel-operation `migration|reconf|memdr DOMAIN`.
+pub fn cancel_operation(operation: &str, domain: &str) -> Result<Document, UsageError> {
+    if !["migration", "reconf", "memdr"].contains(&operation) {
+        return Err(usage(format!(
+            "cancel-operation: expected migration, reconf or memdr, got '{operation}'"
+        )));
+    }
+    Ok(single(
+        "cancel-operation",
+        &[operation],
+        on_domain(domain, Vec::new()),
+    ))
+}
+
+/// List actions, each over `domains` (one data object per domain, so that a missing one fails
+/// alone) or over everything.
+pub fn list(actions: &[&str], domains: &[String]) -> Document {
+    let data = || {
+        if domains.is_empty() {
+            vec![no_object()]
+        } else {
+            domains.iter().map(|d| on_domain(d, Vec::new())).collect()
+        }
+    };
+    document(actions.iter().map(|a| cmd(a, &[], data())).collect())
+}
+
+/// `list` followed by a list-services over every domain: the long forms name the domain that
+/// provides each service a listed domain uses (`vol1@primary-vds0` is served by `primary`).
+pub fn list_with_service_owners(actions: &[&str], domains: &[String]) -> Document {
+    let mut document = list(actions, domains);
+    document
+        .cmds
+        .push(cmd("list-services", &[], vec![no_object()]));
+    document
+}
+
+/// A list action over no domain in particular (list-devices, list-spconfig, list-services).
+pub fn list_all(action: &str) -> Document {
+    single(action, &[], no_object())
+}
+
+/// `reg-<class>-events`.
+pub fn register_events(class: &str) -> Result<Document, UsageError> {
+    if !EVENT_CLASSES.contains(&class) {
+        return Err(usage(format!(
+            "events: unknown class '{class}' (expected {})",
+            EVENT_CLASSES.join(", ")
+        )));
+    }
+    Ok(single(&format!("reg-{class}-events"), &[], no_object()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ldm::write::write_request;
+
+    fn xml(document: &Document) -> String {
+        let mut out = Vec::new();
+        write_request(&mut out, document);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn words(list: &[&str]) -> Vec<String> {
+        list.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    const HEAD: &str = "<LDM_interface version='1.3' xmlns:xsi='http://www.w3.org/2001/XMLSchema-instance' xmlns:ovf='./schemas/envelope' xmlns:rasd='./schemas/CIM_ResourceAllocationSettingData' xmlns:gprop='./schemas/GenericProperty'>";
+
+    #[test]
+    fn add_vcpu_writes_a_cpu_item_with_allocation_units() {
+        let document = vcpu("add-vcpu", "8", "ldg1", false).unwrap();
+        assert_eq!(
+            xml(&document),
+            format!(
+                "{HEAD}<cmd><action>add-vcpu</action><data version='3.0'><Envelope><References/><Content xsi:type='ovf:VirtualSystem_Type' id='ldg1'><Section xsi:type='ovf:ResourceAllocationSection_type'><Item><rasd:OtherResourceType>cpu</rasd:OtherResourceType><rasd:AllocationUnits>8</rasd:AllocationUnits></Item></Section></Content></Envelope></data></cmd></LDM_interface>"
+            )
+        );
+        let cores = xml(&vcpu("add-vcpu", "2", "ldg1", true).unwrap());
+        assert!(
+            cores.contains("<gprop:GenericProperty key='wcore'>2</gprop:GenericProperty>"),
+            "{cores}"
+        );
+        assert_eq!(
+            vcpu("add-vcpu", "8x", "ldg1", false).unwrap_err().0,
+            "Invalid number of virtual CPUs '8x': expected a whole number"
+        );
+    }
+
+    #[test]
+    fn memory_sizes_are_checked_with_the_daemons_rule_and_sent_as_typed() {
+        let document = memory("set-memory", "4G", "ldg1", false).unwrap();
+        assert!(xml(&document).contains("<rasd:AllocationUnits>4G</rasd:AllocationUnits>"));
+        let adjusted = xml(&memory("add-memory", "300M", "ldg1", true).unwrap());
+        assert!(
+            adjusted.contains("<options>auto-adj</options>"),
+            "{adjusted}"
+        );
+        assert_eq!(
+            memory("set-memory", "4Q", "ldg1", false).unwrap_err().0,
+            "Invalid memory size '4Q': expected a number with an optional unit K, M, G or T"
+        );
+    }
+
+    #[test]
+    fn properties_map_to_their_wire_keys_and_unknown_ones_are_refused() {
+        let document = vsw(
+            "add-vswitch",
+            "ldg1-vsw0",
+            Some("ldg1"),
+            &words(&[
+                "net-dev=net1",
+                "mac-addr=00:14:4f:f8:00:09",
+                "inter-vnet-link=off",
+            ]),
+        )
+        .unwrap();
+        let text = xml(&document);
+        for part in [
+            "<gprop:GenericProperty key='service_name'>ldg1-vsw0</gprop:GenericProperty>",
+            "<gprop:GenericProperty key='dev_path'>net1</gprop:GenericProperty>",
+            "<rasd:Address>00:14:4f:f8:00:09</rasd:Address>",
+            "<gprop:GenericProperty key='inter_vnet_link'>off</gprop:GenericProperty>",
+            "id='ldg1'",
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        let err = vsw("add-vswitch", "s", None, &words(&["speed=10"])).unwrap_err();
+        assert!(
+            err.0.starts_with("add-vswitch: unknown property 'speed'"),
+            "{err}"
+        );
+        let err = vsw("add-vswitch", "s", None, &words(&["net1"])).unwrap_err();
+        assert_eq!(err.0, "add-vswitch: expected property=value, got 'net1'");
+    }
+
+    #[test]
+    fn services_without_a_known_owner_go_in_an_envelope_section() {
+        let text = xml(&add_vdsdev(
+            "/dev/zvol/dsk/pool/vol1",
+            "vol1@primary-vds0",
+            &words(&["options=ro"]),
+            false,
+            None,
+        )
+        .unwrap());
+        assert!(text.contains("<Envelope><References/><Section"), "{text}");
+        assert!(!text.contains("<Content"), "{text}");
+        assert!(
+            text.contains("key='block_dev'>/dev/zvol/dsk/pool/vol1<"),
+            "{text}"
+        );
+        assert!(text.contains("key='vol_opts'>ro<"), "{text}");
+        assert!(volume_at_service("vol1").is_err());
+        assert!(volume_at_service("@svc").is_err());
+        assert_eq!(volume_at_service("v@s").unwrap(), ("v", "s"));
+    }
+
+    #[test]
+    fn every_domain_gets_its_own_data_object_and_all_is_an_option() {
+        let document = on_domains("remove-domain", &words(&["a", "b"]), false, &[]);
+        assert_eq!(document.cmds[0].data.len(), 2);
+        let all = on_domains("stop-domain", &[], true, &["-f"]);
+        assert_eq!(all.cmds[0].options, ["-a", "-f"]);
+        assert_eq!(all.cmds[0].data, [no_object()]);
+        let listing = list(&["list-domain", "list-bindings"], &words(&["x", "y"]));
+        assert_eq!(listing.cmds.len(), 2);
+        assert_eq!(listing.cmds[1].data.len(), 2);
+    }
+
+    #[test]
+    fn add_domain_properties_need_a_single_domain() {
+        assert!(add_domain(&words(&["a", "b"]), &words(&["hostid=0x1"])).is_err());
+        let text = xml(&add_domain(&words(&["a"]), &words(&["failure-policy=reset"])).unwrap());
+        assert!(text.contains("<rasd:OtherResourceType>ldom_info</rasd:OtherResourceType><gprop:GenericProperty key='failure-policy'>reset<"), "{text}");
+        assert!(set_domain("a", &[]).is_err());
+    }
+
+    #[test]
+    fn spconfig_cancel_and_events_name_what_they_act_on() {
+        let text = xml(&spconfig("add-spconfig", "config1"));
+        assert!(text.contains("key='spconfig_name'>config1<"), "{text}");
+        let cancel = cancel_operation("memdr", "ldg1").unwrap();
+        assert_eq!(cancel.cmds[0].options, ["memdr"]);
+        assert!(cancel_operation("dance", "ldg1").is_err());
+        assert_eq!(
+            register_events("domain").unwrap().cmds[0].action.as_deref(),
+            Some("reg-domain-events")
+        );
+        assert!(register_events("cpu").is_err());
+        assert!(vcc("add-vconscon", "c", Some("p"), Some("port-range=5000-5100")).is_ok());
+        assert!(vcc("add-vconscon", "c", Some("p"), Some("5000")).is_err());
+        let vars = variables("add-variable", &words(&["auto-boot?=false"]), "ldg1").unwrap();
+        assert!(xml(&vars).contains("key='value'>false<"));
+    }
+}
