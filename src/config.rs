@@ -119,6 +119,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Roles of local uids other than root (root always has write).
     pub local_users: BTreeMap<u32, Role>,
+    /// The uid the daemon runs as. Its processes may write over local transports unless
+    /// `local_users` maps it otherwise: they can already read and change the state directory,
+    /// so this grants nothing new, and a daemon started by an ordinary user works with `ldm`.
+    pub owner_uid: u32,
     pub limits: Limits,
     /// The modelled machine's inventory (`[machine]`).
     pub machine: crate::registry::machine::Machine,
@@ -343,6 +347,8 @@ impl Config {
             },
             auth,
             local_users,
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            owner_uid: unsafe { libc::geteuid() },
             limits: limits(file.limits)?,
             machine: crate::registry::machine::Machine::from_config(
                 &file.machine.unwrap_or_default(),
@@ -357,7 +363,12 @@ impl Config {
         if uid == 0 {
             return Role::Write;
         }
-        self.local_users.get(&uid).copied().unwrap_or(Role::None)
+        let unmapped = if uid == self.owner_uid {
+            Role::Write
+        } else {
+            Role::None
+        };
+        self.local_users.get(&uid).copied().unwrap_or(unmapped)
     }
 
     /// Where the user store lives.
@@ -584,6 +595,21 @@ mod tests {
         assert_eq!(config.local_role(1000), Role::Read);
         assert_eq!(config.local_role(1001), Role::Write);
         assert_eq!(config.local_role(4242), Role::None);
+    }
+
+    #[test]
+    fn the_daemons_own_uid_writes_unless_mapped_otherwise() {
+        let mut config = Config::from_toml(
+            "[local_users]
+1001 = 'read'",
+            &Overrides::default(),
+        )
+        .unwrap();
+        config.owner_uid = 1000;
+        assert_eq!(config.local_role(1000), Role::Write, "the owner");
+        assert_eq!(config.local_role(1002), Role::None, "anyone else");
+        config.owner_uid = 1001;
+        assert_eq!(config.local_role(1001), Role::Read, "a mapping wins");
     }
 
     #[test]
