@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 
 use ldmd::cli::request::{self, UsageError};
 use ldmd::cli::view::{self, GROUPS};
-use ldmd::cli::{json as js, text};
+use ldmd::cli::{json as js, raw, text};
 use ldmd::client::{ClientError, Session};
 use ldmd::ldm::document::{Document, Status};
 use ldmd::ldm::reply::Reply;
@@ -258,8 +258,8 @@ fn xml(conn: &args::Connection, file: &str) -> Result<(), Failure> {
         std::fs::read_to_string(file).map(|t| text = t)
     };
     read.map_err(|e| Failure::Usage(format!("{file}: {e}")))?;
-    let document = strip_declaration(&text);
-    check_document(document).map_err(Failure::Usage)?;
+    let document = raw::strip_declaration(&text);
+    raw::check_document(document).map_err(Failure::Usage)?;
     let mut session = Session::connect(&connect::target(conn)?)?;
     let (raw, reply) = session.request(document.as_bytes())?;
     session.close();
@@ -272,36 +272,6 @@ fn xml(conn: &args::Connection, file: &str) -> Result<(), Failure> {
         }
         Err(Failure::Refused)
     }
-}
-
-/// The document without the XML declaration a file may start with: on a stream it would be
-/// a processing instruction, which the daemon refuses as restricted XML.
-fn strip_declaration(text: &str) -> &str {
-    let text = text.trim_start_matches('\u{feff}').trim();
-    match text.strip_prefix("<?xml") {
-        Some(rest) => rest.split_once("?>").map_or("", |(_, r)| r.trim()),
-        None => text,
-    }
-}
-
-/// One well-formed `LDM_interface` element, without the constructs a stream may not carry:
-/// anything else would end the whole stream instead of being answered.
-fn check_document(text: &str) -> Result<(), String> {
-    if text.contains("<!--") || text.contains("<?") || text.contains("<!DOCTYPE") {
-        return Err(
-            "the document must not contain comments, processing instructions or a DOCTYPE".into(),
-        );
-    }
-    let scope = ldmd::xml::NamespaceScope::client();
-    let root = ldmd::xml::Element::parse(text, &scope)
-        .map_err(|e| format!("the document is not well-formed XML: {}", e.0))?;
-    if root.local_name() != "LDM_interface" {
-        return Err(format!(
-            "expected an LDM_interface document, got <{}>",
-            root.name
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
