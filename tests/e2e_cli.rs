@@ -1,13 +1,22 @@
 //! The `ldm` binary against a real daemon (issue 5): a full domain lifecycle with its printed
-//! table, parseable lines and JSON; refusals with the daemon's `resp_msg` on stderr and exit
-//! status 1; usage errors (2); no daemon (3, one line); remote login over TCP with `--ca`, a
-//! wrong password (4) and a wrong pin (5); `ldm xml -`; `ldm events --count N` fed by other
-//! `ldm` invocations. Every `ldm` run is bounded in time and killed if it overruns.
+//! table, parseable lines and JSON; resource, SP configuration and listing commands each
+//! followed by the listing that shows their effect; refusals with the daemon's `resp_msg` on
+//! stderr and exit status 1; usage errors (2), among them text XML cannot carry; no daemon
+//! (3, one line); remote login over TCP with `--ca`, a wrong password (4) and a wrong pin or
+//! CA (5); the trust rule of the Unix socket (2 for a directory others can write, 5 for a
+//! foreign certificate); flags over the environment; a daemon that never answers (5 within
+//! `--connect-timeout`); `ldm xml -`; `ldm events --count N` fed by other `ldm` invocations,
+//! and exit 5 when the stream ends first; a closed stdout. Every `ldm` run, and every wait on
+//! its output, is bounded in time and the process killed if it overruns.
 
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -35,12 +44,14 @@ fn finish(mut child: Child, stdin: Option<&str>) -> Output {
         input.write_all(text.as_bytes()).unwrap();
     }
     drop(input);
-    let mut stdout = child.stdout.take().unwrap();
-    // The caller may have taken stderr already (to wait for a line on it).
+    // The caller may have taken stdout (to close it) or stderr (to wait for a line on it).
+    let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let out = std::thread::spawn(move || {
         let mut text = Vec::new();
-        let _ = stdout.read_to_end(&mut text);
+        if let Some(mut stdout) = stdout {
+            let _ = stdout.read_to_end(&mut text);
+        }
         text
     });
     let err = std::thread::spawn(move || {
@@ -66,6 +77,30 @@ fn finish(mut child: Child, stdin: Option<&str>) -> Output {
         status,
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
+    }
+}
+
+/// The first line `child` writes on stderr, waited for at most `RUN_LIMIT` (the child is
+/// killed if none comes); the returned thread collects the rest of stderr.
+fn first_stderr_line(child: &mut Child) -> (String, JoinHandle<String>) {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (sender, receiver) = mpsc::channel();
+    let rest = std::thread::spawn(move || {
+        let mut reader = BufReader::new(stderr);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = sender.send(line);
+        let mut rest = String::new();
+        let _ = reader.read_to_string(&mut rest);
+        rest
+    });
+    match receiver.recv_timeout(RUN_LIMIT) {
+        Ok(line) => (line, rest),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ldm wrote no line on stderr within {RUN_LIMIT:?}");
+        }
     }
 }
 
@@ -340,6 +375,220 @@ fn the_default_socket_the_environment_and_the_config_file_find_the_daemon() {
         None,
     );
     assert!(ok(out).contains("\nhere "));
+    // Flags beat the environment: --state-dir and --config over LDMD_SOCKET, --socket over all.
+    let elsewhere = cwd.path().join("no-daemon-here.sock");
+    let state = daemon.state_dir();
+    for args in [
+        vec!["--state-dir", state.to_str().unwrap()],
+        vec!["--config", config.to_str().unwrap()],
+        vec!["--socket", daemon.socket.to_str().unwrap()],
+    ] {
+        let mut full = args.clone();
+        full.extend(["ls", "here"]);
+        let mut command = ldm_command(&full);
+        command.env("LDMD_SOCKET", &elsewhere);
+        assert!(ok(run_with(command, None)).contains("\nhere "), "{args:?}");
+    }
+    let mut command = ldm_command(&["--socket", elsewhere.to_str().unwrap(), "ls"]);
+    command.env("LDMD_SOCKET", &daemon.socket);
+    exits(&run_with(command, None), 3);
+}
+
+/// A certificate ldmd did not make: another daemon's, or a stale one.
+fn foreign_certificate() -> String {
+    ldmd::server::certs::generate(&["localhost".to_owned()])
+        .expect("a certificate")
+        .0
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_state_directory_others_can_write_is_not_trusted() {
+    let daemon = Daemon::start("");
+    let state = daemon.state_dir();
+    let state_text = state.to_str().unwrap();
+    chmod(&state, 0o777);
+    let expected = format!(
+        "ldm: cannot trust ldmd at {state_text}/ldmd.sock: {state_text} can be written by other users (mode 0777); give --ca, --fingerprint or --insecure to say how to verify it\n"
+    );
+    // Even with the daemon's own certificate readable there: another user could have put both.
+    for args in [
+        &["--state-dir", state_text, "list"][..],
+        &["--socket", daemon.socket.to_str().unwrap(), "list"],
+    ] {
+        let out = run_with(ldm_command(args), None);
+        exits(&out, 2);
+        assert_eq!(stderr(&out), expected, "{args:?}");
+    }
+    // Saying how to verify it is enough.
+    ok(run_with(
+        ldm_command(&[
+            "--state-dir",
+            state_text,
+            "--fingerprint",
+            &daemon.fingerprint,
+            "list",
+        ]),
+        None,
+    ));
+    // The check comes before connecting: with nothing listening yet, still refused.
+    let shared = tempfile::tempdir().unwrap();
+    chmod(shared.path(), 0o1777);
+    let planted = shared.path().join("ldmd-state");
+    std::fs::create_dir(&planted).unwrap();
+    chmod(&planted, 0o777);
+    let mut command = ldm_command(&["list"]);
+    command.current_dir(shared.path());
+    let out = run_with(command, None);
+    exits(&out, 2);
+    assert!(
+        stderr(&out).starts_with("ldm: cannot trust ldmd at ./ldmd-state/ldmd.sock: ./ldmd-state can be written by other users"),
+        "{}",
+        stderr(&out)
+    );
+    chmod(&state, 0o700);
+}
+
+#[test]
+fn a_foreign_certificate_pinned_for_a_real_daemon_fails_verification() {
+    let daemon = Daemon::start("");
+    let stale = tempfile::tempdir().unwrap();
+    let cert = stale.path().join("tls-cert.pem");
+    std::fs::write(&cert, foreign_certificate()).unwrap();
+    // The socket is the real daemon's; the certificate found for it is not its own.
+    let out = run_with(
+        ldm_command(&[
+            "--socket",
+            daemon.socket.to_str().unwrap(),
+            "--state-dir",
+            stale.path().to_str().unwrap(),
+            "list",
+        ]),
+        None,
+    );
+    exits(&out, 5);
+    assert!(
+        stderr(&out).contains(&format!("is not the one in {}", cert.display())),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).lines().count(), 1);
+    // A --ca of another certificate fails on the socket too.
+    let out = run_with(
+        ldm_command(&[
+            "--socket",
+            daemon.socket.to_str().unwrap(),
+            "--ca",
+            cert.to_str().unwrap(),
+            "list",
+        ]),
+        None,
+    );
+    exits(&out, 5);
+}
+
+#[test]
+fn a_daemon_that_accepts_but_never_answers_is_bounded_by_the_connect_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ldmd.sock");
+    // Connections land in the backlog and are never answered.
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let started = Instant::now();
+    let out = run_with(
+        ldm_command(&[
+            "--socket",
+            socket.to_str().unwrap(),
+            "--connect-timeout",
+            "1",
+            "list",
+        ]),
+        None,
+    );
+    exits(&out, 5);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "ldm: ldmd at {} did not answer within 1 s (waiting for the stream header)\n",
+            socket.display()
+        )
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn text_xml_cannot_carry_is_refused_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens: a refusal here is exit 2, where connecting would be 3.
+    let socket = dir.path().join("ldmd.sock");
+    let socket = socket.to_str().unwrap();
+    for (args, message) in [
+        (
+            &["add-domain", "ldg\u{1}"][..],
+            "ldm: operand 'ldg\\u{1}' contains a control character (U+0001) that XML 1.0 forbids\n",
+        ),
+        (
+            &["--domain", "local\u{1b}host", "list"],
+            "ldm: --domain 'local\\u{1b}host' contains a control character (U+001B) that XML 1.0 forbids\n",
+        ),
+        (
+            &["set-vsw", "mtu=\u{7}", "sw0"],
+            "ldm: operand '\\u{7}' contains a control character (U+0007) that XML 1.0 forbids\n",
+        ),
+    ] {
+        let mut full = vec!["--socket", socket];
+        full.extend_from_slice(args);
+        let out = run_with(ldm_command(&full), None);
+        exits(&out, 2);
+        assert_eq!(stderr(&out), message, "{args:?}");
+    }
+    let out = run_with(
+        ldm_command(&["--socket", socket, "xml", "-"]),
+        Some(&list_domain().replace("list-domain", "list\u{1}domain")),
+    );
+    exits(&out, 2);
+    assert!(
+        stderr(&out).contains("contains a control character (U+0001)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn operands_that_change_nothing_and_ignored_sections_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ldmd.sock");
+    let socket = socket.to_str().unwrap();
+    for (args, message) in [
+        (
+            &["add-variable", "ldg1"][..],
+            "ldm: add-variable: expected NAME=VALUE... DOMAIN\n",
+        ),
+        (
+            &["rm-var", "ldg1"],
+            "ldm: remove-variable: expected NAME... DOMAIN\n",
+        ),
+        (
+            &["set-vsw", "primary-vsw0"],
+            "ldm: set-vsw: give at least one property=value\n",
+        ),
+        (
+            &["list-services", "-o", "network"],
+            "ldm: -o SECTIONS applies to list-domain and list-bindings only (here: -o text or -o json)\n",
+        ),
+    ] {
+        let mut full = vec!["--socket", socket];
+        full.extend_from_slice(args);
+        let out = run_with(ldm_command(&full), None);
+        exits(&out, 2);
+        assert_eq!(stderr(&out), message, "{args:?}");
+    }
 }
 
 #[test]
@@ -415,6 +664,40 @@ fn remote_users_log_in_with_a_password_and_a_verified_certificate() {
     );
     let unverified = remote("alice", Some("secret"), &[], &["list"]);
     exits(&unverified, 2);
+    assert_eq!(
+        stderr(&unverified),
+        "ldm: --host needs a way to verify the daemon: --ca FILE, --fingerprint SHA256 or --insecure\n"
+    );
+    // A CA that did not sign the daemon's certificate.
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, foreign_certificate()).unwrap();
+    let wrong_ca = remote(
+        "alice",
+        Some("secret"),
+        &["--ca", other_ca.to_str().unwrap()],
+        &["list"],
+    );
+    exits(&wrong_ca, 5);
+    assert!(
+        stderr(&wrong_ca).starts_with(&format!("ldm: TLS with ldmd at {host} failed: ")),
+        "{}",
+        stderr(&wrong_ca)
+    );
+    assert_eq!(stderr(&wrong_ca).lines().count(), 1);
+    // --insecure still logs in, but says where the password went.
+    let insecure = remote("alice", Some("secret"), &["--insecure"], &["list"]);
+    assert_eq!(
+        stderr(&insecure),
+        "ldm: warning: --insecure: the password of alice goes to a server whose certificate is not verified\n"
+    );
+    assert!(ok(insecure).contains("\nremote1 "));
+    // --password-file beats LDM_PASSWORD.
+    ok(remote(
+        "alice",
+        Some("wrong"),
+        &["--ca", ca, "--password-file", file.to_str().unwrap()],
+        &["list"],
+    ));
     // No terminal and no password: a clear refusal, not a hang. A new session has no
     // controlling terminal, even when the tests run from one.
     let mut command = ldm_command(&["--host", &host, "--user", "alice", "--ca", ca, "list"]);
@@ -475,6 +758,43 @@ fn xml_sends_a_raw_document_from_stdin_and_prints_the_reply() {
         ldm_command(&["--socket", &socket, "xml", file.to_str().unwrap()]),
         None,
     ));
+    // -o json: the outcome of the reply, as every subcommand prints it.
+    let json = run_with(
+        ldm_command(&["--socket", &socket, "xml", "-", "-o", "json"]),
+        Some(&add_domain("-bad")),
+    );
+    exits(&json, 1);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["status"], "failure");
+    assert!(
+        json["messages"][0]
+            .as_str()
+            .unwrap()
+            .contains("must begin with a letter or a digit"),
+        "{json}"
+    );
+    let json = ok(run_with(
+        ldm_command(&["--socket", &socket, "xml", "-", "-o", "json"]),
+        Some(list_domain()),
+    ));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["status"], "success");
+}
+
+#[test]
+fn a_closed_stdout_ends_ldm_quietly() {
+    let daemon = Daemon::start("");
+    let socket = daemon.socket.to_str().unwrap().to_owned();
+    for (args, stdin) in [(&["list"][..], None), (&["xml", "-"], Some(list_domain()))] {
+        let mut full = vec!["--socket", socket.as_str()];
+        full.extend_from_slice(args);
+        let mut child = ldm_command(&full).spawn().unwrap();
+        // `ldm list | head -0`: the reader is gone before anything is written.
+        drop(child.stdout.take());
+        let out = finish(child, stdin);
+        assert_eq!(stderr(&out), "", "{args:?}");
+        exits(&out, 0);
+    }
 }
 
 #[test]
@@ -496,9 +816,7 @@ fn events_are_printed_as_other_ldm_invocations_cause_them() {
             .spawn()
             .unwrap();
         // The subscription is in place once ldm says it listens.
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        err.read_line(&mut line).unwrap();
+        let (line, _rest) = first_stderr_line(&mut child);
         assert_eq!(line, "ldm: listening for all events (Ctrl-C to stop)\n");
         let name = format!("ev-{format}");
         ok(ldm(&daemon, &["add-domain", &name]));
@@ -523,4 +841,247 @@ fn events_are_printed_as_other_ldm_invocations_cause_them() {
             assert_eq!(events[2]["event"], "remove-domain");
         }
     }
+}
+
+#[test]
+fn events_fail_with_exit_5_when_the_stream_ends_first() {
+    // A daemon that shuts down after one of three events (its stream error says why), one
+    // that dies after one of three, and one that dies under an `ldm events` with no count.
+    for (count, ending) in [
+        (Some("3"), "shutdown"),
+        (Some("3"), "crash"),
+        (None, "crash"),
+    ] {
+        let daemon = Daemon::start("");
+        let socket = daemon.socket.to_str().unwrap().to_owned();
+        let mut args = vec!["--socket", socket.as_str(), "events"];
+        if let Some(count) = count {
+            args.extend(["--count", count]);
+        }
+        let mut child = ldm_command(&args).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, printed) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        let (line, rest) = first_stderr_line(&mut child);
+        assert_eq!(line, "ldm: listening for all events (Ctrl-C to stop)\n");
+        if count.is_some() {
+            ok(ldm(&daemon, &["add-domain", "once"]));
+            // The event is printed before the daemon goes.
+            assert_eq!(printed.recv_timeout(RUN_LIMIT).unwrap(), "add-domain once");
+        }
+        let expected = match ending {
+            "shutdown" => {
+                daemon.terminate();
+                // A stream error says why.
+                format!("ldm: ldmd at {socket}: the daemon ended the stream: system-shutdown\n")
+            }
+            _ => {
+                daemon.crash();
+                let of = match count {
+                    Some(count) => format!("1 of {count}"),
+                    None => "0".to_owned(),
+                };
+                format!("ldm: ldmd at {socket}: the stream ended after {of} events\n")
+            }
+        };
+        let out = finish(child, None);
+        exits(&out, 5);
+        assert_eq!(rest.join().unwrap(), expected, "{ending}");
+    }
+}
+
+/// What the listing after a step must show.
+enum Shows {
+    Line(&'static str),
+    Exactly(&'static str),
+    Not(&'static str),
+}
+
+/// One table row: an `ldm` command, its exit status, and a listing that shows its effect
+/// (`then` empty: the command is a listing, and its own output is checked).
+struct Step {
+    run: &'static [&'static str],
+    exit: i32,
+    /// The daemon's refusal, for exit 1.
+    refusal: Option<&'static str>,
+    then: &'static [&'static str],
+    shows: Shows,
+}
+
+const fn step(run: &'static [&'static str], then: &'static [&'static str], shows: Shows) -> Step {
+    Step {
+        run,
+        exit: 0,
+        refusal: None,
+        then,
+        shows,
+    }
+}
+
+const fn refused(
+    run: &'static [&'static str],
+    refusal: &'static str,
+    then: &'static [&'static str],
+    shows: Shows,
+) -> Step {
+    Step {
+        run,
+        exit: 1,
+        refusal: Some(refusal),
+        then,
+        shows,
+    }
+}
+
+#[test]
+fn resource_spconfig_and_listing_commands_show_in_the_next_listing() {
+    use Shows::*;
+    // Memory DR on an active domain takes 5 s per GiB here, long enough to cancel it.
+    let daemon = Daemon::start("[memdr]\nseconds_per_gib = 5");
+    let d = &daemon;
+    for setup in [
+        &["add-domain", "t1"][..],
+        &["add-vcpu", "4", "t1"],
+        &["set-memory", "2G", "t1"],
+        &["add-vsw", "net-dev=net0", "t1-vsw0", "primary"],
+        &["add-vnet", "vnet1", "t1-vsw0", "t1"],
+    ] {
+        ok(ldm(d, setup));
+    }
+    let table = [
+        step(
+            &["set-vcpu", "6", "t1"],
+            &["list", "-p", "t1"],
+            Line("ncpu=6"),
+        ),
+        step(
+            &["remove-vcpu", "2", "t1"],
+            &["list", "-p", "t1"],
+            Line("ncpu=4"),
+        ),
+        refused(
+            &["remove-vcpu", "9", "t1"],
+            "",
+            &["list", "-p", "t1"],
+            Line("ncpu=4"),
+        ),
+        step(&["add-memory", "1G", "t1"], &["ls", "t1"], Line("3G")),
+        step(
+            &["remove-memory", "512M", "t1"],
+            &["list", "-p", "t1"],
+            Line("mem=2684354560"),
+        ),
+        step(
+            &["add-spconfig", "c1"],
+            &["list-spconfig"],
+            Exactly("factory-default\nc1 [current]\n"),
+        ),
+        step(
+            &["add-config", "c2"],
+            &["list-spconfig"],
+            Exactly("factory-default\nc1\nc2 [current]\n"),
+        ),
+        step(
+            &["set-spconfig", "c1"],
+            &["list-spconfig"],
+            Exactly("factory-default\nc1 [next poweron]\nc2 [current]\n"),
+        ),
+        step(
+            &["remove-spconfig", "c1"],
+            &["list-spconfig", "-p"],
+            Exactly(
+                "VERSION 1.6\nSPCONFIG|name=factory-default|status=\nSPCONFIG|name=c2|status=current\n",
+            ),
+        ),
+        refused(
+            &["remove-spconfig", "c2"],
+            "c2 is the current SP configuration: select another with set-spconfig and power-cycle first\n",
+            &["list-spconfig"],
+            Line("c2 [current]"),
+        ),
+        refused(
+            &["cancel-operation", "memdr", "t1"],
+            "No memory dynamic reconfiguration is in progress on t1\n",
+            &["list", "-p", "t1"],
+            Not("memory-dr"),
+        ),
+        step(
+            &["bind", "t1"],
+            &["list-devices", "-p", "cpu"],
+            Not("|pid=16|"),
+        ),
+        step(
+            &["list", "-l", "-p", "t1"],
+            &[],
+            Line("|vid=3|pid=19|cid=2"),
+        ),
+        step(&["list", "-l", "-p", "t1"], &[], Line("|ra=0x10000000|pa=")),
+        step(&["list", "-o", "network", "t1"], &[], Not("\nVCPU\n")),
+        step(
+            &["list", "-o", "network", "t1"],
+            &[],
+            Line("    vnet1  t1-vsw0@primary  network@0  "),
+        ),
+        step(&["list-devices", "memory"], &[], Line("MEMORY")),
+    ];
+    for Step {
+        run,
+        exit,
+        refusal,
+        then,
+        shows,
+    } in table
+    {
+        let out = ldm(d, run);
+        exits(&out, exit);
+        match refusal {
+            Some("") => assert!(!stderr(&out).is_empty(), "{run:?}"),
+            Some(message) => assert_eq!(stderr(&out), message, "{run:?}"),
+            None => assert_eq!(stderr(&out), "", "{run:?}"),
+        }
+        let listing = if then.is_empty() {
+            stdout(&out)
+        } else {
+            ok(ldm(d, then))
+        };
+        match shows {
+            Line(part) => assert!(
+                listing.lines().any(|l| l.contains(part)),
+                "{run:?} then {then:?}: no {part:?} in\n{listing}"
+            ),
+            Exactly(text) => assert_eq!(listing, text, "{run:?} then {then:?}"),
+            Not(part) => assert!(
+                !listing.contains(part),
+                "{run:?} then {then:?}: {part:?} in\n{listing}"
+            ),
+        }
+    }
+    // list-devices: the cpu t1 holds is no longer free.
+    let devices = ok(ldm(d, &["list-devices", "cpu"]));
+    assert!(
+        devices.starts_with("VCPU\n    PID  CID\n    20   2\n"),
+        "{devices}"
+    );
+
+    // cancel-operation memdr: a DR in progress on the active domain ends early.
+    ok(ldm(d, &["start", "t1"]));
+    let socket = daemon.socket.to_str().unwrap().to_owned();
+    let growing = ldm_command(&["--socket", &socket, "add-memory", "1G", "t1"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + RUN_LIMIT;
+    while !ok(ldm(d, &["list", "-p", "t1"])).contains("memory-dr") {
+        assert!(Instant::now() < deadline, "the memory DR never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok(ldm(d, &["cancel-op", "memdr", "t1"]));
+    let grown = finish(growing, None);
+    // Cancelled before or after some memory moved: a failure, or a success with a warning.
+    assert!(matches!(grown.status.code(), Some(0 | 1)), "{grown:?}");
+    assert!(stderr(&grown).contains("cancelled"), "{}", stderr(&grown));
+    assert!(!ok(ldm(d, &["list", "-p", "t1"])).contains("memory-dr"));
 }

@@ -13,6 +13,7 @@ use crate::ldm::document::SectionKind;
 use crate::ldm::document::{Cmd, Content, Data, Document, Envelope, Item, Property, Section};
 use crate::ldm::write::DATA_VERSION;
 use crate::registry::units::{parse_number, parse_size};
+use crate::xml::is_xml_char;
 
 /// The `LDM_interface` version the client writes (the daemon echoes it).
 pub const REQUEST_VERSION: &str = "1.3";
@@ -31,6 +32,62 @@ impl std::error::Error for UsageError {}
 
 fn usage(message: impl Into<String>) -> UsageError {
     UsageError(message.into())
+}
+
+/// Refuses text that XML 1.0 cannot carry, literally or by reference: C0 control characters
+/// other than tab, LF and CR, and U+FFFE and U+FFFF. The daemon would end the whole stream on
+/// such a document instead of answering it. `what` says what the text is (`operand`,
+/// `--domain`), and the text is shown escaped so that the message stays on one line.
+pub fn check_xml_text(what: &str, text: &str) -> Result<(), UsageError> {
+    match text.chars().find(|c| !is_xml_char(*c)) {
+        None => Ok(()),
+        Some(c) => Err(usage(format!(
+            "{what} '{}' contains {} (U+{:04X}) that XML 1.0 forbids",
+            text.escape_debug(),
+            if c.is_control() {
+                "a control character"
+            } else {
+                "a non-character"
+            },
+            u32::from(c)
+        ))),
+    }
+}
+
+/// Every text of a request document that came from the command line, checked with
+/// [`check_xml_text`].
+pub fn check_characters(document: &Document) -> Result<(), UsageError> {
+    fn check_item(item: &Item) -> Result<(), UsageError> {
+        let texts = [&item.resource_type]
+            .into_iter()
+            .chain(&item.allocation_units)
+            .chain(&item.address)
+            .chain(&item.uuid)
+            .chain(item.properties.iter().flat_map(|p| [&p.key, &p.value]));
+        for text in texts {
+            check_xml_text("operand", text)?;
+        }
+        item.bindings
+            .iter()
+            .flat_map(|b| &b.items)
+            .try_for_each(check_item)
+    }
+    for cmd in &document.cmds {
+        for text in cmd.action.iter().chain(&cmd.options).chain(&cmd.arguments) {
+            check_xml_text("operand", text)?;
+        }
+        for envelope in cmd.data.iter().filter_map(|d| d.envelope.as_ref()) {
+            for content in &envelope.contents {
+                check_xml_text("operand", &content.id)?;
+            }
+            let sections = envelope
+                .sections
+                .iter()
+                .chain(envelope.contents.iter().flat_map(|c| &c.sections));
+            sections.flat_map(|s| &s.items).try_for_each(check_item)?;
+        }
+    }
+    Ok(())
 }
 
 /// Where a `key=value` operand goes in its Item.
@@ -382,7 +439,7 @@ pub fn remove_vdisk(disk: &str, domain: &str) -> Document {
     single("remove-vdisk", &[], on_domain(domain, vec![item]))
 }
 
-/// add-vsw `[prop=value...] SERVICE DOMAIN`, set-vsw `[prop=value...] SERVICE`,
+/// add-vsw `[prop=value...] SERVICE DOMAIN`, set-vsw `prop=value... SERVICE`,
 /// remove-vsw `SERVICE`.
 pub fn vsw(
     action: &str,
@@ -390,6 +447,9 @@ pub fn vsw(
     owner: Option<&str>,
     props: &[String],
 ) -> Result<Document, UsageError> {
+    if action == "set-vswitch" && props.is_empty() {
+        return Err(usage("set-vsw: give at least one property=value"));
+    }
     let mut item = with_props("vsw", &[("service_name", service)]);
     add_fields(&mut item, action, VSW_FIELDS, props)?;
     Ok(single(action, &[], on_service(owner, item)))
@@ -404,6 +464,9 @@ pub fn vnet(
     domain: &str,
     props: &[String],
 ) -> Result<Document, UsageError> {
+    if action == "set-vnet" && props.is_empty() {
+        return Err(usage("set-vnet: give at least one property=value"));
+    }
     let mut item = with_props("network", &[("vnet_name", name)]);
     if let Some(service) = service {
         push(&mut item, "service_name", service);
@@ -447,6 +510,14 @@ pub fn set_vcons(domain: &str, props: &[String]) -> Result<Document, UsageError>
 
 /// add-/set-variable `NAME=VALUE... DOMAIN`, remove-variable `NAME... DOMAIN`.
 pub fn variables(action: &str, operands: &[String], domain: &str) -> Result<Document, UsageError> {
+    if operands.is_empty() {
+        let form = if action == "remove-variable" {
+            "NAME... DOMAIN"
+        } else {
+            "NAME=VALUE... DOMAIN"
+        };
+        return Err(usage(format!("{action}: expected {form}")));
+    }
     let mut items = Vec::new();
     for operand in operands {
         let item = if action == "remove-variable" {

@@ -7,22 +7,38 @@
 //!                                            ─▶ documents
 //! ```
 //!
-//! Blocking std sockets, one connection, every wait bounded: the connect by
-//! `connect_timeout`, the handshake and each reply by `reply_timeout`. Events wait without
-//! limit and send a whitespace keepalive when the stream has been quiet for a while.
+//! Blocking std sockets, one connection, every wait bounded. `connect_timeout` bounds the
+//! whole of reaching the daemon: the connect (a Unix socket whose daemon stopped accepting
+//! included), STARTTLS, the TLS handshake and the login. `reply_timeout` bounds sending each
+//! request and waiting for its reply. Each read and write on the socket carries what is left
+//! of the current limit as its timeout. Events wait without limit and send a whitespace
+//! keepalive when the stream has been quiet for a while.
 //!
 //! **Trust.** Over TCP the daemon is verified against `--ca` (names checked), a pinned
-//! SHA-256 fingerprint, or not at all with `--insecure`. Over the Unix socket the daemon's own
-//! certificate file, when readable, is pinned byte for byte. When it is not, the socket path
-//! itself is the anchor: a Unix socket can only be reached through its directory, so if neither
-//! the socket's directory nor the socket is writable by other users, only its owner (the
-//! daemon's user, or root) can have bound it. A socket in a directory others can write to
-//! (`/tmp`) is refused unless the operator says how to verify it.
+//! SHA-256 fingerprint, or not at all with `--insecure`; without them, the certificate of
+//! `--config`/`--state-dir`, if there is one and it passes the certificate checks below,
+//! serves as `--ca`.
+//!
+//! Over the Unix socket, unless one of those three options is given, `ldm` first makes sure
+//! that only root or the caller can have put there what it is about to trust (the defaults
+//! are relative to the working directory, which may be a shared one like `/tmp`). Before
+//! connecting, even when nothing listens yet ([`local_trust`]):
+//!
+//! 1. the socket's directory (symlinks followed) must exist, else the daemon is unreachable
+//!    (exit 3); it must belong to root or the caller and must not be writable by group or
+//!    others (mode `& 0o022 == 0`; the sticky bit does not help), so that only its owner or
+//!    root can have bound a socket in it;
+//! 2. if the daemon's certificate file can be opened, the opened file must belong to root or
+//!    the caller and not be writable by others (`& 0o002 == 0`), and its directory must pass
+//!    rule 1; the certificate is then pinned byte for byte;
+//! 3. if it cannot be opened (absent, or another user's), rule 1 alone is the anchor.
+//!
+//! Anything else is refused (exit 2) with one line naming `--ca`, `--fingerprint` and
+//! `--insecure`. A daemon run by a third user is therefore verified with one of those.
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,8 +50,11 @@ use zeroize::Zeroizing;
 use crate::cli::stream::{ClientStream, Incoming};
 use crate::ldm::reply::{EventDoc, Reply};
 
+mod local;
 mod tls;
 mod wire;
+
+pub use local::{local_certificate, local_trust};
 
 use tls::tls_config;
 use wire::{Wire, describe_io, open};
@@ -110,7 +129,7 @@ pub enum ClientError {
     #[error("ldmd at {at}: {reason}")]
     Protocol { at: String, reason: String },
     /// No answer in time (exit 5).
-    #[error("ldmd at {at} did not answer within {seconds} s ({waiting})")]
+    #[error("ldmd at {at} did not answer within {seconds} s (waiting for {waiting})")]
     Timeout {
         at: String,
         seconds: u64,
@@ -159,33 +178,6 @@ pub fn fingerprint(cert: &[u8]) -> String {
     crate::server::certs::fingerprint(&CertificateDer::from(cert.to_vec()))
 }
 
-/// Checks that a Unix socket can only have been bound by its owner or root: see the module
-/// documentation. Returns why not, if not.
-pub fn socket_is_private(socket: &Path) -> Result<(), String> {
-    let directory = match socket.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let meta =
-        std::fs::metadata(&directory).map_err(|e| format!("{}: {e}", directory.display()))?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != 0 && meta.uid() != me {
-        return Err(format!(
-            "{} belongs to another user (uid {})",
-            directory.display(),
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} can be written by other users",
-            directory.display()
-        ));
-    }
-    Ok(())
-}
-
 /// The stream header the client sends; `to` only when a domain is known.
 fn header(domain: Option<&str>) -> String {
     let to = domain.map_or(String::new(), |d| {
@@ -198,6 +190,33 @@ fn header(domain: Option<&str>) -> String {
     )
 }
 
+/// Bytes read from the socket at a time; one buffer for the whole session.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// How long closing the stream may take: it is a courtesy, the work is done.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// A moment to give up at, and the limit it came from (for the message).
+#[derive(Clone, Copy, Debug)]
+struct Deadline {
+    at: Instant,
+    limit: Duration,
+}
+
+impl Deadline {
+    fn after(limit: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + limit,
+            limit,
+        }
+    }
+
+    /// What is left; zero once passed.
+    fn left(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+}
+
 /// One open session with the daemon, ready for documents.
 pub struct Session {
     wire: Wire,
@@ -205,11 +224,15 @@ pub struct Session {
     /// The endpoint, for messages.
     at: String,
     reply_timeout: Duration,
+    /// Where reads land before the stream takes them.
+    chunk: Box<[u8]>,
 }
 
 impl Session {
-    /// Connects, secures and (with a login) authenticates. See the module documentation.
+    /// Connects, secures and (with a login) authenticates, all within `connect_timeout`. See
+    /// the module documentation.
     pub fn connect(target: &Target) -> Result<Session, ClientError> {
+        let deadline = Deadline::after(target.connect_timeout);
         let at = target.endpoint.to_string();
         let tls = tls_config(&target.trust)?;
         let sock = open(&target.endpoint, target.connect_timeout).map_err(|e| {
@@ -223,17 +246,20 @@ impl Session {
             stream: ClientStream::new(),
             at,
             reply_timeout: target.reply_timeout,
+            chunk: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
         };
-        let deadline = Instant::now() + target.reply_timeout;
         let header = header(target.domain.as_deref());
-        session.send(header.as_bytes())?;
+        session.send(header.as_bytes(), deadline)?;
         session.expect_header(deadline)?;
         let features = session.features(deadline)?;
         if !features.starttls {
             return Err(session.protocol("the daemon does not offer STARTTLS"));
         }
         // STARTTLS must travel alone: the daemon refuses anything after it in the same read.
-        session.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")?;
+        session.send(
+            b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>",
+            deadline,
+        )?;
         match session.next(deadline, "STARTTLS")? {
             Incoming::Proceed if !session.stream.has_pending() => {}
             Incoming::Proceed => return Err(session.protocol("data after <proceed/>")),
@@ -242,7 +268,7 @@ impl Session {
         }
         session.start_tls(tls, &target.endpoint, deadline)?;
         session.stream.restart();
-        session.send(header.as_bytes())?;
+        session.send(header.as_bytes(), deadline)?;
         session.expect_header(deadline)?;
         let features = session.features(deadline)?;
         if let Some(login) = &target.login {
@@ -251,17 +277,18 @@ impl Session {
             }
             session.authenticate(login, deadline)?;
             session.stream.restart();
-            session.send(header.as_bytes())?;
+            session.send(header.as_bytes(), deadline)?;
             session.expect_header(deadline)?;
             session.features(deadline)?;
         }
         Ok(session)
     }
 
-    /// Sends one document and returns its reply: its text as received, and as read.
+    /// Sends one document and returns its reply: its text as received, and as read. Sending
+    /// and waiting share one `reply_timeout`.
     pub fn request(&mut self, document: &[u8]) -> Result<(String, Reply), ClientError> {
-        self.send(document)?;
-        let deadline = Instant::now() + self.reply_timeout;
+        let deadline = Deadline::after(self.reply_timeout);
+        self.send(document, deadline)?;
         loop {
             match self.next(deadline, "the reply")? {
                 Incoming::Reply { raw, reply } => return Ok((raw, reply)),
@@ -272,42 +299,43 @@ impl Session {
         }
     }
 
-    /// Waits for the next event; `None` when the daemon ends the stream. A whitespace keepalive
-    /// goes out after every `keepalive` of silence, so that the daemon's idle timeout never
-    /// ends a stream that only listens.
+    /// Waits for the next event; `None` when the daemon ends the stream or the connection.
+    /// A whitespace keepalive goes out after every `keepalive` of silence, so that the
+    /// daemon's idle timeout never ends a stream that only listens.
     pub fn next_event(&mut self, keepalive: Duration) -> Result<Option<EventDoc>, ClientError> {
         loop {
-            match self.poll_or_read(Some(Instant::now() + keepalive)) {
+            match self.poll_or_read(Deadline::after(keepalive)) {
                 Ok(Incoming::Event(event)) => return Ok(Some(event)),
                 Ok(Incoming::StreamEnd) => return Ok(None),
                 Ok(Incoming::StreamError(condition)) => {
                     return Err(self.protocol(&format!("the daemon ended the stream: {condition}")));
                 }
                 Ok(_) => {}
-                Err(Waited::Timeout) => self.send(b" ")?,
+                Err(Waited::Timeout) => self.send(b" ", Deadline::after(self.reply_timeout))?,
                 Err(Waited::Closed) => return Ok(None),
                 Err(Waited::Failed(e)) => return Err(e),
             }
         }
     }
 
-    /// Ends the stream politely (best effort).
+    /// Ends the stream politely (best effort, within [`CLOSE_WAIT`]).
     pub fn close(mut self) {
-        let _ = self.send(b"</stream:stream>");
+        let deadline = Deadline::after(CLOSE_WAIT);
+        let _ = self.send(b"</stream:stream>", deadline);
         if let Wire::Tls(tls) = &mut self.wire {
             tls.conn.send_close_notify();
             let _ = tls.conn.complete_io(&mut tls.sock);
         }
     }
 
-    fn authenticate(&mut self, login: &Login, deadline: Instant) -> Result<(), ClientError> {
+    fn authenticate(&mut self, login: &Login, deadline: Deadline) -> Result<(), ClientError> {
         let message = Zeroizing::new(format!("\0{}\0{}", login.user, login.password.as_str()));
         let encoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*message));
         let auth = Zeroizing::new(format!(
             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
             encoded.as_str()
         ));
-        self.send(auth.as_bytes())?;
+        self.send(auth.as_bytes(), deadline)?;
         match self.next(deadline, "authentication")? {
             Incoming::SaslSuccess => Ok(()),
             Incoming::SaslFailure(reason) => Err(ClientError::Auth {
@@ -323,7 +351,7 @@ impl Session {
         &mut self,
         config: Arc<ClientConfig>,
         endpoint: &Endpoint,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> Result<(), ClientError> {
         let name = match endpoint {
             Endpoint::Tcp { host, .. } => match host.parse::<IpAddr>() {
@@ -348,15 +376,15 @@ impl Session {
         };
         let mut tls = StreamOwned::new(connection, sock);
         while tls.conn.is_handshaking() {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.left();
             if left.is_zero() {
-                return Err(self.timeout("the TLS handshake"));
+                return Err(self.timeout("the TLS handshake", deadline));
             }
-            let _ = tls.sock.set_read_timeout(Some(left));
+            let _ = tls.sock.set_timeouts(left);
             if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
                 return Err(match e.kind() {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                        self.timeout("the TLS handshake")
+                        self.timeout("the TLS handshake", deadline)
                     }
                     _ => tls_error(&self.at, &tls_reason(&e)),
                 });
@@ -366,23 +394,38 @@ impl Session {
         Ok(())
     }
 
-    fn send(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+    /// Writes all of `bytes` before `deadline`: a daemon that stops reading cannot hold the
+    /// client forever.
+    fn send(&mut self, bytes: &[u8], deadline: Deadline) -> Result<(), ClientError> {
+        let left = deadline.left();
+        if left.is_zero() {
+            return Err(self.timeout("the daemon to read the request", deadline));
+        }
+        self.wire.set_timeouts(left);
         let result = match &mut self.wire {
             Wire::Plain(s) => s.write_all(bytes).and_then(|()| s.flush()),
             Wire::Tls(t) => t.write_all(bytes).and_then(|()| t.flush()),
             Wire::Gone => Err(io::Error::from(io::ErrorKind::NotConnected)),
         };
-        result.map_err(|e| self.protocol(&format!("the connection failed: {}", describe_io(&e))))
+        result.map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                self.timeout("the daemon to read the request", deadline)
+            }
+            _ => self.protocol(&format!("the connection failed: {}", describe_io(&e))),
+        })
     }
 
-    fn expect_header(&mut self, deadline: Instant) -> Result<(), ClientError> {
+    fn expect_header(&mut self, deadline: Deadline) -> Result<(), ClientError> {
         match self.next(deadline, "the stream header")? {
             Incoming::Header => Ok(()),
             other => Err(self.unexpected(&other)),
         }
     }
 
-    fn features(&mut self, deadline: Instant) -> Result<crate::cli::stream::Features, ClientError> {
+    fn features(
+        &mut self,
+        deadline: Deadline,
+    ) -> Result<crate::cli::stream::Features, ClientError> {
         match self.next(deadline, "stream features")? {
             Incoming::Features(features) => Ok(features),
             other => Err(self.unexpected(&other)),
@@ -390,8 +433,8 @@ impl Session {
     }
 
     /// The next thing the daemon says before `deadline`; the end of the stream is an error.
-    fn next(&mut self, deadline: Instant, waiting: &'static str) -> Result<Incoming, ClientError> {
-        match self.poll_or_read(Some(deadline)) {
+    fn next(&mut self, deadline: Deadline, waiting: &'static str) -> Result<Incoming, ClientError> {
+        match self.poll_or_read(deadline) {
             Ok(Incoming::StreamError(condition)) => {
                 Err(self.protocol(&format!("the daemon ended the stream: {condition}")))
             }
@@ -399,32 +442,31 @@ impl Session {
                 "the daemon closed the connection while waiting for {waiting}"
             ))),
             Ok(incoming) => Ok(incoming),
-            Err(Waited::Timeout) => Err(self.timeout(waiting)),
+            Err(Waited::Timeout) => Err(self.timeout(waiting, deadline)),
             Err(Waited::Failed(e)) => Err(e),
         }
     }
 
-    fn poll_or_read(&mut self, deadline: Option<Instant>) -> Result<Incoming, Waited> {
-        let mut chunk = vec![0u8; 64 * 1024];
+    fn poll_or_read(&mut self, deadline: Deadline) -> Result<Incoming, Waited> {
         loop {
             match self.stream.poll_incoming() {
                 Ok(Some(incoming)) => return Ok(incoming),
                 Ok(None) => {}
                 Err(fault) => return Err(Waited::Failed(self.protocol(&fault.to_string()))),
             }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left.is_some_and(|l| l.is_zero()) {
+            let left = deadline.left();
+            if left.is_zero() {
                 return Err(Waited::Timeout);
             }
-            self.wire.set_read_timeout(left);
+            self.wire.set_timeouts(left);
             let read = match &mut self.wire {
-                Wire::Plain(s) => s.read(&mut chunk),
-                Wire::Tls(t) => t.read(&mut chunk),
+                Wire::Plain(s) => s.read(&mut self.chunk),
+                Wire::Tls(t) => t.read(&mut self.chunk),
                 Wire::Gone => Ok(0),
             };
             match read {
                 Ok(0) => return Err(Waited::Closed),
-                Ok(n) => self.stream.handle_bytes(&chunk[..n]),
+                Ok(n) => self.stream.handle_bytes(&self.chunk[..n]),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -481,10 +523,10 @@ impl Session {
         self.protocol(&format!("unexpected {what}"))
     }
 
-    fn timeout(&self, waiting: &'static str) -> ClientError {
+    fn timeout(&self, waiting: &'static str, deadline: Deadline) -> ClientError {
         ClientError::Timeout {
             at: self.at.clone(),
-            seconds: self.reply_timeout.as_secs(),
+            seconds: deadline.limit.as_secs(),
             waiting,
         }
     }
@@ -538,18 +580,61 @@ mod tests {
         }
     }
 
+    /// A session over one end of a socket pair whose other end never reads.
+    fn stalled_session() -> (Session, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let session = Session {
+            wire: Wire::Plain(wire::Sock::Unix(ours)),
+            stream: ClientStream::new(),
+            at: "test".into(),
+            reply_timeout: Duration::from_millis(200),
+            chunk: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
+        };
+        (session, theirs)
+    }
+
     #[test]
-    fn a_socket_in_a_world_writable_directory_is_not_private() {
-        let dir = tempfile::tempdir().unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        assert!(socket_is_private(&dir.path().join("ldmd.sock")).is_ok());
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-        let refused = socket_is_private(&dir.path().join("ldmd.sock")).unwrap_err();
+    fn a_daemon_that_stops_reading_cannot_hold_a_request_past_its_deadline() {
+        let (mut session, _peer) = stalled_session();
+        let started = Instant::now();
+        // Far more than the socket buffers hold.
+        let document = vec![b' '; 64 << 20];
+        match session.request(&document) {
+            Err(error @ ClientError::Timeout { .. }) => {
+                assert_eq!(
+                    error.to_string(),
+                    "ldmd at test did not answer within 0 s (waiting for the daemon to read the request)"
+                );
+                assert_eq!(error.exit_code(), 5);
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a reply out of nowhere"),
+        }
         assert!(
-            refused.contains("can be written by other users"),
-            "{refused}"
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
         );
+    }
+
+    #[test]
+    fn a_daemon_that_never_answers_times_out_the_reply() {
+        let (mut session, _peer) = stalled_session();
+        let started = Instant::now();
+        let Err(error) = session.request(b"<LDM_interface/>") else {
+            panic!("a reply out of nowhere");
+        };
+        assert!(
+            matches!(
+                error,
+                ClientError::Timeout {
+                    waiting: "the reply",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(190));
     }
 
     #[test]

@@ -139,3 +139,70 @@ fn spconfig_cancel_and_events_name_what_they_act_on() {
     let vars = variables("add-variable", &words(&["auto-boot?=false"]), "ldg1").unwrap();
     assert!(xml(&vars).contains("key='value'>false<"));
 }
+
+#[test]
+fn text_xml_cannot_carry_is_refused_with_its_code_point() {
+    assert_eq!(
+        check_xml_text("operand", "ldg1 \t\r\n é ☃ \u{10000}"),
+        Ok(())
+    );
+    for (text, shown) in [
+        ("a\u{0}", "a\\0' contains a control character (U+0000)"),
+        (
+            "\u{1b}[2J",
+            "\\u{1b}[2J' contains a control character (U+001B)",
+        ),
+        ("\u{1f}", "control character (U+001F)"),
+        ("\u{fffe}", "\\u{fffe}' contains a non-character (U+FFFE)"),
+        ("x\u{ffff}", "non-character (U+FFFF)"),
+    ] {
+        let refused = check_xml_text("--domain", text).unwrap_err().0;
+        assert!(refused.starts_with("--domain '"), "{refused}");
+        assert!(refused.contains(shown), "{text:?}: {refused}");
+        assert!(refused.ends_with("that XML 1.0 forbids"), "{refused}");
+    }
+}
+
+#[test]
+fn every_text_of_a_document_is_checked_for_characters() {
+    let good = vsw(
+        "add-vswitch",
+        "sw0",
+        Some("primary"),
+        &words(&["mtu=9000", "mac-addr=00:14:4f:f8:00:09"]),
+    )
+    .unwrap();
+    assert_eq!(check_characters(&good), Ok(()));
+    let bad_documents = [
+        on_domains("bind-domain", &words(&["ldg\u{1}"]), false, &[]),
+        vsw("add-vswitch", "sw0", None, &words(&["mtu=9\u{2}"])).unwrap(),
+        vsw("add-vswitch", "sw0", None, &words(&["mac-addr=\u{3}"])).unwrap(),
+        memory("set-memory", "4G", "ldg1", false)
+            .map(|mut d| {
+                d.cmds[0].options.push("\u{4}".into());
+                d
+            })
+            .unwrap(),
+        variables("add-variable", &words(&["k\u{5}=v"]), "ldg1").unwrap(),
+        spconfig("add-spconfig", "c\u{6}"),
+    ];
+    for document in bad_documents {
+        let refused = check_characters(&document).unwrap_err().0;
+        assert!(refused.starts_with("operand '"), "{refused}");
+        assert!(
+            refused.contains("contains a control character"),
+            "{refused}"
+        );
+    }
+}
+
+#[test]
+fn set_and_variable_commands_must_name_something_to_change() {
+    assert!(vsw("set-vswitch", "sw0", None, &[]).is_err());
+    assert!(vsw("remove-vswitch", "sw0", None, &[]).is_ok());
+    assert!(vnet("set-vnet", "vnet1", None, "ldg1", &[]).is_err());
+    assert!(vnet("remove-vnet", "vnet1", None, "ldg1", &[]).is_ok());
+    for action in ["add-variable", "set-variable", "remove-variable"] {
+        assert!(variables(action, &[], "ldg1").is_err(), "{action}");
+    }
+}
