@@ -4,6 +4,7 @@
 //! TLS and prompts are in [`crate::client`], the command line itself in `src/bin/ldm/`.
 
 pub mod json;
+pub mod raw;
 pub mod request;
 pub mod stream;
 pub mod text;

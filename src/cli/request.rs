@@ -13,6 +13,7 @@ use crate::ldm::document::SectionKind;
 use crate::ldm::document::{Cmd, Content, Data, Document, Envelope, Item, Property, Section};
 use crate::ldm::write::DATA_VERSION;
 use crate::registry::units::{parse_number, parse_size};
+use crate::xml::is_xml_char;
 
 /// The `LDM_interface` version the client writes (the daemon echoes it).
 pub const REQUEST_VERSION: &str = "1.3";
@@ -31,6 +32,62 @@ impl std::error::Error for UsageError {}
 
 fn usage(message: impl Into<String>) -> UsageError {
     UsageError(message.into())
+}
+
+/// Refuses text that XML 1.0 cannot carry, literally or by reference: C0 control characters
+/// other than tab, LF and CR, and U+FFFE and U+FFFF. The daemon would end the whole stream on
+/// such a document instead of answering it. `what` says what the text is (`operand`,
+/// `--domain`), and the text is shown escaped so that the message stays on one line.
+pub fn check_xml_text(what: &str, text: &str) -> Result<(), UsageError> {
+    match text.chars().find(|c| !is_xml_char(*c)) {
+        None => Ok(()),
+        Some(c) => Err(usage(format!(
+            "{what} '{}' contains {} (U+{:04X}) that XML 1.0 forbids",
+            text.escape_debug(),
+            if c.is_control() {
+                "a control character"
+            } else {
+                "a non-character"
+            },
+            u32::from(c)
+        ))),
+    }
+}
+
+/// Every text of a request document that came from the command line, checked with
+/// [`check_xml_text`].
+pub fn check_characters(document: &Document) -> Result<(), UsageError> {
+    fn check_item(item: &Item) -> Result<(), UsageError> {
+        let texts = [&item.resource_type]
+            .into_iter()
+            .chain(&item.allocation_units)
+            .chain(&item.address)
+            .chain(&item.uuid)
+            .chain(item.properties.iter().flat_map(|p| [&p.key, &p.value]));
+        for text in texts {
+            check_xml_text("operand", text)?;
+        }
+        item.bindings
+            .iter()
+            .flat_map(|b| &b.items)
+            .try_for_each(check_item)
+    }
+    for cmd in &document.cmds {
+        for text in cmd.action.iter().chain(&cmd.options).chain(&cmd.arguments) {
+            check_xml_text("operand", text)?;
+        }
+        for envelope in cmd.data.iter().filter_map(|d| d.envelope.as_ref()) {
+            for content in &envelope.contents {
+                check_xml_text("operand", &content.id)?;
+            }
+            let sections = envelope
+                .sections
+                .iter()
+                .chain(envelope.contents.iter().flat_map(|c| &c.sections));
+            sections.flat_map(|s| &s.items).try_for_each(check_item)?;
+        }
+    }
+    Ok(())
 }
 
 /// Where a `key=value` operand goes in its Item.
@@ -382,7 +439,7 @@ pub fn remove_vdisk(disk: &str, domain: &str) -> Document {
     single("remove-vdisk", &[], on_domain(domain, vec![item]))
 }
 
-/// add-vsw `[prop=value...] SERVICE DOMAIN`, set-vsw `[prop=value...] SERVICE`,
+/// add-vsw `[prop=value...] SERVICE DOMAIN`, set-vsw `prop=value... SERVICE`,
 /// remove-vsw `SERVICE`.
 pub fn vsw(
     action: &str,
@@ -390,6 +447,9 @@ pub fn vsw(
     owner: Option<&str>,
     props: &[String],
 ) -> Result<Document, UsageError> {
+    if action == "set-vswitch" && props.is_empty() {
+        return Err(usage("set-vsw: give at least one property=value"));
+    }
     let mut item = with_props("vsw", &[("service_name", service)]);
     add_fields(&mut item, action, VSW_FIELDS, props)?;
     Ok(single(action, &[], on_service(owner, item)))
@@ -404,6 +464,9 @@ pub fn vnet(
     domain: &str,
     props: &[String],
 ) -> Result<Document, UsageError> {
+    if action == "set-vnet" && props.is_empty() {
+        return Err(usage("set-vnet: give at least one property=value"));
+    }
     let mut item = with_props("network", &[("vnet_name", name)]);
     if let Some(service) = service {
         push(&mut item, "service_name", service);
@@ -447,6 +510,14 @@ pub fn set_vcons(domain: &str, props: &[String]) -> Result<Document, UsageError>
 
 /// add-/set-variable `NAME=VALUE... DOMAIN`, remove-variable `NAME... DOMAIN`.
 pub fn variables(action: &str, operands: &[String], domain: &str) -> Result<Document, UsageError> {
+    if operands.is_empty() {
+        let form = if action == "remove-variable" {
+            "NAME... DOMAIN"
+        } else {
+            "NAME=VALUE... DOMAIN"
+        };
+        return Err(usage(format!("{action}: expected {form}")));
+    }
     let mut items = Vec::new();
     for operand in operands {
         let item = if action == "remove-variable" {
@@ -528,146 +599,4 @@ pub fn register_events(class: &str) -> Result<Document, UsageError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ldm::write::write_request;
-
-    fn xml(document: &Document) -> String {
-        let mut out = Vec::new();
-        write_request(&mut out, document);
-        String::from_utf8(out).unwrap()
-    }
-
-    fn words(list: &[&str]) -> Vec<String> {
-        list.iter().map(|w| (*w).to_owned()).collect()
-    }
-
-    const HEAD: &str = "<LDM_interface version='1.3' xmlns:xsi='http://www.w3.org/2001/XMLSchema-instance' xmlns:ovf='./schemas/envelope' xmlns:rasd='./schemas/CIM_ResourceAllocationSettingData' xmlns:gprop='./schemas/GenericProperty'>";
-
-    #[test]
-    fn add_vcpu_writes_a_cpu_item_with_allocation_units() {
-        let document = vcpu("add-vcpu", "8", "ldg1", false).unwrap();
-        assert_eq!(
-            xml(&document),
-            format!(
-                "{HEAD}<cmd><action>add-vcpu</action><data version='3.0'><Envelope><References/><Content xsi:type='ovf:VirtualSystem_Type' id='ldg1'><Section xsi:type='ovf:ResourceAllocationSection_type'><Item><rasd:OtherResourceType>cpu</rasd:OtherResourceType><rasd:AllocationUnits>8</rasd:AllocationUnits></Item></Section></Content></Envelope></data></cmd></LDM_interface>"
-            )
-        );
-        let cores = xml(&vcpu("add-vcpu", "2", "ldg1", true).unwrap());
-        assert!(
-            cores.contains("<gprop:GenericProperty key='wcore'>2</gprop:GenericProperty>"),
-            "{cores}"
-        );
-        assert_eq!(
-            vcpu("add-vcpu", "8x", "ldg1", false).unwrap_err().0,
-            "Invalid number of virtual CPUs '8x': expected a whole number"
-        );
-    }
-
-    #[test]
-    fn memory_sizes_are_checked_with_the_daemons_rule_and_sent_as_typed() {
-        let document = memory("set-memory", "4G", "ldg1", false).unwrap();
-        assert!(xml(&document).contains("<rasd:AllocationUnits>4G</rasd:AllocationUnits>"));
-        let adjusted = xml(&memory("add-memory", "300M", "ldg1", true).unwrap());
-        assert!(
-            adjusted.contains("<options>auto-adj</options>"),
-            "{adjusted}"
-        );
-        assert_eq!(
-            memory("set-memory", "4Q", "ldg1", false).unwrap_err().0,
-            "Invalid memory size '4Q': expected a number with an optional unit K, M, G or T"
-        );
-    }
-
-    #[test]
-    fn properties_map_to_their_wire_keys_and_unknown_ones_are_refused() {
-        let document = vsw(
-            "add-vswitch",
-            "ldg1-vsw0",
-            Some("ldg1"),
-            &words(&[
-                "net-dev=net1",
-                "mac-addr=00:14:4f:f8:00:09",
-                "inter-vnet-link=off",
-            ]),
-        )
-        .unwrap();
-        let text = xml(&document);
-        for part in [
-            "<gprop:GenericProperty key='service_name'>ldg1-vsw0</gprop:GenericProperty>",
-            "<gprop:GenericProperty key='dev_path'>net1</gprop:GenericProperty>",
-            "<rasd:Address>00:14:4f:f8:00:09</rasd:Address>",
-            "<gprop:GenericProperty key='inter_vnet_link'>off</gprop:GenericProperty>",
-            "id='ldg1'",
-        ] {
-            assert!(text.contains(part), "{part} in {text}");
-        }
-        let err = vsw("add-vswitch", "s", None, &words(&["speed=10"])).unwrap_err();
-        assert!(
-            err.0.starts_with("add-vswitch: unknown property 'speed'"),
-            "{err}"
-        );
-        let err = vsw("add-vswitch", "s", None, &words(&["net1"])).unwrap_err();
-        assert_eq!(err.0, "add-vswitch: expected property=value, got 'net1'");
-    }
-
-    #[test]
-    fn services_without_a_known_owner_go_in_an_envelope_section() {
-        let text = xml(&add_vdsdev(
-            "/dev/zvol/dsk/pool/vol1",
-            "vol1@primary-vds0",
-            &words(&["options=ro"]),
-            false,
-            None,
-        )
-        .unwrap());
-        assert!(text.contains("<Envelope><References/><Section"), "{text}");
-        assert!(!text.contains("<Content"), "{text}");
-        assert!(
-            text.contains("key='block_dev'>/dev/zvol/dsk/pool/vol1<"),
-            "{text}"
-        );
-        assert!(text.contains("key='vol_opts'>ro<"), "{text}");
-        assert!(volume_at_service("vol1").is_err());
-        assert!(volume_at_service("@svc").is_err());
-        assert_eq!(volume_at_service("v@s").unwrap(), ("v", "s"));
-    }
-
-    #[test]
-    fn every_domain_gets_its_own_data_object_and_all_is_an_option() {
-        let document = on_domains("remove-domain", &words(&["a", "b"]), false, &[]);
-        assert_eq!(document.cmds[0].data.len(), 2);
-        let all = on_domains("stop-domain", &[], true, &["-f"]);
-        assert_eq!(all.cmds[0].options, ["-a", "-f"]);
-        assert_eq!(all.cmds[0].data, [no_object()]);
-        let listing = list(&["list-domain", "list-bindings"], &words(&["x", "y"]));
-        assert_eq!(listing.cmds.len(), 2);
-        assert_eq!(listing.cmds[1].data.len(), 2);
-    }
-
-    #[test]
-    fn add_domain_properties_need_a_single_domain() {
-        assert!(add_domain(&words(&["a", "b"]), &words(&["hostid=0x1"])).is_err());
-        let text = xml(&add_domain(&words(&["a"]), &words(&["failure-policy=reset"])).unwrap());
-        assert!(text.contains("<rasd:OtherResourceType>ldom_info</rasd:OtherResourceType><gprop:GenericProperty key='failure-policy'>reset<"), "{text}");
-        assert!(set_domain("a", &[]).is_err());
-    }
-
-    #[test]
-    fn spconfig_cancel_and_events_name_what_they_act_on() {
-        let text = xml(&spconfig("add-spconfig", "config1"));
-        assert!(text.contains("key='spconfig_name'>config1<"), "{text}");
-        let cancel = cancel_operation("memdr", "ldg1").unwrap();
-        assert_eq!(cancel.cmds[0].options, ["memdr"]);
-        assert!(cancel_operation("dance", "ldg1").is_err());
-        assert_eq!(
-            register_events("domain").unwrap().cmds[0].action.as_deref(),
-            Some("reg-domain-events")
-        );
-        assert!(register_events("cpu").is_err());
-        assert!(vcc("add-vconscon", "c", Some("p"), Some("port-range=5000-5100")).is_ok());
-        assert!(vcc("add-vconscon", "c", Some("p"), Some("5000")).is_err());
-        let vars = variables("add-variable", &words(&["auto-boot?=false"]), "ldg1").unwrap();
-        assert!(xml(&vars).contains("key='value'>false<"));
-    }
-}
+mod tests;

@@ -7,37 +7,48 @@
 //!                                            ─▶ documents
 //! ```
 //!
-//! Blocking std sockets, one connection, every wait bounded: the connect by
-//! `connect_timeout`, the handshake and each reply by `reply_timeout`. Events wait without
-//! limit and send a whitespace keepalive when the stream has been quiet for a while.
+//! Blocking std sockets, one connection, every wait bounded. `connect_timeout` bounds the
+//! whole of reaching the daemon: the connect (a Unix socket whose daemon stopped accepting
+//! included), STARTTLS, the TLS handshake and the login. `reply_timeout` bounds sending each
+//! request and waiting for its reply. Each read and write on the socket carries what is left
+//! of the current limit as its timeout. Events wait without limit and send a whitespace
+//! keepalive when the stream has been quiet for a while.
 //!
 //! **Trust.** Over TCP the daemon is verified against `--ca` (names checked), a pinned
-//! SHA-256 fingerprint, or not at all with `--insecure`. Over the Unix socket the daemon's own
-//! certificate file, when readable, is pinned byte for byte. When it is not, the socket path
-//! itself is the anchor: a Unix socket can only be reached through its directory, so if neither
-//! the socket's directory nor the socket is writable by other users, only its owner (the
-//! daemon's user, or root) can have bound it. A socket in a directory others can write to
-//! (`/tmp`) is refused unless the operator says how to verify it.
+//! SHA-256 fingerprint, or not at all with `--insecure`; without them, the certificate of
+//! `--config`/`--state-dir`, if there is one and it passes the certificate checks below,
+//! serves as `--ca`.
+//!
+//! Over the Unix socket, unless one of those three options is given, `ldm` first makes sure
+//! that only root or the caller can have put there what it is about to trust (the defaults
+//! are relative to the working directory, which may be a shared one like `/tmp`). Before
+//! connecting, even when nothing listens yet ([`local_trust`]):
+//!
+//! 1. the socket's directory (symlinks followed) must exist, else the daemon is unreachable
+//!    (exit 3); it must belong to root or the caller and must not be writable by group or
+//!    others (mode `& 0o022 == 0`; the sticky bit does not help), so that only its owner or
+//!    root can have bound a socket in it;
+//! 2. if the daemon's certificate file can be opened, the opened file must belong to root or
+//!    the caller and not be writable by others (`& 0o002 == 0`), and its directory must pass
+//!    rule 1; the certificate is then pinned byte for byte;
+//! 3. if it cannot be opened (absent, or another user's), rule 1 alone is the anchor.
+//!
+//! Anything else is refused (exit 2) with one line naming `--ca`, `--fingerprint` and
+//! `--insecure`. A daemon run by a third user is therefore verified with one of those.
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, TcpStream, ToSocketAddrs};
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use base64::Engine as _;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls::pki_types::CertificateDer;
 use zeroize::Zeroizing;
 
-use crate::cli::stream::{ClientStream, Incoming};
-use crate::ldm::reply::{EventDoc, Reply};
-
+mod local;
+mod session;
 mod tls;
+mod wire;
 
-use tls::tls_config;
+pub use local::{local_certificate, local_trust};
+pub use session::Session;
 
 /// Where the daemon listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,7 +120,7 @@ pub enum ClientError {
     #[error("ldmd at {at}: {reason}")]
     Protocol { at: String, reason: String },
     /// No answer in time (exit 5).
-    #[error("ldmd at {at} did not answer within {seconds} s ({waiting})")]
+    #[error("ldmd at {at} did not answer within {seconds} s (waiting for {waiting})")]
     Timeout {
         at: String,
         seconds: u64,
@@ -158,450 +169,6 @@ pub fn fingerprint(cert: &[u8]) -> String {
     crate::server::certs::fingerprint(&CertificateDer::from(cert.to_vec()))
 }
 
-/// Checks that a Unix socket can only have been bound by its owner or root: see the module
-/// documentation. Returns why not, if not.
-pub fn socket_is_private(socket: &Path) -> Result<(), String> {
-    let directory = match socket.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let meta =
-        std::fs::metadata(&directory).map_err(|e| format!("{}: {e}", directory.display()))?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != 0 && meta.uid() != me {
-        return Err(format!(
-            "{} belongs to another user (uid {})",
-            directory.display(),
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} can be written by other users",
-            directory.display()
-        ));
-    }
-    Ok(())
-}
-
-/// The stream header the client sends; `to` only when a domain is known.
-fn header(domain: Option<&str>) -> String {
-    let to = domain.map_or(String::new(), |d| {
-        let mut escaped = Vec::new();
-        crate::xml::writer::push_attr_value(&mut escaped, d);
-        format!(" to='{}'", String::from_utf8_lossy(&escaped))
-    });
-    format!(
-        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'{to} version='1.0'>"
-    )
-}
-
-/// A connected socket of either kind.
-enum Sock {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Sock {
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            Sock::Tcp(s) => s.set_read_timeout(timeout),
-            Sock::Unix(s) => s.set_read_timeout(timeout),
-        }
-    }
-}
-
-impl Read for Sock {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Sock::Tcp(s) => s.read(buf),
-            Sock::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Sock {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Sock::Tcp(s) => s.write(buf),
-            Sock::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Sock::Tcp(s) => s.flush(),
-            Sock::Unix(s) => s.flush(),
-        }
-    }
-}
-
-enum Wire {
-    Plain(Sock),
-    Tls(Box<StreamOwned<ClientConnection, Sock>>),
-    /// Only while the plain socket moves into TLS, or after a failed handshake.
-    Gone,
-}
-
-impl Wire {
-    fn set_read_timeout(&self, timeout: Option<Duration>) {
-        let _ = match self {
-            Wire::Plain(s) => s.set_read_timeout(timeout),
-            Wire::Tls(t) => t.sock.set_read_timeout(timeout),
-            Wire::Gone => Ok(()),
-        };
-    }
-}
-
-/// One open session with the daemon, ready for documents.
-pub struct Session {
-    wire: Wire,
-    stream: ClientStream,
-    /// The endpoint, for messages.
-    at: String,
-    reply_timeout: Duration,
-}
-
-impl Session {
-    /// Connects, secures and (with a login) authenticates. See the module documentation.
-    pub fn connect(target: &Target) -> Result<Session, ClientError> {
-        let at = target.endpoint.to_string();
-        let tls = tls_config(&target.trust)?;
-        let sock = open(&target.endpoint, target.connect_timeout).map_err(|e| {
-            ClientError::Unreachable {
-                at: at.clone(),
-                reason: describe_io(&e),
-            }
-        })?;
-        let mut session = Session {
-            wire: Wire::Plain(sock),
-            stream: ClientStream::new(),
-            at,
-            reply_timeout: target.reply_timeout,
-        };
-        let deadline = Instant::now() + target.reply_timeout;
-        let header = header(target.domain.as_deref());
-        session.send(header.as_bytes())?;
-        session.expect_header(deadline)?;
-        let features = session.features(deadline)?;
-        if !features.starttls {
-            return Err(session.protocol("the daemon does not offer STARTTLS"));
-        }
-        // STARTTLS must travel alone: the daemon refuses anything after it in the same read.
-        session.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")?;
-        match session.next(deadline, "STARTTLS")? {
-            Incoming::Proceed if !session.stream.has_pending() => {}
-            Incoming::Proceed => return Err(session.protocol("data after <proceed/>")),
-            Incoming::TlsFailure => return Err(session.protocol("the daemon refused STARTTLS")),
-            other => return Err(session.unexpected(&other)),
-        }
-        session.start_tls(tls, &target.endpoint, deadline)?;
-        session.stream.restart();
-        session.send(header.as_bytes())?;
-        session.expect_header(deadline)?;
-        let features = session.features(deadline)?;
-        if let Some(login) = &target.login {
-            if !features.mechanisms.iter().any(|m| m == "PLAIN") {
-                return Err(session.protocol("the daemon does not offer SASL PLAIN"));
-            }
-            session.authenticate(login, deadline)?;
-            session.stream.restart();
-            session.send(header.as_bytes())?;
-            session.expect_header(deadline)?;
-            session.features(deadline)?;
-        }
-        Ok(session)
-    }
-
-    /// Sends one document and returns its reply: its text as received, and as read.
-    pub fn request(&mut self, document: &[u8]) -> Result<(String, Reply), ClientError> {
-        self.send(document)?;
-        let deadline = Instant::now() + self.reply_timeout;
-        loop {
-            match self.next(deadline, "the reply")? {
-                Incoming::Reply { raw, reply } => return Ok((raw, reply)),
-                // An event that was committed before the reply: not ours to print here.
-                Incoming::Event(_) | Incoming::Other(_) => {}
-                other => return Err(self.unexpected(&other)),
-            }
-        }
-    }
-
-    /// Waits for the next event; `None` when the daemon ends the stream. A whitespace keepalive
-    /// goes out after every `keepalive` of silence, so that the daemon's idle timeout never
-    /// ends a stream that only listens.
-    pub fn next_event(&mut self, keepalive: Duration) -> Result<Option<EventDoc>, ClientError> {
-        loop {
-            match self.poll_or_read(Some(Instant::now() + keepalive)) {
-                Ok(Incoming::Event(event)) => return Ok(Some(event)),
-                Ok(Incoming::StreamEnd) => return Ok(None),
-                Ok(Incoming::StreamError(condition)) => {
-                    return Err(self.protocol(&format!("the daemon ended the stream: {condition}")));
-                }
-                Ok(_) => {}
-                Err(Waited::Timeout) => self.send(b" ")?,
-                Err(Waited::Closed) => return Ok(None),
-                Err(Waited::Failed(e)) => return Err(e),
-            }
-        }
-    }
-
-    /// Ends the stream politely (best effort).
-    pub fn close(mut self) {
-        let _ = self.send(b"</stream:stream>");
-        if let Wire::Tls(tls) = &mut self.wire {
-            tls.conn.send_close_notify();
-            let _ = tls.conn.complete_io(&mut tls.sock);
-        }
-    }
-
-    fn authenticate(&mut self, login: &Login, deadline: Instant) -> Result<(), ClientError> {
-        let message = Zeroizing::new(format!("\0{}\0{}", login.user, login.password.as_str()));
-        let encoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*message));
-        let auth = Zeroizing::new(format!(
-            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
-            encoded.as_str()
-        ));
-        self.send(auth.as_bytes())?;
-        match self.next(deadline, "authentication")? {
-            Incoming::SaslSuccess => Ok(()),
-            Incoming::SaslFailure(reason) => Err(ClientError::Auth {
-                user: login.user.clone(),
-                at: self.at.clone(),
-                reason,
-            }),
-            other => Err(self.unexpected(&other)),
-        }
-    }
-
-    fn start_tls(
-        &mut self,
-        config: Arc<ClientConfig>,
-        endpoint: &Endpoint,
-        deadline: Instant,
-    ) -> Result<(), ClientError> {
-        let name = match endpoint {
-            Endpoint::Tcp { host, .. } => match host.parse::<IpAddr>() {
-                Ok(ip) => ServerName::IpAddress(ip.into()),
-                Err(_) => ServerName::try_from(host.clone())
-                    .map_err(|e| ClientError::Setup(format!("'{host}' is not a host name: {e}")))?,
-            },
-            // Pinned or path-trusted: the name is not what is checked.
-            Endpoint::Unix(_) => ServerName::DnsName(
-                rustls::pki_types::DnsName::try_from("localhost")
-                    .map_err(|e| ClientError::Setup(e.to_string()))?,
-            ),
-        };
-        let tls_error = |at: &str, e: &dyn std::fmt::Display| ClientError::Tls {
-            at: at.to_owned(),
-            reason: e.to_string(),
-        };
-        let connection =
-            ClientConnection::new(config, name).map_err(|e| tls_error(&self.at, &e))?;
-        let Wire::Plain(sock) = std::mem::replace(&mut self.wire, Wire::Gone) else {
-            return Err(self.protocol("TLS started twice"));
-        };
-        let mut tls = StreamOwned::new(connection, sock);
-        while tls.conn.is_handshaking() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(self.timeout("the TLS handshake"));
-            }
-            let _ = tls.sock.set_read_timeout(Some(left));
-            if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
-                return Err(match e.kind() {
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                        self.timeout("the TLS handshake")
-                    }
-                    _ => tls_error(&self.at, &tls_reason(&e)),
-                });
-            }
-        }
-        self.wire = Wire::Tls(Box::new(tls));
-        Ok(())
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        let result = match &mut self.wire {
-            Wire::Plain(s) => s.write_all(bytes).and_then(|()| s.flush()),
-            Wire::Tls(t) => t.write_all(bytes).and_then(|()| t.flush()),
-            Wire::Gone => Err(io::Error::from(io::ErrorKind::NotConnected)),
-        };
-        result.map_err(|e| self.protocol(&format!("the connection failed: {}", describe_io(&e))))
-    }
-
-    fn expect_header(&mut self, deadline: Instant) -> Result<(), ClientError> {
-        match self.next(deadline, "the stream header")? {
-            Incoming::Header => Ok(()),
-            other => Err(self.unexpected(&other)),
-        }
-    }
-
-    fn features(&mut self, deadline: Instant) -> Result<crate::cli::stream::Features, ClientError> {
-        match self.next(deadline, "stream features")? {
-            Incoming::Features(features) => Ok(features),
-            other => Err(self.unexpected(&other)),
-        }
-    }
-
-    /// The next thing the daemon says before `deadline`; the end of the stream is an error.
-    fn next(&mut self, deadline: Instant, waiting: &'static str) -> Result<Incoming, ClientError> {
-        match self.poll_or_read(Some(deadline)) {
-            Ok(Incoming::StreamError(condition)) => {
-                Err(self.protocol(&format!("the daemon ended the stream: {condition}")))
-            }
-            Ok(Incoming::StreamEnd) | Err(Waited::Closed) => Err(self.protocol(&format!(
-                "the daemon closed the connection while waiting for {waiting}"
-            ))),
-            Ok(incoming) => Ok(incoming),
-            Err(Waited::Timeout) => Err(self.timeout(waiting)),
-            Err(Waited::Failed(e)) => Err(e),
-        }
-    }
-
-    fn poll_or_read(&mut self, deadline: Option<Instant>) -> Result<Incoming, Waited> {
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            match self.stream.poll_incoming() {
-                Ok(Some(incoming)) => return Ok(incoming),
-                Ok(None) => {}
-                Err(fault) => return Err(Waited::Failed(self.protocol(&fault.to_string()))),
-            }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left.is_some_and(|l| l.is_zero()) {
-                return Err(Waited::Timeout);
-            }
-            self.wire.set_read_timeout(left);
-            let read = match &mut self.wire {
-                Wire::Plain(s) => s.read(&mut chunk),
-                Wire::Tls(t) => t.read(&mut chunk),
-                Wire::Gone => Ok(0),
-            };
-            match read {
-                Ok(0) => return Err(Waited::Closed),
-                Ok(n) => self.stream.handle_bytes(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(Waited::Timeout);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
-                    ) =>
-                {
-                    return Err(Waited::Closed);
-                }
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    return Err(Waited::Failed(ClientError::Tls {
-                        at: self.at.clone(),
-                        reason: e.to_string(),
-                    }));
-                }
-                Err(e) => {
-                    return Err(Waited::Failed(
-                        self.protocol(&format!("the connection failed: {}", describe_io(&e))),
-                    ));
-                }
-            }
-        }
-    }
-
-    fn protocol(&self, reason: &str) -> ClientError {
-        ClientError::Protocol {
-            at: self.at.clone(),
-            reason: reason.to_owned(),
-        }
-    }
-
-    fn unexpected(&self, incoming: &Incoming) -> ClientError {
-        let what = match incoming {
-            Incoming::Header => "a new stream header".to_owned(),
-            Incoming::Features(_) => "stream features".to_owned(),
-            Incoming::Proceed => "<proceed/>".to_owned(),
-            Incoming::TlsFailure => "a STARTTLS failure".to_owned(),
-            Incoming::SaslSuccess => "<success/>".to_owned(),
-            Incoming::SaslFailure(c) => format!("a SASL failure ({c})"),
-            Incoming::StreamError(c) => format!("a stream error ({c})"),
-            Incoming::Reply { .. } => "an LDM reply".to_owned(),
-            Incoming::Event(_) => "an LDM event".to_owned(),
-            Incoming::StreamEnd => "the end of the stream".to_owned(),
-            Incoming::Other(name) => format!("<{name}>"),
-        };
-        self.protocol(&format!("unexpected {what}"))
-    }
-
-    fn timeout(&self, waiting: &'static str) -> ClientError {
-        ClientError::Timeout {
-            at: self.at.clone(),
-            seconds: self.reply_timeout.as_secs(),
-            waiting,
-        }
-    }
-}
-
-/// rustls's reason inside an I/O error, without the "unexpected error:" of our own refusals.
-fn tls_reason(e: &io::Error) -> String {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(rustls::Error::General(reason)) => reason.clone(),
-        Some(other) => other.to_string(),
-        None => describe_io(e),
-    }
-}
-
-/// How a wait ended without something to read.
-enum Waited {
-    Timeout,
-    Closed,
-    Failed(ClientError),
-}
-
-fn open(endpoint: &Endpoint, timeout: Duration) -> io::Result<Sock> {
-    match endpoint {
-        Endpoint::Unix(path) => UnixStream::connect(path).map(Sock::Unix),
-        Endpoint::Tcp { host, port } => {
-            let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-            for addr in (host.as_str(), *port).to_socket_addrs()? {
-                match TcpStream::connect_timeout(&addr, timeout) {
-                    Ok(stream) => {
-                        // Without it TLS 1.2 handshakes stall about 40 ms each (architecture.md).
-                        stream.set_nodelay(true)?;
-                        return Ok(Sock::Tcp(stream));
-                    }
-                    Err(e) => last = e,
-                }
-            }
-            Err(last)
-        }
-    }
-}
-
-/// A short reason, without Rust's `(os error N)` tail.
-fn describe_io(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::NotFound => "no such file".into(),
-        io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        io::ErrorKind::PermissionDenied => "permission denied".into(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out".into(),
-        _ => {
-            let text = e.to_string();
-            match text.find(" (os error") {
-                Some(at) => text[..at].to_owned(),
-                None => text,
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::tls::fingerprint_of_digest;
@@ -629,26 +196,6 @@ mod tests {
         ] {
             assert!(parse_fingerprint(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn a_socket_in_a_world_writable_directory_is_not_private() {
-        let dir = tempfile::tempdir().unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        assert!(socket_is_private(&dir.path().join("ldmd.sock")).is_ok());
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-        let refused = socket_is_private(&dir.path().join("ldmd.sock")).unwrap_err();
-        assert!(
-            refused.contains("can be written by other users"),
-            "{refused}"
-        );
-    }
-
-    #[test]
-    fn the_header_names_a_domain_only_when_there_is_one() {
-        assert!(!header(None).contains(" to="));
-        assert!(header(Some("a'b")).contains(" to='a&apos;b'"));
     }
 
     #[test]

@@ -6,5 +6,5 @@ pub mod framer;
 pub mod writer;
 
 pub use element::{Attr, Element, HeaderTag, Namespace, NamespaceScope, Node, ParseError};
-pub use framer::{Frame, FrameError, FrameKind, Framer, FramerLimits, Limit};
+pub use framer::{Frame, FrameError, FrameKind, Framer, FramerLimits, Limit, is_xml_char};
 pub use writer::XmlWriter;

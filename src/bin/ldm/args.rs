@@ -11,14 +11,15 @@ use clap::{Args, Parser, Subcommand};
     name = "ldm",
     version,
     about = "Command-line client of ldmd, the Logical Domains Manager daemon",
-    after_help = "Exit status: 0 success, 1 the daemon refused (its resp_msg on stderr), 2 usage, \
-                  3 ldmd unreachable, 4 authentication failed, 5 TLS, protocol or timeout."
+    after_help = "Exit status: 0 success, 1 the daemon refused (its resp_msg on stderr), 2 usage \
+                  or an untrusted local socket, 3 ldmd unreachable, 4 authentication failed, \
+                  5 TLS, protocol or timeout (and events whose stream ended early)."
 )]
 pub struct Cli {
     #[command(flatten)]
     pub conn: Connection,
-    /// Output: text (default), json, or for `list -l` the sections to show
-    /// (domain,cpu,crypto,memory,network,disk,console,physio).
+    /// Output: text (default), json, or for `list -l` and `list-bindings` the sections to show
+    /// (domain,cpu,crypto,memory,network,disk,console,physio); other commands refuse sections.
     #[arg(short = 'o', long = "output", global = true, value_name = "FORMAT")]
     pub output: Option<String>,
     #[command(subcommand)]
@@ -28,7 +29,8 @@ pub struct Cli {
 /// How to reach and trust the daemon.
 #[derive(Args, Debug, Default)]
 pub struct Connection {
-    /// The daemon's Unix socket [env LDMD_SOCKET; default ./ldmd-state/ldmd.sock].
+    /// The daemon's Unix socket [default: the one of --config/--state-dir, else env
+    /// LDMD_SOCKET, else ./ldmd-state/ldmd.sock].
     #[arg(
         id = "conn_socket",
         long = "socket",
@@ -55,11 +57,11 @@ pub struct Connection {
     /// Connect over TCP to HOST[:PORT] (port 6482 by default) instead of the Unix socket.
     #[arg(long, global = true, value_name = "HOST[:PORT]")]
     pub host: Option<String>,
-    /// Log in as NAME (SASL PLAIN); the password comes from LDM_PASSWORD,
-    /// --password-file or a prompt on the terminal.
+    /// Log in as NAME (SASL PLAIN); the password comes from --password-file, LDM_PASSWORD
+    /// or a prompt on the terminal.
     #[arg(id = "conn_user", long = "user", global = true, value_name = "NAME")]
     pub user: Option<String>,
-    /// Read the password from the first line of FILE.
+    /// Read the password from the first line of FILE (it beats LDM_PASSWORD).
     #[arg(
         id = "conn_password_file",
         long = "password-file",
@@ -86,10 +88,10 @@ pub struct Connection {
         value_name = "SHA256"
     )]
     pub fingerprint: Option<String>,
-    /// Do not verify the daemon's certificate (tests only).
+    /// Do not verify the daemon's certificate (tests only; with --user, a warning on stderr).
     #[arg(id = "conn_insecure", long = "insecure", global = true)]
     pub insecure: bool,
-    /// Seconds to wait for a TCP connection.
+    /// Seconds to reach the daemon: the connect, STARTTLS, the TLS handshake and the login.
     #[arg(
         id = "conn_connect_timeout",
         long = "connect-timeout",
@@ -98,7 +100,7 @@ pub struct Connection {
         default_value_t = 10
     )]
     pub connect_timeout: u64,
-    /// Seconds to wait for the handshake and for each reply (a memory DR answers when done).
+    /// Seconds to send each request and wait for its reply (a memory DR answers when done).
     #[arg(
         id = "conn_timeout",
         long = "timeout",

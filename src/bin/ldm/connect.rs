@@ -1,21 +1,27 @@
 //! Where the daemon is and how to trust it, from the command line, the environment and the
-//! daemon's own configuration file.
+//! daemon's own configuration file. Flags always beat the environment.
 //!
-//! Unix socket (the default): `--socket`, else `LDMD_SOCKET`, else the `socket` of `--config`,
-//! else `<--state-dir>/ldmd.sock`, else `./ldmd-state/ldmd.sock` (ldmd's default). Its
-//! certificate: `tls.cert_file` of `--config`, else `tls-cert.pem` in the state directory
-//! (`--state-dir`, the config's `state_dir`, or the socket's directory).
+//! Unix socket (the default), the first of: `--socket`; with `--config` and/or
+//! `--state-dir`, the socket ldmd itself would use with those flags (the config's `socket`,
+//! else `<state_dir>/ldmd.sock`, `--state-dir` overriding the config's `state_dir`);
+//! `LDMD_SOCKET`; `./ldmd-state/ldmd.sock` (ldmd's default). Its certificate: `tls.cert_file`
+//! of `--config`, else `tls-cert.pem` in the state directory (`--state-dir`, the config's
+//! `state_dir`, or the socket's directory). How far the socket and certificate are trusted
+//! is [`ldmd::client::local_trust`]'s rule.
 //!
 //! TCP (`--host`): `--ca`, `--fingerprint` or `--insecure`; without them, the certificate of
 //! `--config`/`--state-dir` when one is given. The password of `--user` comes from
-//! `LDM_PASSWORD`, then `--password-file`, then a prompt on the terminal without echo.
+//! `--password-file`, then `LDM_PASSWORD`, then a prompt on the terminal without echo.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use ldmd::client::{ClientError, Endpoint, Login, Target, Trust, parse_fingerprint};
+use ldmd::cli::request::check_xml_text;
+use ldmd::client::{
+    ClientError, Endpoint, Login, Target, Trust, local_certificate, local_trust, parse_fingerprint,
+};
 use ldmd::config::{Config, DEFAULT_PORT, DEFAULT_STATE_DIR, Overrides, SOCKET_NAME};
 
 use crate::args::Connection;
@@ -26,10 +32,17 @@ fn setup(message: impl Into<String>) -> ClientError {
 
 /// Builds the session target from the options.
 pub fn target(conn: &Connection) -> Result<Target, ClientError> {
+    if let Some(domain) = &conn.domain {
+        check_xml_text("--domain", domain).map_err(|e| setup(e.0))?;
+    }
+    // Read as ldmd reads it when started with the same --config and --state-dir.
+    let overrides = Overrides {
+        state_dir: conn.state_dir.clone(),
+        ..Overrides::default()
+    };
     let config = match &conn.config {
         Some(path) => Some(
-            Config::load(Some(path), &Overrides::default())
-                .map_err(|e| setup(format!("--config: {e}")))?,
+            Config::load(Some(path), &overrides).map_err(|e| setup(format!("--config: {e}")))?,
         ),
         None => None,
     };
@@ -50,12 +63,11 @@ pub fn target(conn: &Connection) -> Result<Target, ClientError> {
         let (host, port) = host_port(host)?;
         let trust = match (explicit, certificate) {
             (Some(trust), _) => trust,
-            (None, Some(cert)) if cert.exists() => Trust::Ca(cert),
-            (None, _) => {
-                return Err(setup(
-                    "--host needs a way to verify the daemon: --ca FILE, --fingerprint SHA256 or --insecure",
-                ));
-            }
+            (None, Some(cert)) => match local_certificate(&cert)? {
+                Some(trust) => trust,
+                None => return Err(no_way_to_verify()),
+            },
+            (None, None) => return Err(no_way_to_verify()),
         };
         let domain = conn.domain.clone().unwrap_or_else(|| {
             if host.parse::<std::net::IpAddr>().is_ok() {
@@ -64,6 +76,11 @@ pub fn target(conn: &Connection) -> Result<Target, ClientError> {
                 host.clone()
             }
         });
+        if let (Some(user), Trust::Insecure) = (&conn.user, &trust) {
+            eprintln!(
+                "ldm: warning: --insecure: the password of {user} goes to a server whose certificate is not verified"
+            );
+        }
         let login = match &conn.user {
             Some(user) => Some(Login {
                 user: user.clone(),
@@ -88,9 +105,9 @@ pub fn target(conn: &Connection) -> Result<Target, ClientError> {
     let socket = conn
         .socket
         .clone()
-        .or_else(|| std::env::var_os("LDMD_SOCKET").map(PathBuf::from))
         .or_else(|| config.as_ref().map(|c| c.socket.clone()))
-        .or_else(|| state_dir.as_ref().map(|d| d.join(SOCKET_NAME)))
+        .or_else(|| conn.state_dir.as_ref().map(|d| d.join(SOCKET_NAME)))
+        .or_else(|| std::env::var_os("LDMD_SOCKET").map(PathBuf::from))
         .unwrap_or_else(|| Path::new(DEFAULT_STATE_DIR).join(SOCKET_NAME));
     let certificate = certificate.unwrap_or_else(|| {
         socket
@@ -129,24 +146,8 @@ fn explicit_trust(conn: &Connection) -> Result<Option<Trust>, ClientError> {
         .or(conn.insecure.then_some(Trust::Insecure)))
 }
 
-/// The daemon's certificate, pinned, when we can read it; else the socket's permissions.
-fn local_trust(socket: &Path, certificate: &Path) -> Result<Trust, ClientError> {
-    let unreadable = match std::fs::File::open(certificate) {
-        Ok(_) => return Ok(Trust::Pinned(certificate.to_path_buf())),
-        Err(e) => e,
-    };
-    if !socket.exists() {
-        // Nothing to verify yet: connecting will say that nothing is there.
-        return Ok(Trust::SocketPath);
-    }
-    match ldmd::client::socket_is_private(socket) {
-        Ok(()) => Ok(Trust::SocketPath),
-        Err(why) => Err(setup(format!(
-            "cannot verify ldmd at {}: {} is unreadable ({unreadable}) and {why}; give --ca, --fingerprint or --insecure",
-            socket.display(),
-            certificate.display()
-        ))),
-    }
+fn no_way_to_verify() -> ClientError {
+    setup("--host needs a way to verify the daemon: --ca FILE, --fingerprint SHA256 or --insecure")
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`, or a bare IPv6 address.
@@ -177,15 +178,9 @@ fn host_port(text: &str) -> Result<(String, u16), ClientError> {
     }
 }
 
-/// The password: `LDM_PASSWORD`, `--password-file`, or a prompt without echo on the terminal.
-/// It is never printed or logged, and is wiped from memory when dropped.
+/// The password: `--password-file`, `LDM_PASSWORD`, or a prompt without echo on the
+/// terminal. It is never printed or logged, and is wiped from memory when dropped.
 fn password(conn: &Connection, user: &str, host: &str) -> Result<Zeroizing<String>, ClientError> {
-    if let Some(value) = std::env::var_os("LDM_PASSWORD") {
-        return value
-            .into_string()
-            .map(Zeroizing::new)
-            .map_err(|_| setup("LDM_PASSWORD is not valid UTF-8"));
-    }
     if let Some(path) = &conn.password_file {
         let text = Zeroizing::new(
             std::fs::read_to_string(path)
@@ -193,6 +188,12 @@ fn password(conn: &Connection, user: &str, host: &str) -> Result<Zeroizing<Strin
         );
         let line = text.lines().next().unwrap_or_default();
         return Ok(Zeroizing::new(line.to_owned()));
+    }
+    if let Some(value) = std::env::var_os("LDM_PASSWORD") {
+        return value
+            .into_string()
+            .map(Zeroizing::new)
+            .map_err(|_| setup("LDM_PASSWORD is not valid UTF-8"));
     }
     rpassword::prompt_password(format!("Password for {user}@{host}: "))
         .map(Zeroizing::new)

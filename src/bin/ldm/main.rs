@@ -4,8 +4,9 @@
 //! (`ldmd::client`), sends them, and renders the replies (`ldmd::cli::{text, json}`).
 //!
 //! Exit status: 0 success; 1 the daemon refused (each `resp_msg` on stderr); 2 usage (clap's,
-//! or an operand checked here); 3 the daemon cannot be reached; 4 authentication failed; 5
-//! TLS, protocol or timeout.
+//! an operand checked here, a trust setting that cannot be used); 3 the daemon cannot be
+//! reached; 4 authentication failed; 5 TLS, protocol or timeout, and `ldm events` whose
+//! stream ends before `--count` events (or at all, without a count).
 
 mod args;
 mod connect;
@@ -20,7 +21,7 @@ use serde_json::{Map, Value, json};
 
 use ldmd::cli::request::{self, UsageError};
 use ldmd::cli::view::{self, GROUPS};
-use ldmd::cli::{json as js, text};
+use ldmd::cli::{json as js, raw, text};
 use ldmd::client::{ClientError, Session};
 use ldmd::ldm::document::{Document, Status};
 use ldmd::ldm::reply::Reply;
@@ -94,15 +95,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// `-o SECTIONS` shapes the long listing only; elsewhere it would be silently ignored.
+fn check_output(command: &Command, output: &Output) -> Result<(), Failure> {
+    match (command, output) {
+        (_, Output::Text | Output::Json)
+        | (Command::ListDomain { .. } | Command::ListBindings { .. }, Output::Groups(_)) => Ok(()),
+        (_, Output::Groups(_)) => Err(Failure::Usage(
+            "-o SECTIONS applies to list-domain and list-bindings only (here: -o text or -o json)"
+                .into(),
+        )),
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     let output = output(cli.output.as_deref())?;
+    check_output(&cli.command, &output)?;
     let conn = &cli.conn;
     match cli.command {
         Command::Events { class, count } => {
             let document = request::register_events(&class)?;
             events(conn, &document, &class, count, output == Output::Json)
         }
-        Command::Xml { file } => xml(conn, &file),
+        Command::Xml { file } => xml(conn, &file, &output),
         mut command => {
             // `-o cpu,network` picks sections of the long form, so it implies `-l`.
             if let (Command::ListDomain { long, .. }, Output::Groups(_)) = (&mut command, &output) {
@@ -162,9 +176,7 @@ fn show(reply: &Reply, view: &View, output: &Output) -> Result<(), Failure> {
             View::Variables { names } => text::variables(reply, names),
         }
     };
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(printed.as_bytes());
-    let _ = stdout.flush();
+    print_out(&printed);
     if failed {
         Err(Failure::Refused)
     } else {
@@ -210,7 +222,24 @@ fn add_json(object: &mut Map<String, Value>, reply: &Reply, view: &View) {
     object.insert(key.into(), value);
 }
 
-/// `ldm events`: registers, then prints each event as it arrives.
+/// Writes what a command prints. A reader that went away (`ldm list | head -0`) is not an
+/// error, and no other write error changes the exit status the reply decided.
+fn print_out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("ldm: cannot write the output: {e}");
+        }
+        _ => {}
+    }
+}
+
+/// `ldm events`: registers, then prints each event as it arrives. Events end only when
+/// `count` have been printed, the reader of stdout goes away, or on Ctrl-C; a stream that
+/// ends before is a failure (exit 5).
 fn events(
     conn: &args::Connection,
     document: &Document,
@@ -218,7 +247,8 @@ fn events(
     count: Option<u64>,
     json_lines: bool,
 ) -> Result<(), Failure> {
-    let mut session = Session::connect(&connect::target(conn)?)?;
+    let target = connect::target(conn)?;
+    let mut session = Session::connect(&target)?;
     let (_, reply) = send(&mut session, document)?;
     if reply.status != Status::Success {
         return show(&reply, &View::Quiet, &Output::Text);
@@ -228,8 +258,15 @@ fn events(
     let mut stdout = std::io::stdout();
     while count.is_none_or(|c| seen < c) {
         let Some(event) = session.next_event(KEEPALIVE)? else {
-            eprintln!("ldm: the daemon ended the stream");
-            break;
+            let events = match count {
+                Some(c) => format!("{seen} of {c} events"),
+                None if seen == 1 => "1 event".to_owned(),
+                None => format!("{seen} events"),
+            };
+            return Err(Failure::Client(ClientError::Protocol {
+                at: target.endpoint.to_string(),
+                reason: format!("the stream ended after {events}"),
+            }));
         };
         let line = if json_lines {
             js::event(&event).to_string()
@@ -249,8 +286,9 @@ fn events(
     Ok(())
 }
 
-/// `ldm xml FILE|-`: sends the document as written and prints the reply as received.
-fn xml(conn: &args::Connection, file: &str) -> Result<(), Failure> {
+/// `ldm xml FILE|-`: sends the document as written and prints the reply as received, or
+/// with `-o json` its outcome (`status`, `messages`, `warnings`).
+fn xml(conn: &args::Connection, file: &str, output: &Output) -> Result<(), Failure> {
     let mut text = String::new();
     let read = if file == "-" {
         std::io::stdin().read_to_string(&mut text).map(|_| ())
@@ -258,12 +296,15 @@ fn xml(conn: &args::Connection, file: &str) -> Result<(), Failure> {
         std::fs::read_to_string(file).map(|t| text = t)
     };
     read.map_err(|e| Failure::Usage(format!("{file}: {e}")))?;
-    let document = strip_declaration(&text);
-    check_document(document).map_err(Failure::Usage)?;
+    let document = raw::strip_declaration(&text);
+    raw::check_document(document).map_err(Failure::Usage)?;
     let mut session = Session::connect(&connect::target(conn)?)?;
     let (raw, reply) = session.request(document.as_bytes())?;
     session.close();
-    println!("{raw}");
+    if *output == Output::Json {
+        return show(&reply, &View::Quiet, output);
+    }
+    print_out(&format!("{raw}\n"));
     if reply.status == Status::Success {
         Ok(())
     } else {
@@ -272,36 +313,6 @@ fn xml(conn: &args::Connection, file: &str) -> Result<(), Failure> {
         }
         Err(Failure::Refused)
     }
-}
-
-/// The document without the XML declaration a file may start with: on a stream it would be
-/// a processing instruction, which the daemon refuses as restricted XML.
-fn strip_declaration(text: &str) -> &str {
-    let text = text.trim_start_matches('\u{feff}').trim();
-    match text.strip_prefix("<?xml") {
-        Some(rest) => rest.split_once("?>").map_or("", |(_, r)| r.trim()),
-        None => text,
-    }
-}
-
-/// One well-formed `LDM_interface` element, without the constructs a stream may not carry:
-/// anything else would end the whole stream instead of being answered.
-fn check_document(text: &str) -> Result<(), String> {
-    if text.contains("<!--") || text.contains("<?") || text.contains("<!DOCTYPE") {
-        return Err(
-            "the document must not contain comments, processing instructions or a DOCTYPE".into(),
-        );
-    }
-    let scope = ldmd::xml::NamespaceScope::client();
-    let root = ldmd::xml::Element::parse(text, &scope)
-        .map_err(|e| format!("the document is not well-formed XML: {}", e.0))?;
-    if root.local_name() != "LDM_interface" {
-        return Err(format!(
-            "expected an LDM_interface document, got <{}>",
-            root.name
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -372,6 +383,86 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn usage(argv: &[&str]) -> String {
+        match planned(argv) {
+            Err(Failure::Usage(message)) => message,
+            _ => panic!("{argv:?} was not refused"),
+        }
+    }
+
+    #[test]
+    fn operands_xml_cannot_carry_are_refused_before_connecting() {
+        let message = usage(&["add-domain", "ldg\u{1}"]);
+        assert_eq!(
+            message,
+            "operand 'ldg\\u{1}' contains a control character (U+0001) that XML 1.0 forbids"
+        );
+        for argv in [
+            &["add-vsw", "mtu=9\u{1b}", "sw0", "primary"][..],
+            &["set-variable", "boot=\u{0}", "ldg1"],
+            &["add-vcpu", "2", "ldg\u{7f}\u{fffe}"],
+            // A service command is checked before its owner is looked up.
+            &["remove-vsw", "sw\u{2}"],
+            &["add-vdsdev", "/dev/x\u{8}", "vol1@vds0"],
+        ] {
+            assert!(usage(argv).contains("that XML 1.0 forbids"), "{argv:?}");
+        }
+        // Tab and newline are XML characters: the daemon judges them.
+        assert!(planned(&["set-variable", "motd=a\tb\nc", "ldg1"]).is_ok());
+    }
+
+    #[test]
+    fn commands_that_would_set_nothing_are_usage_errors() {
+        for (argv, expected) in [
+            (
+                &["add-variable", "ldg1"][..],
+                "add-variable: expected NAME=VALUE... DOMAIN",
+            ),
+            (
+                &["set-var", "ldg1"],
+                "set-variable: expected NAME=VALUE... DOMAIN",
+            ),
+            (
+                &["remove-variable", "ldg1"],
+                "remove-variable: expected NAME... DOMAIN",
+            ),
+            (
+                &["set-vsw", "sw0"],
+                "set-vsw: give at least one property=value",
+            ),
+            (
+                &["set-vnet", "vnet1", "ldg1"],
+                "set-vnet: give at least one property=value",
+            ),
+        ] {
+            assert_eq!(usage(argv), expected, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn sections_apply_only_to_the_long_listing() {
+        let check = |argv: &[&str]| {
+            let mut full = vec!["ldm"];
+            full.extend_from_slice(argv);
+            let cli = Cli::try_parse_from(full).expect("parses");
+            check_output(&cli.command, &output(cli.output.as_deref()).ok().unwrap())
+        };
+        assert!(check(&["list", "-o", "network"]).is_ok());
+        assert!(check(&["list-bindings", "-o", "cpu,memory"]).is_ok());
+        assert!(check(&["xml", "-", "-o", "json"]).is_ok());
+        for argv in [
+            &["list-services", "-o", "network"][..],
+            &["events", "-o", "cpu"],
+            &["xml", "-", "-o", "domain"],
+            &["add-domain", "x", "-o", "cpu"],
+        ] {
+            assert!(
+                matches!(check(argv), Err(Failure::Usage(m)) if m.starts_with("-o SECTIONS applies")),
+                "{argv:?}"
+            );
+        }
     }
 
     #[test]

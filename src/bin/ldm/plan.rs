@@ -7,8 +7,9 @@ use ldmd::ldm::document::Document;
 use crate::Failure;
 use crate::args::Command;
 
-/// Builds a document once the owner of a service is known (or known to be unknown).
-pub type WithOwner = Box<dyn FnOnce(Option<&str>) -> Result<Document, UsageError>>;
+/// Builds a document once the owner of a service is known (or known to be unknown). `Fn`, so
+/// that the document can be built once without an owner to check it before connecting.
+pub type WithOwner = Box<dyn Fn(Option<&str>) -> Result<Document, UsageError>>;
 
 /// A command whose document needs the owner of a service, found by a list-services first.
 pub struct ServiceAction {
@@ -76,7 +77,7 @@ fn quiet(document: Result<Document, UsageError>) -> Result<Plan, Failure> {
 
 fn by_service(
     service: String,
-    build: impl FnOnce(Option<&str>) -> Result<Document, UsageError> + 'static,
+    build: impl Fn(Option<&str>) -> Result<Document, UsageError> + 'static,
 ) -> Result<Plan, Failure> {
     Ok(Plan {
         document: Err(ServiceAction {
@@ -87,7 +88,18 @@ fn by_service(
     })
 }
 
+/// What `command` sends and how its reply is shown. Everything that can be refused without
+/// the daemon is refused here: operands, and text XML cannot carry.
 pub fn plan(command: Command) -> Result<Plan, Failure> {
+    let plan = plan_command(command)?;
+    match &plan.document {
+        Ok(document) => request::check_characters(document)?,
+        Err(action) => request::check_characters(&(action.build)(None)?)?,
+    }
+    Ok(plan)
+}
+
+fn plan_command(command: Command) -> Result<Plan, Failure> {
     let listing = |actions: &[&str], domains: &[String], view: View| {
         Ok(Plan {
             document: Ok(request::list(actions, domains)),

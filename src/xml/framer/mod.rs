@@ -28,6 +28,8 @@ pub use crate::limits::Limit;
 
 mod rules;
 
+pub use rules::is_xml_char;
+
 use rules::{
     check_declaration, check_reference, check_xml_chars, is_name_byte, is_name_start, is_space,
     name_run,

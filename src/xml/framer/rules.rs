@@ -55,8 +55,8 @@ fn check_char_reference(digits: &[u8], radix: u32) -> Result<(), FrameError> {
     }
 }
 
-/// XML 1.0 `Char`.
-fn is_xml_char(c: char) -> bool {
+/// XML 1.0 `Char` (§2.2): what a document may hold, literally or by reference.
+pub fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
