@@ -115,39 +115,19 @@ impl Metrics {
     }
 
     pub fn sasl_failure(&self, failure: SaslFailure) -> &Counter {
-        &self
-            .sasl_failures
-            .iter()
-            .find(|(f, _)| *f == failure)
-            .expect("every failure has a handle")
-            .1
+        labelled(&self.sasl_failures, failure)
     }
 
     pub fn stream_error(&self, condition: StreamErrorCondition) -> &Counter {
-        &self
-            .stream_errors
-            .iter()
-            .find(|(c, _)| *c == condition)
-            .expect("every condition has a handle")
-            .1
+        labelled(&self.stream_errors, condition)
     }
 
     pub fn limit_hit(&self, limit: Limit) -> &Counter {
-        &self
-            .limit_hits
-            .iter()
-            .find(|(l, _)| *l == limit)
-            .expect("every limit has a handle")
-            .1
+        labelled(&self.limit_hits, limit)
     }
 
     pub fn memdr(&self, outcome: MemDrEnd) -> &Counter {
-        &self
-            .memdr
-            .iter()
-            .find(|(o, _)| *o == outcome)
-            .expect("every outcome has a handle")
-            .1
+        labelled(&self.memdr, outcome)
     }
 
     /// The label index of `action`: a known action, or `other` (missing, unknown, hostile).
@@ -175,6 +155,15 @@ impl Metrics {
         );
         histogram.record(latency.as_secs_f64());
     }
+}
+
+/// The handle kept for `key` (every key of a label's fixed set has one).
+fn labelled<K: PartialEq>(table: &[(K, Counter)], key: K) -> &Counter {
+    &table
+        .iter()
+        .find(|(k, _)| *k == key)
+        .expect("every label value has a handle")
+        .1
 }
 
 fn status_index(status: Status) -> usize {

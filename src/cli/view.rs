@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::ldm::document::{Content, Item, Section, Status};
+use crate::ldm::document::{Content, Envelope, Item, Section, Status};
 use crate::ldm::reply::Reply;
 
 /// One domain of a list-domain reply.
@@ -39,30 +39,25 @@ const SUMMARY_KEYS: &[&str] = &[
     "state", "flags", "cons", "ncpu", "mem", "util", "uptime", "hostid",
 ];
 
-/// Contents of the successful objects of `action`'s cmd, in reply order.
-pub fn contents<'r>(reply: &'r Reply, action: &str) -> Vec<&'r Content> {
+/// Envelopes of the successful objects of `action`'s cmd, in reply order.
+fn envelopes<'r>(reply: &'r Reply, action: &str) -> impl Iterator<Item = &'r Envelope> {
     reply
         .cmds
         .iter()
-        .filter(|c| c.action == action)
+        .filter(move |c| c.action == action)
         .flat_map(|c| &c.data)
         .filter(|d| d.status == Status::Success)
         .filter_map(|d| d.data.envelope.as_ref())
-        .flat_map(|e| &e.contents)
-        .collect()
+}
+
+/// Contents of the successful objects of `action`'s cmd, in reply order.
+pub fn contents<'r>(reply: &'r Reply, action: &str) -> Vec<&'r Content> {
+    envelopes(reply, action).flat_map(|e| &e.contents).collect()
 }
 
 /// Envelope-level sections of the successful objects of `action`'s cmd.
 pub fn sections<'r>(reply: &'r Reply, action: &str) -> Vec<&'r Section> {
-    reply
-        .cmds
-        .iter()
-        .filter(|c| c.action == action)
-        .flat_map(|c| &c.data)
-        .filter(|d| d.status == Status::Success)
-        .filter_map(|d| d.data.envelope.as_ref())
-        .flat_map(|e| &e.sections)
-        .collect()
+    envelopes(reply, action).flat_map(|e| &e.sections).collect()
 }
 
 /// Every Item of a Content, across its sections.
