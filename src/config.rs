@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::ldm::Role;
-use crate::xml::FramerLimits;
+pub use crate::limits::Limits;
+use crate::limits::LimitsFile;
 
 /// The XMPP port of the reference daemon.
 pub const DEFAULT_PORT: u16 = 6482;
@@ -65,27 +65,6 @@ struct TlsFile {
 struct AuthFile {
     verifier_threads: Option<usize>,
     cache_entries_max: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LimitsFile {
-    stanza_bytes_max: Option<usize>,
-    header_bytes_max: Option<usize>,
-    depth_max: Option<u32>,
-    attributes_max: Option<u32>,
-    attribute_value_bytes_max: Option<usize>,
-    name_bytes_max: Option<usize>,
-    sasl_attempts_max: Option<u32>,
-    auth_timeout_secs: Option<u64>,
-    idle_timeout_secs: Option<u64>,
-    connections_max: Option<usize>,
-    unix_connections_max: Option<usize>,
-    requests_in_flight_max: Option<u32>,
-    send_timeout_secs: Option<u64>,
-    auth_queue_max: Option<usize>,
-    event_queue_max: Option<u32>,
-    shutdown_drain_secs: Option<u64>,
 }
 
 /// Flags that override the file.
@@ -146,43 +125,6 @@ pub struct AuthConfig {
     pub cache_entries_max: usize,
 }
 
-/// Every limit, with its default. Each one that fires is counted in
-/// `ldmd_limit_hits_total{limit="<key>"}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    pub framer: FramerLimits,
-    pub sasl_attempts_max: u32,
-    pub auth_timeout: Duration,
-    /// `None` when `idle_timeout_secs = 0`.
-    pub idle_timeout: Option<Duration>,
-    pub connections_max: usize,
-    pub unix_connections_max: usize,
-    pub requests_in_flight_max: u32,
-    pub send_timeout: Duration,
-    pub auth_queue_max: usize,
-    /// Events queued for one subscriber before its stream is ended as too slow.
-    pub event_queue_max: u32,
-    pub shutdown_drain: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            framer: FramerLimits::default(),
-            sasl_attempts_max: 3,
-            auth_timeout: Duration::from_secs(30),
-            idle_timeout: Some(Duration::from_secs(900)),
-            connections_max: 16_384,
-            unix_connections_max: 256,
-            requests_in_flight_max: 16,
-            send_timeout: Duration::from_secs(30),
-            auth_queue_max: 256,
-            event_queue_max: 1024,
-            shutdown_drain: Duration::from_secs(5),
-        }
-    }
-}
-
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -195,6 +137,8 @@ pub enum ConfigError {
     Syntax { path: PathBuf, message: String },
     #[error("{key}: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error(transparent)]
+    Limit(#[from] crate::limits::LimitError),
 }
 
 fn guest_model(file: &MemDrFile) -> Result<crate::registry::actor::GuestModel, ConfigError> {
@@ -378,111 +322,9 @@ impl Config {
 }
 
 fn limits(file: LimitsFile) -> Result<Limits, ConfigError> {
-    let d = Limits::default();
-    let positive = |key: &'static str, value: Option<usize>, default: usize| match value {
-        Some(0) => Err(invalid(key, "must be at least 1")),
-        Some(v) => Ok(v),
-        None => Ok(default),
-    };
-    let framer = FramerLimits {
-        stanza_bytes_max: positive(
-            "limits.stanza_bytes_max",
-            file.stanza_bytes_max,
-            d.framer.stanza_bytes_max,
-        )?,
-        header_bytes_max: positive(
-            "limits.header_bytes_max",
-            file.header_bytes_max,
-            d.framer.header_bytes_max,
-        )?,
-        depth_max: positive(
-            "limits.depth_max",
-            file.depth_max.map(|v| v as usize),
-            d.framer.depth_max as usize,
-        )? as u32,
-        attributes_max: positive(
-            "limits.attributes_max",
-            file.attributes_max.map(|v| v as usize),
-            d.framer.attributes_max as usize,
-        )? as u32,
-        attribute_value_bytes_max: positive(
-            "limits.attribute_value_bytes_max",
-            file.attribute_value_bytes_max,
-            d.framer.attribute_value_bytes_max,
-        )?,
-        name_bytes_max: positive(
-            "limits.name_bytes_max",
-            file.name_bytes_max,
-            d.framer.name_bytes_max,
-        )?,
-    };
-    if framer.header_bytes_max < 256 {
-        return Err(invalid(
-            "limits.header_bytes_max",
-            "at least 256 bytes are needed for a stream header",
-        ));
-    }
-    let sasl_attempts_max = file.sasl_attempts_max.unwrap_or(d.sasl_attempts_max);
-    if !(1..=5).contains(&sasl_attempts_max) {
-        return Err(invalid(
-            "limits.sasl_attempts_max",
-            "between 1 and 5 (RFC 6120 §6.4.5)",
-        ));
-    }
-    let secs = |key: &'static str, value: Option<u64>, default: Duration| match value {
-        Some(0) => Err(invalid(key, "must be at least 1 second")),
-        Some(v) => Ok(Duration::from_secs(v)),
-        None => Ok(default),
-    };
-    Ok(Limits {
-        framer,
-        sasl_attempts_max,
-        auth_timeout: secs(
-            "limits.auth_timeout_secs",
-            file.auth_timeout_secs,
-            d.auth_timeout,
-        )?,
-        idle_timeout: match file.idle_timeout_secs {
-            Some(0) => None,
-            Some(v) => Some(Duration::from_secs(v)),
-            None => d.idle_timeout,
-        },
-        connections_max: positive(
-            "limits.connections_max",
-            file.connections_max,
-            d.connections_max,
-        )?,
-        unix_connections_max: positive(
-            "limits.unix_connections_max",
-            file.unix_connections_max,
-            d.unix_connections_max,
-        )?,
-        requests_in_flight_max: positive(
-            "limits.requests_in_flight_max",
-            file.requests_in_flight_max.map(|v| v as usize),
-            d.requests_in_flight_max as usize,
-        )? as u32,
-        send_timeout: secs(
-            "limits.send_timeout_secs",
-            file.send_timeout_secs,
-            d.send_timeout,
-        )?,
-        auth_queue_max: positive(
-            "limits.auth_queue_max",
-            file.auth_queue_max,
-            d.auth_queue_max,
-        )?,
-        event_queue_max: positive(
-            "limits.event_queue_max",
-            file.event_queue_max.map(|v| v as usize),
-            d.event_queue_max as usize,
-        )? as u32,
-        shutdown_drain: secs(
-            "limits.shutdown_drain_secs",
-            file.shutdown_drain_secs,
-            d.shutdown_drain,
-        )?,
-    })
+    let limits = file.resolve()?;
+    limits.check_relations()?;
+    Ok(limits)
 }
 
 /// `host:port`, or a bare host with the default port.
@@ -616,7 +458,7 @@ mod tests {
     fn idle_timeout_zero_disables_it() {
         let config =
             Config::from_toml("[limits]\nidle_timeout_secs = 0", &Overrides::default()).unwrap();
-        assert_eq!(config.limits.idle_timeout, None);
+        assert_eq!(config.limits.idle_timeout(), None);
     }
 
     #[test]

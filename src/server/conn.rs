@@ -233,7 +233,7 @@ impl Actor {
 
     /// Writes everything the connection has to send, one `poll_transmit` per write.
     async fn transmit(&mut self, transport: &Transport) -> bool {
-        let send_timeout = self.ctx.shared.config.limits.send_timeout;
+        let send_timeout = self.ctx.shared.config.limits.send_timeout();
         loop {
             let mut buffer = self.ctx.pool.borrow_mut().take();
             if !self.core.poll_transmit(&mut buffer) {
@@ -385,7 +385,8 @@ impl Actor {
                 }
                 Inbound::Shutdown => {
                     self.core.handle_shutdown(now);
-                    self.drain_deadline = Some(now + self.ctx.shared.config.limits.shutdown_drain);
+                    self.drain_deadline =
+                        Some(now + self.ctx.shared.config.limits.shutdown_drain());
                 }
             }
         }

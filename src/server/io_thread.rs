@@ -201,7 +201,7 @@ async fn route(ctx: &Rc<ThreadCtx>, mut mailbox: mpsc::Receiver<ToIo>) {
                         ToIo::Event(event) => ctx.publish(&event),
                         ToIo::AuthVerdict { key, verdict } => ctx.deliver(key, Inbound::AuthVerdict(verdict)),
                         ToIo::Shutdown if drain_until.is_none() => {
-                            let drain = ctx.shared.config.limits.shutdown_drain;
+                            let drain = ctx.shared.config.limits.shutdown_drain();
                             // Connections get the drain time; the thread a little more to close.
                             drain_until = Some(Instant::now() + drain + Duration::from_secs(1));
                             ctx.begin_shutdown();

@@ -118,11 +118,11 @@ impl Server {
                 sasl_attempts_max: config.limits.sasl_attempts_max,
                 requests_in_flight_max: config.limits.requests_in_flight_max,
             }),
-            framer: config.limits.framer,
+            framer: config.limits.framer(),
             tls,
             ids: Arc::new(OsRandom),
-            auth_timeout: config.limits.auth_timeout,
-            idle_timeout: config.limits.idle_timeout,
+            auth_timeout: config.limits.auth_timeout(),
+            idle_timeout: config.limits.idle_timeout(),
         });
         let socket_path = config.socket.clone();
         let shared = Arc::new(Shared {

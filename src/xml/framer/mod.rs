@@ -40,6 +40,8 @@ use rules::{
 pub struct FramerLimits {
     /// Largest top-level element, in bytes (RFC 6120 §13.12: Prosody uses 256 KiB).
     pub stanza_bytes_max: usize,
+    /// Largest top-level element until [`Framer::authenticated`] is called.
+    pub preauth_stanza_bytes_max: usize,
     /// Largest stream header, XML declaration included, in bytes.
     pub header_bytes_max: usize,
     /// Deepest element nesting inside one stanza (the stanza's root element is depth 1).
@@ -56,6 +58,7 @@ impl Default for FramerLimits {
     fn default() -> Self {
         Self {
             stanza_bytes_max: 256 * 1024,
+            preauth_stanza_bytes_max: 8 * 1024,
             header_bytes_max: 4096,
             depth_max: 32,
             attributes_max: 64,
