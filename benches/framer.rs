@@ -31,6 +31,7 @@ fn stream() -> Vec<u8> {
 /// Feeds `input` in reads of `read` bytes, framing as a connection does; returns frames seen.
 fn frame_all(input: &[u8], read: usize, parse: bool) -> usize {
     let mut framer = Framer::new(FramerLimits::default());
+    framer.set_authenticated(true);
     let mut buf = Vec::with_capacity(2 * read.max(4096));
     let scope = NamespaceScope::client();
     let mut frames = 0;

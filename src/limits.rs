@@ -105,6 +105,10 @@ macro_rules! limits {
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 
+/// The default of `reply_bytes_max`, which `ldm` also uses as the largest reply it reads: it
+/// fits `list-bindings` of a fully allocated machine (see the README's Reliability section).
+pub const REPLY_BYTES_MAX_DEFAULT: usize = 16 * MIB;
+
 limits! {
     counted {
         /// Largest top-level element once the stream is authenticated, in bytes: a partial
@@ -164,7 +168,7 @@ limits! {
         DataPerDocument data_per_document_max: usize = 1024, 1..=1_048_576;
         /// Largest LDM reply document, in bytes: an answer that would outgrow it fails with a
         /// message instead (it fits list-bindings of a fully allocated machine).
-        ReplyBytes reply_bytes_max: usize = 16 * MIB, (64 * 1024)..=(1024 * MIB);
+        ReplyBytes reply_bytes_max: usize = REPLY_BYTES_MAX_DEFAULT, (64 * 1024)..=(1024 * MIB);
         /// Bytes of LDM replies built and not yet written, all streams together: a listing that
         /// would go beyond fails with a message instead of growing memory without bound.
         ReplyBytesInFlight reply_bytes_in_flight_max: usize = 256 * MIB, (64 * 1024)..=(64 * 1024 * MIB);

@@ -16,8 +16,9 @@ use crate::xml::{
     Element, FrameError, FrameKind, Framer, FramerLimits, HeaderTag, Namespace, NamespaceScope,
 };
 
-/// Largest document the client accepts: a list of thousands of domains with their bindings.
-pub const REPLY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Largest document the client accepts: the daemon's default `reply_bytes_max`, so whatever the
+/// daemon is willing to send, `ldm` reads.
+pub const REPLY_BYTES_MAX: usize = crate::limits::REPLY_BYTES_MAX_DEFAULT;
 
 /// One thing the daemon said.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,8 +84,10 @@ impl Default for ClientStream {
 
 impl ClientStream {
     pub fn new() -> ClientStream {
+        // The daemon's replies may be as large as its own reply limit, from the first byte.
         let limits = FramerLimits {
             stanza_bytes_max: REPLY_BYTES_MAX,
+            preauth_stanza_bytes_max: REPLY_BYTES_MAX,
             ..FramerLimits::default()
         };
         ClientStream {

@@ -161,6 +161,16 @@ impl Connection {
                 consumed
             }
             Some(tls) => {
+                if self.tls_began.is_none() {
+                    // Whitespace after <starttls/> that arrived in a later read, before the first
+                    // TLS record: discarded like whitespace in the same read.
+                    let blank = self.rx.iter().take_while(|b| is_xml_space(**b)).count();
+                    self.rx.drain(..blank);
+                    if self.rx.is_empty() {
+                        self.after_change();
+                        return;
+                    }
+                }
                 let pipe = &mut self.pipe;
                 let established_before = tls.is_established();
                 let looks_like_tls = self.rx.first() == Some(&TLS_HANDSHAKE_RECORD);
@@ -457,6 +467,9 @@ impl Pipeline {
     fn process(&mut self, buf: &[u8]) -> usize {
         let mut consumed = 0;
         while !self.closing && !self.start_tls && self.stream.wants_input() {
+            // An unauthenticated peer gets the smaller stanza limit (it changes between frames).
+            self.framer
+                .set_authenticated(self.stream.is_authenticated());
             let frame = match self.framer.next(&buf[consumed..]) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
@@ -471,8 +484,12 @@ impl Pipeline {
                 // Left unread: the framer is between frames, so it finds this one again.
                 break;
             }
-            let end = consumed + frame.end;
-
+            let mut end = consumed + frame.end;
+            if matches!(step, Ok(Step::StartTls)) && is_whitespace(&buf[end..]) {
+                // Whitespace carries no command: clients (mattn/go-xmpp) end <starttls/> with a
+                // newline. It is discarded; any other byte is still refused below.
+                end = buf.len();
+            }
             self.apply(step, end, buf.len());
             consumed = end;
         }
@@ -546,6 +563,14 @@ impl Pipeline {
     }
 }
 
+fn is_xml_space(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn is_whitespace(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| is_xml_space(*b))
+}
+
 fn not_well_formed(why: impl Into<std::borrow::Cow<'static, str>>) -> StreamError {
     StreamError::with_text(StreamErrorCondition::NotWellFormed, why)
 }
@@ -562,6 +587,10 @@ fn frame_error(err: FrameError) -> StreamError {
         FrameError::TextBetweenStanzas => {
             StreamError::with_text(C::BadFormat, "character data between stanzas")
         }
+        FrameError::NestedHeader => StreamError::with_text(
+            C::UnsupportedStanzaType,
+            "a stream header inside an open stream: the stream restarts only after STARTTLS or SASL success",
+        ),
         FrameError::LimitExceeded(limit) => StreamError::limit(
             C::PolicyViolation,
             limit,

@@ -21,8 +21,20 @@
 //! references beyond the five predefined ones and character references; the XML declaration only
 //! at the start of a stream; UTF-8 only. Every complete frame is checked for valid UTF-8 and
 //! legal XML characters before it is reported. Every size, depth and count has a limit.
+//!
+//! Every end tag must name the element it closes (XML 1.0 §3, element type match): the framer
+//! keeps the offsets of the open elements' names, relative to the stanza's start in the
+//! caller's buffer, and compares the end tag's name with the innermost one as soon as it is
+//! complete. So `<a><b></a>` is refused at its `>`, not left waiting for bytes that would never
+//! balance it. The offsets of the first levels live in the framer itself; an idle connection
+//! holds no buffer for them.
+//!
+//! A second stream header inside an open stream is refused as soon as its start tag ends: read
+//! as a stanza it would swallow everything after it.
 
 use std::fmt;
+
+use smallvec::SmallVec;
 
 pub use crate::limits::Limit;
 
@@ -103,6 +115,9 @@ pub enum FrameError {
     TextBetweenStanzas,
     /// A configured limit: `policy-violation`.
     LimitExceeded(Limit),
+    /// A start tag named like the stream header, at the top level of an open stream: a client
+    /// that restarts the stream on its own. `unsupported-stanza-type`.
+    NestedHeader,
 }
 
 impl fmt::Display for FrameError {
@@ -113,6 +128,7 @@ impl fmt::Display for FrameError {
             FrameError::UnsupportedEncoding => f.write_str("only UTF-8 is supported"),
             FrameError::TextBetweenStanzas => f.write_str("character data between stanzas"),
             FrameError::LimitExceeded(limit) => write!(f, "limit {} exceeded", limit.key()),
+            FrameError::NestedHeader => f.write_str("a stream header inside an open stream"),
         }
     }
 }
@@ -197,11 +213,18 @@ const CDATA_OPEN: &[u8] = b"[CDATA[";
 const TEXT: State = State::Text { brackets: 0 };
 const DECLARATION_TARGET: &[u8] = b"xml";
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+const UTF8_BOM_FIRST: u8 = 0xEF;
+/// Open elements whose name offsets live inline; deeper stanzas spill to the heap (LDM
+/// documents nest eight deep: `LDM_interface/cmd/data/Envelope/Content/Section/Item/*`).
+const OPEN_NAMES_INLINE: usize = 8;
 
-/// The resumable scanner. About 80 bytes; it owns no buffer.
+/// The resumable scanner. About 120 bytes; it owns no buffer.
 #[derive(Clone, Debug)]
 pub struct Framer {
     limits: FramerLimits,
+    /// The stanza size limit in force: `preauth_stanza_bytes_max` until
+    /// [`Framer::set_authenticated`], then `stanza_bytes_max`.
+    stanza_bytes_max: usize,
     state: State,
     /// Bytes of the caller's buffer already scanned.
     pos: usize,
@@ -211,12 +234,16 @@ pub struct Framer {
     token_start: usize,
     /// Start of the current attribute value.
     value_start: usize,
-    /// Element depth inside the current stanza; 0 between stanzas.
-    depth: u32,
+    /// Offsets from `frame_start` of the names of the elements open in the current stanza,
+    /// innermost last; their count is the stanza's depth (0 between stanzas).
+    open: SmallVec<[u32; OPEN_NAMES_INLINE]>,
     /// Attributes seen on the current start tag.
     attributes: u32,
     /// The header has not been framed yet.
     in_header: bool,
+    /// Whitespace in the prolog still allows an XML declaration (a restarted stream: clients
+    /// leave a newline after `</auth>`, which is not a command and carries nothing).
+    lenient_prolog: bool,
     /// The current end tag closes the stream (depth was 0 at `</`).
     closing_stream: bool,
     /// The header's qualified name, to match the stream's end tag (`stream:stream`, `x:stream`).
@@ -227,6 +254,7 @@ impl Framer {
     pub fn new(limits: FramerLimits) -> Self {
         Self {
             limits,
+            stanza_bytes_max: limits.preauth_stanza_bytes_max,
             state: State::Prolog {
                 declaration_allowed: true,
             },
@@ -234,18 +262,33 @@ impl Framer {
             frame_start: 0,
             token_start: 0,
             value_start: 0,
-            depth: 0,
+            open: SmallVec::new(),
             attributes: 0,
             in_header: true,
+            lenient_prolog: false,
             closing_stream: false,
             header_name: Box::default(),
         }
     }
 
     /// Begins a new stream at the current position: the next bytes are a new prolog and header.
-    /// Call after consuming the frame that triggered the restart (RFC 6120 §4.3.3).
+    /// Call after consuming the frame that triggered the restart (RFC 6120 §4.3.3). The stanza
+    /// size limit in force is kept; whitespace before the new declaration is skipped.
     pub fn restart(&mut self) {
+        let stanza_bytes_max = self.stanza_bytes_max;
         *self = Self::new(self.limits);
+        self.stanza_bytes_max = stanza_bytes_max;
+        self.lenient_prolog = true;
+    }
+
+    /// Switches between the pre-authentication stanza limit and the full one. Call between
+    /// frames, when the stream's authentication changes.
+    pub fn set_authenticated(&mut self, authenticated: bool) {
+        self.stanza_bytes_max = if authenticated {
+            self.limits.stanza_bytes_max
+        } else {
+            self.limits.preauth_stanza_bytes_max
+        };
     }
 
     /// True when no partial unit is pending, so the caller may release an empty buffer.
@@ -261,11 +304,14 @@ impl Framer {
     /// Scans `buf` from where the last call stopped. See the module documentation.
     pub fn next(&mut self, buf: &[u8]) -> Result<Option<Frame>, FrameError> {
         debug_assert!(self.pos <= buf.len(), "caller dropped unconsumed bytes");
-        while self.pos < buf.len() {
-            if let Some(frame) = self.step(buf)? {
+        while let Some(&byte) = buf.get(self.pos) {
+            if let Some(frame) = self.step(buf, byte)? {
                 self.check_frame(buf, frame)?;
                 self.pos = 0;
                 self.frame_start = 0;
+                if self.open.spilled() {
+                    self.open = SmallVec::new(); // a deep stanza's names go with it
+                }
                 return Ok(Some(frame));
             }
         }
@@ -283,17 +329,41 @@ impl Framer {
         Ok(None)
     }
 
+    /// The bytes not scanned yet.
+    fn rest<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        buf.get(self.pos..).unwrap_or_default()
+    }
+
+    /// Moves past `n` scanned bytes (never beyond the buffer, so never overflows).
+    fn bump(&mut self, n: usize) {
+        self.pos = self.pos.saturating_add(n);
+    }
+
+    /// Bytes of the unit being scanned so far.
+    fn pending(&self) -> usize {
+        self.pos.saturating_sub(self.frame_start)
+    }
+
     /// Refuses a partial unit that has already outgrown its limit, before it is complete.
     fn check_pending_size(&self) -> Result<(), FrameError> {
         if self.in_header {
             return self.check_header_size(self.pos);
         }
         if !matches!(self.state, State::TopLevel | State::Ended)
-            && self.pos - self.frame_start > self.limits.stanza_bytes_max
+            && self.pending() > self.stanza_bytes_max
         {
-            return Err(FrameError::LimitExceeded(Limit::StanzaBytes));
+            return Err(FrameError::LimitExceeded(self.stanza_limit()));
         }
         Ok(())
+    }
+
+    /// The limit a stanza too large is counted under.
+    fn stanza_limit(&self) -> Limit {
+        if self.stanza_bytes_max == self.limits.stanza_bytes_max {
+            Limit::StanzaBytes
+        } else {
+            Limit::PreauthStanzaBytes
+        }
     }
 
     fn check_header_size(&self, end: usize) -> Result<(), FrameError> {
@@ -307,33 +377,32 @@ impl Framer {
     fn check_frame(&self, buf: &[u8], frame: Frame) -> Result<(), FrameError> {
         match frame.kind {
             FrameKind::Header => self.check_header_size(frame.end)?,
-            FrameKind::Element if frame.end - frame.start > self.limits.stanza_bytes_max => {
-                return Err(FrameError::LimitExceeded(Limit::StanzaBytes));
+            FrameKind::Element if frame.end.saturating_sub(frame.start) > self.stanza_bytes_max => {
+                return Err(FrameError::LimitExceeded(self.stanza_limit()));
             }
             _ => {}
         }
-        check_xml_chars(&buf[frame.start..frame.end])
+        check_xml_chars(buf.get(frame.start..frame.end).unwrap_or_default())
     }
 
-    /// Consumes at least one byte; returns a frame when one completes.
-    fn step(&mut self, buf: &[u8]) -> Result<Option<Frame>, FrameError> {
-        let byte = buf[self.pos];
+    /// Consumes at least one byte (`byte` is `buf[pos]`); returns a frame when one completes.
+    fn step(&mut self, buf: &[u8], byte: u8) -> Result<Option<Frame>, FrameError> {
         match self.state {
             State::Prolog {
                 declaration_allowed,
             } => self.prolog(byte, declaration_allowed)?,
             State::Bom { matched } => {
-                if byte != UTF8_BOM[usize::from(matched)] {
+                if UTF8_BOM.get(usize::from(matched)) != Some(&byte) {
                     return Err(FrameError::NotWellFormed("stream does not start with '<'"));
                 }
-                self.pos += 1;
-                self.state = match usize::from(matched) + 1 {
-                    3 => State::Prolog {
+                self.bump(1);
+                let matched = matched.saturating_add(1);
+                self.state = if usize::from(matched) == UTF8_BOM.len() {
+                    State::Prolog {
                         declaration_allowed: true,
-                    },
-                    _ => State::Bom {
-                        matched: matched + 1,
-                    },
+                    }
+                } else {
+                    State::Bom { matched }
                 };
             }
             State::PrologOpen {
@@ -343,19 +412,19 @@ impl Framer {
                     if !declaration_allowed {
                         return Err(FrameError::Restricted("processing instruction"));
                     }
-                    self.pos += 1;
+                    self.bump(1);
                     self.state = State::DeclarationTarget { matched: 0 };
                 } else {
                     self.state = State::Open;
-                    self.open(byte)?;
+                    self.open_tag(byte)?;
                 }
             }
             State::DeclarationTarget { matched } => {
-                self.pos += 1;
+                self.bump(1);
                 match DECLARATION_TARGET.get(usize::from(matched)) {
                     Some(&expected) if byte == expected => {
                         self.state = State::DeclarationTarget {
-                            matched: matched + 1,
+                            matched: matched.saturating_add(1),
                         };
                     }
                     None if is_space(byte) => self.state = State::Declaration { question: false },
@@ -364,28 +433,28 @@ impl Framer {
             }
             State::Declaration { question } => self.declaration(buf, byte, question)?,
             State::TopLevel => self.top_level(byte)?,
-            State::Open => self.open(byte)?,
+            State::Open => self.open_tag(byte)?,
             State::Bang { matched } => self.bang(byte, matched)?,
             State::StartName => {
-                self.pos += name_run(&buf[self.pos..]);
+                self.bump(name_run(self.rest(buf)));
                 self.check_name_len()?;
                 if self.pos < buf.len() {
                     if self.in_header {
-                        self.header_name = buf[self.token_start..self.pos].into();
+                        self.header_name = buf.get(self.token_start..self.pos).unwrap_or_default().into();
                     }
                     self.state = State::InTag { spaced: false };
                 }
             }
-            State::InTag { spaced } => return self.in_tag(byte, spaced),
+            State::InTag { spaced } => return self.in_tag(buf, byte, spaced),
             State::AttrName => {
-                self.pos += name_run(&buf[self.pos..]);
+                self.bump(name_run(self.rest(buf)));
                 self.check_name_len()?;
                 if self.pos < buf.len() {
                     self.state = State::AttrEq;
                 }
             }
             State::AttrEq => {
-                self.pos += 1;
+                self.bump(1);
                 match byte {
                     b'=' => self.state = State::AttrQuote,
                     _ if is_space(byte) => {}
@@ -393,7 +462,7 @@ impl Framer {
                 }
             }
             State::AttrQuote => {
-                self.pos += 1;
+                self.bump(1);
                 match byte {
                     b'"' | b'\'' => {
                         self.value_start = self.pos;
@@ -410,7 +479,7 @@ impl Framer {
                         "'/' not followed by '>' in a tag",
                     ));
                 }
-                self.pos += 1;
+                self.bump(1);
                 if self.in_header {
                     return Err(FrameError::NotWellFormed(
                         "the stream header cannot be empty",
@@ -419,14 +488,14 @@ impl Framer {
                 return Ok(self.close_element());
             }
             State::EndName => {
-                self.pos += name_run(&buf[self.pos..]);
+                self.bump(name_run(self.rest(buf)));
                 self.check_name_len()?;
                 if self.pos < buf.len() {
                     self.end_name(buf)?;
                 }
             }
             State::EndTail => {
-                self.pos += 1;
+                self.bump(1);
                 match byte {
                     b'>' if self.closing_stream => {
                         self.state = State::Ended;
@@ -437,7 +506,7 @@ impl Framer {
                     _ => return Err(FrameError::NotWellFormed("unexpected byte in an end tag")),
                 }
             }
-            State::Text { brackets } => self.text(buf, brackets)?,
+            State::Text { brackets } => self.text(buf, byte, brackets)?,
             State::Reference { quote } => self.reference(buf, byte, quote)?,
             State::CData { brackets } => self.cdata(buf, brackets),
             State::Ended => self.pos = buf.len(),
@@ -450,15 +519,15 @@ impl Framer {
             UTF8_BOM_FIRST if self.pos == 0 => self.state = State::Bom { matched: 0 },
             b'<' => {
                 self.frame_start = self.pos;
-                self.pos += 1;
+                self.bump(1);
                 self.state = State::PrologOpen {
                     declaration_allowed,
                 };
             }
             _ if is_space(byte) => {
-                self.pos += 1;
+                self.bump(1);
                 self.state = State::Prolog {
-                    declaration_allowed: false,
+                    declaration_allowed: declaration_allowed && self.lenient_prolog,
                 };
             }
             // UTF-16 byte order marks, or UTF-16/32 text (a NUL next to '<').
@@ -469,13 +538,13 @@ impl Framer {
     }
 
     fn declaration(&mut self, buf: &[u8], byte: u8, question: bool) -> Result<(), FrameError> {
-        self.pos += 1;
-        if self.pos - self.frame_start > DECLARATION_BYTES_MAX {
+        self.bump(1);
+        if self.pending() > DECLARATION_BYTES_MAX {
             return Err(FrameError::NotWellFormed("XML declaration too long"));
         }
         self.state = match byte {
             b'>' if question => {
-                check_declaration(&buf[self.frame_start..self.pos])?;
+                check_declaration(buf.get(self.frame_start..self.pos).unwrap_or_default())?;
                 State::Prolog {
                     declaration_allowed: false,
                 }
@@ -490,17 +559,17 @@ impl Framer {
         match byte {
             b'<' => {
                 self.frame_start = self.pos;
-                self.pos += 1;
+                self.bump(1);
                 self.state = State::Open;
             }
-            _ if is_space(byte) => self.pos += 1,
+            _ if is_space(byte) => self.bump(1),
             _ => return Err(FrameError::TextBetweenStanzas),
         }
         Ok(())
     }
 
     /// After `<`: decides between a start tag, an end tag, CDATA and forbidden markup.
-    fn open(&mut self, byte: u8) -> Result<(), FrameError> {
+    fn open_tag(&mut self, byte: u8) -> Result<(), FrameError> {
         match byte {
             b'/' if self.in_header => {
                 return Err(FrameError::NotWellFormed(
@@ -508,23 +577,27 @@ impl Framer {
                 ));
             }
             b'/' => {
-                self.pos += 1;
-                self.closing_stream = self.depth == 0;
+                self.bump(1);
+                self.closing_stream = self.open.is_empty();
                 self.token_start = self.pos;
                 self.state = State::EndName;
             }
             b'?' => return Err(FrameError::Restricted("processing instruction")),
-            b'!' if self.depth == 0 => return Err(FrameError::Restricted("comment or DTD")),
+            b'!' if self.open.is_empty() => return Err(FrameError::Restricted("comment or DTD")),
             b'!' => {
-                self.pos += 1;
+                self.bump(1);
                 self.state = State::Bang { matched: 0 };
             }
             _ if is_name_start(byte) => {
                 if !self.in_header {
-                    if self.depth == self.limits.depth_max {
+                    if self.open.len() >= self.depth_max() {
                         return Err(FrameError::LimitExceeded(Limit::Depth));
                     }
-                    self.depth += 1;
+                    // The stanza is at most 16 MiB (the largest stanza limit), so its offsets
+                    // fit 32 bits; a buffer that breaks that is refused rather than truncated.
+                    let offset = u32::try_from(self.pending())
+                        .map_err(|_| FrameError::LimitExceeded(self.stanza_limit()))?;
+                    self.open.push(offset);
                 }
                 self.attributes = 0;
                 self.token_start = self.pos;
@@ -535,15 +608,19 @@ impl Framer {
         Ok(())
     }
 
+    fn depth_max(&self) -> usize {
+        usize::try_from(self.limits.depth_max).unwrap_or(usize::MAX)
+    }
+
     fn bang(&mut self, byte: u8, matched: u8) -> Result<(), FrameError> {
         if matched == 0 && matches!(byte, b'-' | b'D' | b'd') {
             return Err(FrameError::Restricted("comment or DTD"));
         }
-        if byte != CDATA_OPEN[usize::from(matched)] {
+        if CDATA_OPEN.get(usize::from(matched)) != Some(&byte) {
             return Err(FrameError::NotWellFormed("malformed markup declaration"));
         }
-        self.pos += 1;
-        let matched = matched + 1;
+        self.bump(1);
+        let matched = matched.saturating_add(1);
         self.state = if usize::from(matched) == CDATA_OPEN.len() {
             State::CData { brackets: 0 }
         } else {
@@ -552,15 +629,20 @@ impl Framer {
         Ok(())
     }
 
-    fn in_tag(&mut self, byte: u8, spaced: bool) -> Result<Option<Frame>, FrameError> {
-        self.pos += 1;
+    fn in_tag(&mut self, buf: &[u8], byte: u8, spaced: bool) -> Result<Option<Frame>, FrameError> {
+        self.bump(1);
         match byte {
             b'>' if self.in_header => {
                 self.in_header = false;
                 self.state = State::TopLevel;
                 return Ok(Some(self.frame(FrameKind::Header)));
             }
-            b'>' => self.state = TEXT,
+            b'>' => {
+                if self.open.len() == 1 && self.names_the_header(buf) {
+                    return Err(FrameError::NestedHeader);
+                }
+                self.state = TEXT;
+            }
             b'/' => self.state = State::SelfClose,
             _ if is_space(byte) => self.state = State::InTag { spaced: true },
             _ if is_name_start(byte) => {
@@ -569,11 +651,11 @@ impl Framer {
                         "attributes must be separated by spaces",
                     ));
                 }
-                self.attributes += 1;
+                self.attributes = self.attributes.saturating_add(1);
                 if self.attributes > self.limits.attributes_max {
                     return Err(FrameError::LimitExceeded(Limit::Attributes));
                 }
-                self.token_start = self.pos - 1;
+                self.token_start = self.pos.saturating_sub(1);
                 self.state = State::AttrName;
             }
             _ => return Err(FrameError::NotWellFormed("unexpected byte in a start tag")),
@@ -581,19 +663,36 @@ impl Framer {
         Ok(None)
     }
 
+    /// The name of the open element whose name starts `offset` bytes into the stanza.
+    fn open_name<'b>(&self, buf: &'b [u8], offset: u32) -> &'b [u8] {
+        let start = usize::try_from(offset)
+            .ok()
+            .and_then(|offset| self.frame_start.checked_add(offset))
+            .unwrap_or(usize::MAX);
+        let rest = buf.get(start..).unwrap_or_default();
+        rest.get(..name_run(rest)).unwrap_or_default()
+    }
+
+    /// The stanza's root element has the stream header's name.
+    fn names_the_header(&self, buf: &[u8]) -> bool {
+        self.open
+            .first()
+            .is_some_and(|&root| self.open_name(buf, root) == &*self.header_name)
+    }
+
     fn attr_value(&mut self, buf: &[u8], quote: u8) -> Result<(), FrameError> {
-        let rest = &buf[self.pos..];
+        let rest = self.rest(buf);
         // The value's bytes scanned so far, up to (not including) the delimiter found.
         let found = memchr::memchr3(quote, b'<', b'&', rest);
-        let value_end = self.pos + found.unwrap_or(rest.len());
-        if value_end - self.value_start > self.limits.attribute_value_bytes_max {
+        let value_end = self.pos.saturating_add(found.unwrap_or(rest.len()));
+        if value_end.saturating_sub(self.value_start) > self.limits.attribute_value_bytes_max {
             return Err(FrameError::LimitExceeded(Limit::AttributeValueBytes));
         }
-        match found {
+        match found.and_then(|i| rest.get(i).map(|&delimiter| (i, delimiter))) {
             None => self.pos = buf.len(),
-            Some(i) => {
-                self.pos += i + 1;
-                match rest[i] {
+            Some((i, delimiter)) => {
+                self.bump(i.saturating_add(1));
+                match delimiter {
                     b'<' => return Err(FrameError::NotWellFormed("'<' in an attribute value")),
                     b'&' => {
                         self.token_start = self.pos;
@@ -606,12 +705,12 @@ impl Framer {
         Ok(())
     }
 
-    fn text(&mut self, buf: &[u8], brackets: u8) -> Result<(), FrameError> {
+    fn text(&mut self, buf: &[u8], byte: u8, brackets: u8) -> Result<(), FrameError> {
         if brackets > 0 {
             // Inside a run of `]`: one byte at a time until the run ends.
-            match buf[self.pos] {
+            match byte {
                 b']' => {
-                    self.pos += 1;
+                    self.bump(1);
                     self.state = State::Text { brackets: 2 };
                 }
                 b'>' if brackets >= 2 => {
@@ -621,12 +720,14 @@ impl Framer {
             }
             return Ok(());
         }
-        let rest = &buf[self.pos..];
-        match memchr::memchr3(b'<', b'&', b']', rest) {
+        let rest = self.rest(buf);
+        match memchr::memchr3(b'<', b'&', b']', rest)
+            .and_then(|i| rest.get(i).map(|&delimiter| (i, delimiter)))
+        {
             None => self.pos = buf.len(),
-            Some(i) => {
-                self.pos += i + 1;
-                match rest[i] {
+            Some((i, delimiter)) => {
+                self.bump(i.saturating_add(1));
+                match delimiter {
                     b'<' => self.state = State::Open,
                     b'&' => {
                         self.token_start = self.pos;
@@ -640,17 +741,18 @@ impl Framer {
     }
 
     fn reference(&mut self, buf: &[u8], byte: u8, quote: Option<u8>) -> Result<(), FrameError> {
-        self.pos += 1;
+        self.bump(1);
         if byte != b';' {
             if !(is_name_byte(byte) || byte == b'#') {
                 return Err(FrameError::NotWellFormed("malformed reference"));
             }
-            if self.pos - self.token_start > REFERENCE_BYTES_MAX {
+            if self.pos.saturating_sub(self.token_start) > REFERENCE_BYTES_MAX {
                 return Err(FrameError::NotWellFormed("unterminated reference"));
             }
             return Ok(());
         }
-        check_reference(&buf[self.token_start..self.pos - 1])?;
+        let name_end = self.pos.saturating_sub(1);
+        check_reference(buf.get(self.token_start..name_end).unwrap_or_default())?;
         self.state = match quote {
             None => TEXT,
             Some(quote) => State::AttrValue { quote },
@@ -659,19 +761,18 @@ impl Framer {
     }
 
     fn cdata(&mut self, buf: &[u8], mut brackets: u8) {
-        while self.pos < buf.len() {
-            let byte = buf[self.pos];
-            self.pos += 1;
+        while let Some(&byte) = buf.get(self.pos) {
+            self.bump(1);
             match byte {
-                b']' => brackets = (brackets + 1).min(2),
+                b']' => brackets = brackets.saturating_add(1).min(2),
                 b'>' if brackets == 2 => {
                     self.state = TEXT;
                     return;
                 }
                 _ => {
                     brackets = 0;
-                    match memchr::memchr(b']', &buf[self.pos..]) {
-                        Some(i) => self.pos += i,
+                    match memchr::memchr(b']', self.rest(buf)) {
+                        Some(i) => self.bump(i),
                         None => self.pos = buf.len(),
                     }
                 }
@@ -682,13 +783,21 @@ impl Framer {
 
     /// The end tag's name is complete (`buf[pos]` is the byte after it).
     fn end_name(&mut self, buf: &[u8]) -> Result<(), FrameError> {
-        let name = &buf[self.token_start..self.pos];
+        let name = buf.get(self.token_start..self.pos).unwrap_or_default();
         if name.is_empty() {
             return Err(FrameError::NotWellFormed("end tag without a name"));
         }
-        if self.closing_stream && *name != *self.header_name {
+        if self.closing_stream {
+            if *name != *self.header_name {
+                return Err(FrameError::NotWellFormed(
+                    "end tag does not match the stream header",
+                ));
+            }
+        } else if let Some(&innermost) = self.open.last()
+            && self.open_name(buf, innermost) != name
+        {
             return Err(FrameError::NotWellFormed(
-                "end tag does not match the stream header",
+                "end tag does not match the element it closes",
             ));
         }
         self.state = State::EndTail;
@@ -697,9 +806,9 @@ impl Framer {
 
     /// An element closed (`/>` or its end tag): the stanza is complete when depth returns to 0.
     fn close_element(&mut self) -> Option<Frame> {
-        debug_assert!(self.depth > 0);
-        self.depth -= 1;
-        if self.depth == 0 {
+        debug_assert!(!self.open.is_empty());
+        self.open.pop();
+        if self.open.is_empty() {
             self.state = State::TopLevel;
             Some(self.frame(FrameKind::Element))
         } else {
@@ -717,14 +826,12 @@ impl Framer {
     }
 
     fn check_name_len(&self) -> Result<(), FrameError> {
-        if self.pos - self.token_start > self.limits.name_bytes_max {
+        if self.pos.saturating_sub(self.token_start) > self.limits.name_bytes_max {
             return Err(FrameError::LimitExceeded(Limit::NameBytes));
         }
         Ok(())
     }
 }
-
-const UTF8_BOM_FIRST: u8 = 0xEF;
 
 #[cfg(test)]
 mod tests;

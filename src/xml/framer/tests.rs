@@ -7,6 +7,7 @@ fn frames_of(
     limits: FramerLimits,
 ) -> Result<Vec<(FrameKind, Vec<u8>)>, FrameError> {
     let mut framer = Framer::new(limits);
+    framer.set_authenticated(true); // the pre-authentication limit has tests of its own
     let mut buf = Vec::new();
     let mut out = Vec::new();
     for chunk in chunks {
@@ -484,4 +485,138 @@ fn bytes_after_the_stream_end_are_ignored() {
     assert_eq!(end.kind, FrameKind::StreamEnd);
     assert!(framer.is_ended());
     assert_eq!(framer.next(&rest[end.end..]).unwrap(), None);
+}
+
+/// Frames `input` split at every byte position; every split must give the same result.
+fn same_at_every_split(input: &[u8]) -> Result<Vec<(FrameKind, Vec<u8>)>, FrameError> {
+    let whole = frames(input);
+    for at in 0..=input.len() {
+        let (a, b) = input.split_at(at);
+        assert_eq!(
+            frames_of(&[a, b], FramerLimits::default()),
+            whole,
+            "split at {at} of {}",
+            String::from_utf8_lossy(input)
+        );
+    }
+    whole
+}
+
+#[test]
+fn mismatched_end_tag_is_not_well_formed_at_its_close() {
+    // XML 1.0 §3 (element type match): `<a><b></a>` is refused as soon as `</a>` ends, at every
+    // split point, instead of waiting forever for a balance that never comes.
+    let mut input = HEADER.to_vec();
+    input.extend_from_slice(b"<a><b></a>");
+    let err = same_at_every_split(&input).unwrap_err();
+    assert_eq!(
+        err,
+        FrameError::NotWellFormed("end tag does not match the element it closes")
+    );
+    // The refusal comes as soon as the end tag's name is complete, before its `>`.
+    let mut framer = Framer::new(FramerLimits::default());
+    let mut buf = HEADER.to_vec();
+    let header = framer.next(&buf).unwrap().unwrap();
+    buf.drain(..header.end);
+    buf.extend_from_slice(b"<a><b></a");
+    assert_eq!(framer.next(&buf), Ok(None));
+    buf.push(b' ');
+    assert!(framer.next(&buf).is_err());
+}
+
+#[test]
+fn end_tags_match_at_every_depth_and_prefix() {
+    // Names are compared exactly, prefix included; siblings, self-closing elements and deep
+    // nesting beyond the inline slots all balance.
+    let mut ok = HEADER.to_vec();
+    ok.extend_from_slice(
+        b"<a:x><b/><c><d><e><f><g><h><i><j><k>t</k></j></i></h></g></f></e></d></c><b></b></a:x>",
+    );
+    let got = same_at_every_split(&ok).unwrap();
+    assert_eq!(got.len(), 2);
+    for bad in [
+        &b"<a:x></b:x>"[..],
+        b"<ab></a>",
+        b"<a></ab>",
+        b"<a><b></b></c>",
+        b"<a><a1><a2><a3><a4><a5><a6><a7><a8><a9></a8></a9></a7></a6></a5></a4></a3></a2></a1></a>",
+    ] {
+        let mut input = HEADER.to_vec();
+        input.extend_from_slice(bad);
+        assert!(
+            matches!(frames(&input), Err(FrameError::NotWellFormed(_))),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+#[test]
+fn second_stream_header_is_refused_when_its_start_tag_ends() {
+    // A client that restarts the stream on its own: refused at the `>` of the new header, at
+    // every split, rather than read as a stanza that swallows the rest of the stream.
+    let mut input = HEADER.to_vec();
+    input.extend_from_slice(HEADER);
+    assert_eq!(
+        same_at_every_split(&input),
+        Err(FrameError::NestedHeader)
+    );
+    // The same name deeper inside a stanza is only a name.
+    let mut nested = HEADER.to_vec();
+    nested.extend_from_slice(b"<iq><stream:stream>x</stream:stream></iq>");
+    assert!(frames(&nested).is_ok());
+}
+
+#[test]
+fn whitespace_before_a_restarted_streams_declaration_is_skipped() {
+    // Clients leave a newline after </auth>; it lands before the restarted stream's header.
+    let mut framer = Framer::new(FramerLimits::default());
+    let first = HEADER;
+    let got = framer.next(first).unwrap().unwrap();
+    assert_eq!(got.kind, FrameKind::Header);
+    framer.restart();
+    let again = b"\n \r\n<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'>";
+    let got = framer.next(again).unwrap().unwrap();
+    assert_eq!(got.kind, FrameKind::Header);
+    // On a first stream the declaration must come first, as XML says.
+    let mut fresh = Framer::new(FramerLimits::default());
+    assert!(fresh.next(&again[..]).is_err());
+}
+
+#[test]
+fn preauth_stanza_limit_applies_until_authenticated() {
+    // An unauthenticated peer may not make the daemon hold a large partial stanza.
+    let limits = FramerLimits {
+        stanza_bytes_max: 1024,
+        preauth_stanza_bytes_max: 64,
+        ..FramerLimits::default()
+    };
+    let mut framer = Framer::new(limits);
+    let mut buf = HEADER.to_vec();
+    let header = framer.next(&buf).unwrap().unwrap();
+    buf.drain(..header.end);
+    buf.extend_from_slice(b"<auth>");
+    buf.extend(std::iter::repeat_n(b'x', 100));
+    assert_eq!(
+        framer.next(&buf),
+        Err(FrameError::LimitExceeded(Limit::PreauthStanzaBytes))
+    );
+    let mut framer = Framer::new(limits);
+    framer.set_authenticated(true);
+    let mut buf = HEADER.to_vec();
+    let header = framer.next(&buf).unwrap().unwrap();
+    buf.drain(..header.end);
+    buf.extend_from_slice(b"<a>");
+    buf.extend(std::iter::repeat_n(b'x', 100));
+    buf.extend_from_slice(b"</a>");
+    assert_eq!(framer.next(&buf).unwrap().unwrap().kind, FrameKind::Element);
+    // A restart keeps the limit in force.
+    framer.restart();
+    let mut buf = HEADER.to_vec();
+    let header = framer.next(&buf).unwrap().unwrap();
+    buf.drain(..header.end);
+    buf.extend_from_slice(b"<a>");
+    buf.extend(std::iter::repeat_n(b'x', 100));
+    buf.extend_from_slice(b"</a>");
+    assert_eq!(framer.next(&buf).unwrap().unwrap().kind, FrameKind::Element);
 }

@@ -166,6 +166,7 @@ fn random_bytes_never_panic_the_framer() {
             .collect();
         let mut framer = Framer::new(FramerLimits {
             stanza_bytes_max: 32,
+            preauth_stanza_bytes_max: 32,
             header_bytes_max: 48,
             ..FramerLimits::default()
         });

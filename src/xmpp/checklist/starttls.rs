@@ -31,15 +31,64 @@ fn starttls_refuses_pipelined_plaintext() {
 }
 
 #[test]
-fn starttls_refuses_even_pipelined_whitespace() {
+fn starttls_discards_pipelined_whitespace() {
+    // Whitespace is not a command: mattn/go-xmpp ends <starttls/> with a newline in the same
+    // write. The newline is discarded and TLS proceeds.
     let mut pair = Pair::remote();
     pair.send(HEADER);
     pair.recv();
-    pair.send(&format!("{STARTTLS} "));
-    assert!(
-        pair.recv()
-            .starts_with("<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    pair.send(&format!("{STARTTLS}\n \t\r\n"));
+    assert_eq!(
+        pair.recv(),
+        "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
     );
+    pair.handshake();
+    pair.send(HEADER);
+    assert!(pair.recv().ends_with(FEATURES_SASL));
+}
+
+#[test]
+fn starttls_discards_whitespace_before_the_first_tls_record() {
+    // The newline may arrive in a read of its own, after <proceed/>: still not a command.
+    let mut pair = Pair::remote();
+    pair.send(HEADER);
+    pair.recv();
+    pair.send(STARTTLS);
+    assert_eq!(
+        pair.recv(),
+        "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+    );
+    pair.deliver(b"\n");
+    assert_eq!(pair.recv(), "");
+    assert!(!pair.server.is_finished());
+    pair.handshake();
+    pair.send(HEADER);
+    assert!(pair.recv().ends_with(FEATURES_SASL));
+}
+
+#[test]
+fn starttls_refuses_whitespace_followed_by_plaintext() {
+    // Only whitespace is discarded: a command behind it is still injection.
+    let mut pair = Pair::remote();
+    pair.send(HEADER);
+    pair.recv();
+    pair.send(&format!("{STARTTLS}\n<presence/>"));
+    assert_eq!(
+        pair.recv(),
+        "<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>"
+    );
+    assert!(pair.server.is_finished());
+    let mut pair = Pair::remote();
+    pair.send(HEADER);
+    pair.recv();
+    pair.send(STARTTLS);
+    pair.recv();
+    pair.deliver(b"\n<presence/>");
+    assert_eq!(
+        pair.recv(),
+        "<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>"
+    );
+    assert!(pair.server.is_finished());
 }
 
 #[test]
