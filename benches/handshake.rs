@@ -62,11 +62,11 @@ fn configs() -> (Arc<ConnectionConfig>, ClientConfig) {
             sasl_attempts_max: limits.sasl_attempts_max,
             requests_in_flight_max: limits.requests_in_flight_max,
         }),
-        framer: limits.framer,
+        framer: limits.framer(),
         tls,
         ids: Arc::new(OsRandom),
-        auth_timeout: limits.auth_timeout,
-        idle_timeout: limits.idle_timeout,
+        auth_timeout: limits.auth_timeout(),
+        idle_timeout: limits.idle_timeout(),
     });
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).expect("root");

@@ -440,7 +440,10 @@ impl Framer {
                 self.check_name_len()?;
                 if self.pos < buf.len() {
                     if self.in_header {
-                        self.header_name = buf.get(self.token_start..self.pos).unwrap_or_default().into();
+                        self.header_name = buf
+                            .get(self.token_start..self.pos)
+                            .unwrap_or_default()
+                            .into();
                     }
                     self.state = State::InTag { spaced: false };
                 }

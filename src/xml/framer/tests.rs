@@ -557,10 +557,7 @@ fn second_stream_header_is_refused_when_its_start_tag_ends() {
     // every split, rather than read as a stanza that swallows the rest of the stream.
     let mut input = HEADER.to_vec();
     input.extend_from_slice(HEADER);
-    assert_eq!(
-        same_at_every_split(&input),
-        Err(FrameError::NestedHeader)
-    );
+    assert_eq!(same_at_every_split(&input), Err(FrameError::NestedHeader));
     // The same name deeper inside a stanza is only a name.
     let mut nested = HEADER.to_vec();
     nested.extend_from_slice(b"<iq><stream:stream>x</stream:stream></iq>");
