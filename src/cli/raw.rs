@@ -27,7 +27,7 @@ pub fn check_document(text: &str) -> Result<(), String> {
     check_character_references(text)?;
     let scope = crate::xml::NamespaceScope::client();
     let root = crate::xml::Element::parse(text, &scope)
-        .map_err(|e| format!("the document is not well-formed XML: {}", e.0))?;
+        .map_err(|e| format!("the document is not well-formed XML: {}", e.message()))?;
     if root.local_name() != "LDM_interface" {
         return Err(format!(
             "expected an LDM_interface document, got <{}>",

@@ -125,7 +125,8 @@ impl ClientStream {
                 FrameKind::Whitespace => continue,
                 FrameKind::StreamEnd => return Ok(Some(Incoming::StreamEnd)),
                 FrameKind::Header => {
-                    let header = HeaderTag::parse(&text).map_err(|e| StreamFault::Parse(e.0))?;
+                    let header =
+                        HeaderTag::parse(&text).map_err(|e| StreamFault::Parse(e.to_string()))?;
                     self.scope = header.scope;
                     return Ok(Some(Incoming::Header));
                 }
@@ -135,7 +136,8 @@ impl ClientStream {
     }
 
     fn element(&self, text: String) -> Result<Incoming, StreamFault> {
-        let element = Element::parse(&text, &self.scope).map_err(|e| StreamFault::Parse(e.0))?;
+        let element =
+            Element::parse(&text, &self.scope).map_err(|e| StreamFault::Parse(e.to_string()))?;
         let incoming = match (element.local_name(), element.namespace) {
             ("features", Namespace::Streams) => Incoming::Features(features(&element)),
             ("error", Namespace::Streams) => Incoming::StreamError(condition(&element)),

@@ -137,7 +137,7 @@ fn parse_root(text: &str) -> Result<Element<'_>, ReplyError> {
         default: crate::xml::Namespace::None,
         prefixes: Vec::new(),
     };
-    Element::parse(text, &scope).map_err(|e| ReplyError::NotWellFormed(e.0))
+    Element::parse(text, &scope).map_err(|e| ReplyError::NotWellFormed(e.message().to_owned()))
 }
 
 /// Reads a response document from its root element.

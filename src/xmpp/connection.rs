@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::ldm::{Document, Response, Role};
 use crate::limits::Limit;
-use crate::xml::{Element, FrameError, FrameKind, Framer, FramerLimits, HeaderTag};
+use crate::xml::{Element, FrameError, FrameKind, Framer, FramerLimits, HeaderTag, ParseError};
 use crate::xmpp::error::{SaslFailure, StreamError, StreamErrorCondition};
 use crate::xmpp::outbox::Outbox;
 use crate::xmpp::sasl::PlainCredentials;
@@ -505,12 +505,11 @@ impl Pipeline {
                 if !self.stream.awaits_header() {
                     return Err(not_well_formed("unexpected stream header"));
                 }
-                let tag = HeaderTag::parse(text).map_err(|e| not_well_formed(e.0))?;
+                let tag = HeaderTag::parse(text).map_err(parse_error)?;
                 self.stream.handle_header(&tag, &mut self.out)
             }
             FrameKind::Element => {
-                let element =
-                    Element::parse(text, self.stream.scope()).map_err(|e| not_well_formed(e.0))?;
+                let element = Element::parse(text, self.stream.scope()).map_err(parse_error)?;
                 self.stream.handle_element(&element, &mut self.out)
             }
             FrameKind::StreamEnd => Ok(self.stream.handle_stream_end(&mut self.out)),
@@ -573,6 +572,16 @@ fn is_whitespace(bytes: &[u8]) -> bool {
 
 fn not_well_formed(why: impl Into<std::borrow::Cow<'static, str>>) -> StreamError {
     StreamError::with_text(StreamErrorCondition::NotWellFormed, why)
+}
+
+/// The one mapping from tree-building errors to stream errors.
+fn parse_error(err: ParseError) -> StreamError {
+    match err {
+        ParseError::NotWellFormed(why) => not_well_formed(why),
+        ParseError::UndeclaredPrefix(why) => {
+            StreamError::with_text(StreamErrorCondition::BadNamespacePrefix, why)
+        }
+    }
 }
 
 /// The one mapping from framer errors to stream errors.

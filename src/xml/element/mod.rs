@@ -7,6 +7,15 @@
 //!
 //! Built only from frames the framer accepted, so the input is already size-, depth- and
 //! character-checked; quick-xml adds the end-name match and duplicate-attribute checks.
+//!
+//! Namespace well-formedness (Namespaces in XML 1.0) is checked here: every element and
+//! attribute name is a QName (`a:` or `a:b:c` are not); `xml` may only be bound to its own
+//! namespace and nothing else may be; `xmlns` is never declared; no element carries two
+//! attributes with the same expanded name (`a:x` and `b:x` with `a` and `b` bound to one URI).
+//! A prefix with no declaration in scope is refused in XMPP stanzas. LDM documents keep one
+//! leniency, because Oracle's clients and examples write `rasd:`, `gprop:`, `ovf:` and `xsi:`
+//! without declaring them: inside an `LDM_interface` (or `LDM_event`) such a prefix is kept,
+//! flagged as [`Namespace::Undeclared`], and matched by local name.
 
 use std::borrow::Cow;
 
@@ -71,8 +80,8 @@ impl Namespace {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamespaceScope {
     pub default: Namespace,
-    /// Prefix declarations of the header (bounded by `attributes_max`).
-    pub prefixes: Vec<(Box<str>, Namespace)>,
+    /// Prefix declarations of the header (bounded by `attributes_max`): prefix, URI, interned.
+    pub prefixes: Vec<(Box<str>, Box<str>, Namespace)>,
 }
 
 impl NamespaceScope {
@@ -80,7 +89,11 @@ impl NamespaceScope {
     pub fn client() -> Self {
         Self {
             default: Namespace::Client,
-            prefixes: vec![("stream".into(), Namespace::Streams)],
+            prefixes: vec![(
+                "stream".into(),
+                Namespace::STREAMS.into(),
+                Namespace::Streams,
+            )],
         }
     }
 
@@ -96,25 +109,60 @@ impl NamespaceScope {
     fn lookup(&self, prefix: Option<&str>) -> Namespace {
         match prefix {
             None => self.default,
-            Some("xml") => Namespace::Xml,
-            Some(p) => self
-                .prefixes
-                .iter()
-                .rev()
-                .find(|(declared, _)| &**declared == p)
-                .map_or(Namespace::Undeclared, |(_, ns)| *ns),
+            Some(p) => self.resolve(p).map_or(Namespace::Undeclared, |(_, ns)| ns),
+        }
+    }
+
+    /// The URI and namespace a prefix is bound to, if it is declared.
+    fn resolve(&self, prefix: &str) -> Option<(&str, Namespace)> {
+        if prefix == XML_PREFIX {
+            return Some((Namespace::XML, Namespace::Xml));
+        }
+        self.prefixes
+            .iter()
+            .rev()
+            .find(|(declared, _, _)| &**declared == prefix)
+            .map(|(_, uri, ns)| (&**uri, *ns))
+    }
+}
+
+const XML_PREFIX: &str = "xml";
+const XMLNS_PREFIX: &str = "xmlns";
+/// The namespace of `xmlns` itself, which nothing may be bound to.
+const XMLNS_URI: &str = "http://www.w3.org/2000/xmlns/";
+/// Root elements whose undeclared prefixes are tolerated (LDM documents).
+const LENIENT_ROOTS: [&str; 2] = [
+    crate::ldm::parse::REQUEST_ROOT,
+    crate::ldm::parse::EVENT_ROOT,
+];
+
+/// Why a framed slice could not become a tree; each maps to one stream error condition.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not well-formed XML, or not namespace-well-formed: `not-well-formed`.
+    #[error("not well-formed: {0}")]
+    NotWellFormed(String),
+    /// A prefix with no declaration in scope, outside LDM documents: `bad-namespace-prefix`.
+    #[error("undeclared namespace prefix: {0}")]
+    UndeclaredPrefix(String),
+}
+
+impl ParseError {
+    fn malformed(why: impl Into<String>) -> ParseError {
+        ParseError::NotWellFormed(why.into())
+    }
+
+    /// The reason, without the condition.
+    pub fn message(&self) -> &str {
+        match self {
+            ParseError::NotWellFormed(why) | ParseError::UndeclaredPrefix(why) => why,
         }
     }
 }
 
-/// Why a framed slice could not become a tree: always `not-well-formed` on the stream.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("not well-formed: {0}")]
-pub struct ParseError(pub String);
-
 impl From<quick_xml::Error> for ParseError {
     fn from(err: quick_xml::Error) -> Self {
-        ParseError(err.to_string())
+        ParseError::malformed(err.to_string())
     }
 }
 
@@ -237,7 +285,9 @@ pub struct HeaderTag<'a> {
 }
 
 impl<'a> HeaderTag<'a> {
-    /// Parses the header start tag framed by the framer (`<stream:stream ...>`).
+    /// Parses the header start tag framed by the framer (`<stream:stream ...>`). Its own
+    /// prefix may be undeclared (the legacy LDM client's header declares nothing); the stream
+    /// state machine decides what it accepts.
     pub fn parse(slice: &'a str) -> Result<HeaderTag<'a>, ParseError> {
         let mut reader = Reader::from_str(slice);
         match reader.read_event()? {
@@ -247,10 +297,12 @@ impl<'a> HeaderTag<'a> {
                     prefixes: Vec::new(),
                 };
                 let mut builder = Builder::new(&empty);
+                builder.lenient = true;
                 let name = borrowed_name(slice, &start)?;
-                let (attrs, declared) = builder.attributes(slice, &start)?;
-                let scope = builder.into_scope(declared);
-                let namespace = scope.lookup(name.split_once(':').map(|(p, _)| p));
+                check_qname(name)?;
+                let (attrs, _) = builder.attributes(slice, &start)?;
+                let scope = builder.into_scope();
+                let namespace = scope.lookup(prefix_of(name));
                 Ok(HeaderTag {
                     name,
                     namespace,
@@ -258,7 +310,7 @@ impl<'a> HeaderTag<'a> {
                     attrs,
                 })
             }
-            _ => Err(ParseError("stream header expected".into())),
+            _ => Err(ParseError::malformed("stream header expected")),
         }
     }
 
@@ -278,99 +330,203 @@ fn local_part(name: &str) -> &str {
     name.split_once(':').map_or(name, |(_, local)| local)
 }
 
+fn prefix_of(name: &str) -> Option<&str> {
+    name.split_once(':').map(|(prefix, _)| prefix)
+}
+
+/// A QName (Namespaces in XML 1.0 §4): an NCName, or two joined by one colon. The framer
+/// already checked that the name starts with a name character and holds only name characters.
+fn check_qname(name: &str) -> Result<(), ParseError> {
+    let ncname = |part: &str| {
+        part.chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_' || !c.is_ascii())
+    };
+    let valid = match name.split_once(':') {
+        None => ncname(name),
+        Some((prefix, local)) => ncname(prefix) && ncname(local) && !local.contains(':'),
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(ParseError::malformed(format!(
+            "'{}' is not a qualified name",
+            name.chars().take(64).collect::<String>()
+        )))
+    }
+}
+
 /// Recovers a `&'a str` for a name quick-xml reports: names are never unescaped, so the bytes
 /// always lie inside `slice`.
 fn borrowed_name<'a>(slice: &'a str, start: &BytesStart<'a>) -> Result<&'a str, ParseError> {
     subslice(slice, start.name().into_inner())
-        .ok_or_else(|| ParseError("element name outside the frame".into()))
+        .ok_or_else(|| ParseError::malformed("element name outside the frame"))
 }
 
 /// Turns a sub-slice of `slice` back into a `&'a str` with the full lifetime.
 fn subslice<'a>(slice: &'a str, part: &str) -> Option<&'a str> {
     let base = slice.as_ptr() as usize;
     let at = (part.as_ptr() as usize).checked_sub(base)?;
-    slice.get(at..at + part.len())
+    slice.get(at..at.checked_add(part.len())?)
+}
+
+/// One namespace declaration inside a stanza: the prefix (`None` for the default), the URI.
+struct Declaration<'a> {
+    prefix: Option<&'a str>,
+    uri: Cow<'a, str>,
+    namespace: Namespace,
 }
 
 /// Builds the tree with an explicit stack: no recursion, so depth is bounded by the framer only.
-struct Builder<'s> {
+struct Builder<'s, 'a> {
     stream: &'s NamespaceScope,
-    /// Declarations in scope inside the stanza: (prefix or None for default, namespace).
-    declared: Vec<(Option<Box<str>>, Namespace)>,
+    /// Declarations in scope inside the stanza, innermost last.
+    declared: Vec<Declaration<'a>>,
+    /// Undeclared prefixes are kept and flagged instead of refused (LDM documents, headers).
+    lenient: bool,
 }
 
-impl<'s> Builder<'s> {
+impl<'s, 'a> Builder<'s, 'a> {
     fn new(stream: &'s NamespaceScope) -> Self {
         Self {
             stream,
             declared: Vec::new(),
+            lenient: false,
         }
     }
 
+    /// The element namespace of `prefix` (`None`: the default namespace).
     fn lookup(&self, prefix: Option<&str>) -> Namespace {
-        if prefix == Some("xml") {
+        if prefix == Some(XML_PREFIX) {
             return Namespace::Xml;
         }
         self.declared
             .iter()
             .rev()
-            .find(|(p, _)| p.as_deref() == prefix)
-            .map_or_else(|| self.stream.lookup(prefix), |(_, ns)| *ns)
+            .find(|d| d.prefix == prefix)
+            .map_or_else(|| self.stream.lookup(prefix), |d| d.namespace)
+    }
+
+    /// The URI `prefix` is bound to, if it is declared.
+    fn resolve(&self, prefix: &str) -> Option<&str> {
+        match self
+            .declared
+            .iter()
+            .rev()
+            .find(|d| d.prefix == Some(prefix))
+        {
+            Some(declaration) => Some(&declaration.uri),
+            None => self.stream.resolve(prefix).map(|(uri, _)| uri),
+        }
+    }
+
+    /// A prefix without a declaration: refused, or tolerated and flagged.
+    fn undeclared(&self, what: &str, name: &str) -> Result<(), ParseError> {
+        if self.lenient {
+            return Ok(());
+        }
+        Err(ParseError::UndeclaredPrefix(format!(
+            "{what} '{}' uses a prefix that is not declared",
+            name.chars().take(64).collect::<String>()
+        )))
     }
 
     /// Splits attributes from namespace declarations (which it pushes, returning their count).
-    fn attributes<'a>(
+    fn attributes(
         &mut self,
         slice: &'a str,
         start: &BytesStart<'a>,
     ) -> Result<(Vec<Attr<'a>>, usize), ParseError> {
         let mut attrs = Vec::new();
-        let mut declared = 0;
+        let mut declared = 0usize;
         for attr in start.attributes().with_checks(true) {
-            let attr = attr.map_err(|e| ParseError(e.to_string()))?;
+            let attr = attr.map_err(|e| ParseError::malformed(e.to_string()))?;
             let key = subslice(slice, attr.key.into_inner())
-                .ok_or_else(|| ParseError("attribute name outside the frame".into()))?;
+                .ok_or_else(|| ParseError::malformed("attribute name outside the frame"))?;
+            check_qname(key)?;
             let value = attribute_value(slice, &attr)?;
-            if key == "xmlns" {
-                self.declared.push((None, Namespace::from_uri(&value)));
-                declared += 1;
+            let prefix = if key == XMLNS_PREFIX {
+                None
             } else if let Some(prefix) = key.strip_prefix("xmlns:") {
-                if value.is_empty() {
-                    return Err(ParseError(format!("empty namespace for prefix {prefix}")));
-                }
-                self.declared
-                    .push((Some(prefix.into()), Namespace::from_uri(&value)));
-                declared += 1;
+                Some(prefix)
             } else {
                 attrs.push(Attr { name: key, value });
-            }
+                continue;
+            };
+            check_declaration(prefix, &value)?;
+            self.declared.push(Declaration {
+                prefix,
+                namespace: Namespace::from_uri(&value),
+                uri: value,
+            });
+            declared = declared.saturating_add(1);
         }
+        self.check_attribute_names(&attrs)?;
         Ok((attrs, declared))
     }
 
-    fn into_scope(self, declared: usize) -> NamespaceScope {
-        debug_assert_eq!(declared, self.declared.len());
+    /// Every prefixed attribute's prefix is declared (or tolerated), and no two attributes have
+    /// the same expanded name (Namespaces in XML 1.0 §6.3).
+    fn check_attribute_names(&self, attrs: &[Attr<'a>]) -> Result<(), ParseError> {
+        // (namespace URI, or the prefix itself when undeclared and tolerated; local name)
+        let mut expanded: Vec<(&str, &str)> = Vec::new();
+        for attr in attrs {
+            let Some((prefix, local)) = attr.name.split_once(':') else {
+                continue; // unprefixed: no namespace; quick-xml refuses duplicates
+            };
+            let identity = match self.resolve(prefix) {
+                Some(uri) => uri,
+                None => {
+                    self.undeclared("attribute", attr.name)?;
+                    prefix
+                }
+            };
+            if expanded.contains(&(identity, local)) {
+                return Err(ParseError::malformed(format!(
+                    "two attributes named '{}' in one namespace",
+                    local.chars().take(64).collect::<String>()
+                )));
+            }
+            expanded.push((identity, local));
+        }
+        Ok(())
+    }
+
+    fn into_scope(self) -> NamespaceScope {
         let mut scope = NamespaceScope {
             default: Namespace::None,
             prefixes: Vec::new(),
         };
-        for (prefix, ns) in self.declared {
-            match prefix {
-                None => scope.default = ns,
-                Some(p) => scope.prefixes.push((p, ns)),
+        for declaration in self.declared {
+            match declaration.prefix {
+                None => scope.default = declaration.namespace,
+                Some(prefix) => scope.prefixes.push((
+                    prefix.into(),
+                    declaration.uri.into(),
+                    declaration.namespace,
+                )),
             }
         }
         scope
     }
 
-    fn open<'a>(
+    fn open(
         &mut self,
         slice: &'a str,
         start: &BytesStart<'a>,
+        root: bool,
     ) -> Result<(Element<'a>, usize), ParseError> {
         let name = borrowed_name(slice, start)?;
+        check_qname(name)?;
+        if root {
+            self.lenient = LENIENT_ROOTS.contains(&local_part(name));
+        }
         let (attrs, declared) = self.attributes(slice, start)?;
-        let namespace = self.lookup(name.split_once(':').map(|(p, _)| p));
+        let namespace = self.lookup(prefix_of(name));
+        // The root's own namespace is the stream's business (`bad-namespace-prefix` there too).
+        if namespace == Namespace::Undeclared && !root {
+            self.undeclared("element", name)?;
+        }
         Ok((
             Element {
                 name,
@@ -382,7 +538,13 @@ impl<'s> Builder<'s> {
         ))
     }
 
-    fn build<'a>(mut self, slice: &'a str) -> Result<Element<'a>, ParseError> {
+    /// Forgets the declarations an element made, as it closes.
+    fn close(&mut self, declared: usize) {
+        let keep = self.declared.len().saturating_sub(declared);
+        self.declared.truncate(keep);
+    }
+
+    fn build(mut self, slice: &'a str) -> Result<Element<'a>, ParseError> {
         let mut reader = Reader::from_str(slice);
         let config = reader.config_mut();
         config.check_end_names = true;
@@ -396,16 +558,18 @@ impl<'s> Builder<'s> {
             if !matches!(
                 event,
                 Event::Text(_) | Event::CData(_) | Event::GeneralRef(_)
-            ) {
-                if let (Some(t), Some((parent, _))) = (text.take(), open.last_mut()) {
-                    parent.children.push(Node::Text(t));
-                }
+            ) && let (Some(t), Some((parent, _))) = (text.take(), open.last_mut())
+            {
+                parent.children.push(Node::Text(t));
             }
             match event {
-                Event::Start(start) => open.push(self.open(slice, &start)?),
+                Event::Start(start) => {
+                    let root = open.is_empty();
+                    open.push(self.open(slice, &start, root)?);
+                }
                 Event::Empty(start) => {
-                    let (element, declared) = self.open(slice, &start)?;
-                    self.declared.truncate(self.declared.len() - declared);
+                    let (element, declared) = self.open(slice, &start, open.is_empty())?;
+                    self.close(declared);
                     match open.last_mut() {
                         Some((parent, _)) => parent.children.push(Node::Element(element)),
                         None => return finish(reader, element),
@@ -414,8 +578,8 @@ impl<'s> Builder<'s> {
                 Event::End(_) => {
                     let (element, declared) = open
                         .pop()
-                        .ok_or_else(|| ParseError("unbalanced end tag".into()))?;
-                    self.declared.truncate(self.declared.len() - declared);
+                        .ok_or_else(|| ParseError::malformed("unbalanced end tag"))?;
+                    self.close(declared);
                     match open.last_mut() {
                         Some((parent, _)) => parent.children.push(Node::Element(element)),
                         None => return finish(reader, element),
@@ -428,20 +592,43 @@ impl<'s> Builder<'s> {
                         Some(c) => Cow::Owned(c.to_string()),
                         None => {
                             let name: &str = &r;
-                            let entity = resolve_predefined_entity(name)
-                                .ok_or_else(|| ParseError(format!("unknown entity {name}")))?;
+                            let entity = resolve_predefined_entity(name).ok_or_else(|| {
+                                ParseError::malformed(format!("unknown entity {name}"))
+                            })?;
                             Cow::Borrowed(entity)
                         }
                     };
                     text.push(resolved);
                 }
-                Event::Eof => return Err(ParseError("element is not complete".into())),
+                Event::Eof => return Err(ParseError::malformed("element is not complete")),
                 // The framer refuses these before we ever see them.
                 Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {
-                    return Err(ParseError("restricted XML".into()));
+                    return Err(ParseError::malformed("restricted XML"));
                 }
             }
         }
+    }
+}
+
+/// The rules of Namespaces in XML 1.0 §3 for one declaration: `xml` only to its own URI and
+/// nothing else to that URI; `xmlns` never declared and its URI never bound; no prefix undone.
+fn check_declaration(prefix: Option<&str>, uri: &str) -> Result<(), ParseError> {
+    let refuse = |why: &str| Err(ParseError::malformed(why));
+    match prefix {
+        Some(XMLNS_PREFIX) => refuse("the prefix xmlns cannot be declared"),
+        Some(XML_PREFIX) if uri != Namespace::XML => {
+            refuse("the prefix xml cannot be bound to another namespace")
+        }
+        Some(XML_PREFIX) => Ok(()),
+        _ if uri == Namespace::XML => {
+            refuse("only the prefix xml may be bound to the XML namespace")
+        }
+        _ if uri == XMLNS_URI => refuse("nothing may be bound to the xmlns namespace"),
+        Some(prefix) if uri.is_empty() => Err(ParseError::malformed(format!(
+            "empty namespace for prefix {}",
+            prefix.chars().take(64).collect::<String>()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -453,7 +640,7 @@ fn finish<'a>(
     match reader.read_event()? {
         Event::Eof => Ok(element),
         Event::Text(t) if t.chars().all(|c| c.is_ascii_whitespace()) => Ok(element),
-        _ => Err(ParseError("content after the element".into())),
+        _ => Err(ParseError::malformed("content after the element")),
     }
 }
 
@@ -461,7 +648,7 @@ fn finish<'a>(
 fn attribute_value<'a>(slice: &'a str, attr: &Attribute<'_>) -> Result<Cow<'a, str>, ParseError> {
     let value = attr
         .normalized_value(XmlVersion::Implicit1_0)
-        .map_err(|e| ParseError(e.to_string()))?;
+        .map_err(|e| ParseError::malformed(e.to_string()))?;
     Ok(match value {
         Cow::Borrowed(v) => {
             subslice(slice, v).map_or_else(|| Cow::Owned(v.to_owned()), Cow::Borrowed)

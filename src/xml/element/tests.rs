@@ -102,3 +102,95 @@ fn legacy_header_has_undeclared_stream_prefix() {
     assert_eq!(tag.scope.default, Namespace::None);
     assert_eq!(tag.attr("id"), Some("xmpp"));
 }
+
+fn refusal(xml: &str) -> ParseError {
+    Element::parse(xml, &NamespaceScope::client()).expect_err("must be refused")
+}
+
+#[test]
+fn names_must_be_qualified_names() {
+    // Namespaces in XML 1.0 §4: one colon at most, with a name on each side.
+    for bad in [
+        "<a:/>",
+        "<:a/>",
+        "<a:b:c xmlns:a='urn:x'/>",
+        "<iq><a:/></iq>",
+        "<iq x:='1'/>",
+        "<iq :x='1'/>",
+        "<a:1b xmlns:a='urn:x'/>",
+    ] {
+        assert!(
+            matches!(refusal(bad), ParseError::NotWellFormed(_)),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn the_xml_and_xmlns_prefixes_keep_their_meaning() {
+    // §3: xml may be declared only with its own URI; nothing else may take that URI; xmlns and
+    // its URI are never declared.
+    let own = "<iq xmlns:xml='http://www.w3.org/XML/1998/namespace' xml:lang='en'/>";
+    assert!(Element::parse(own, &NamespaceScope::client()).is_ok());
+    for bad in [
+        "<iq xmlns:xml='urn:other'/>",
+        "<iq xmlns:x='http://www.w3.org/XML/1998/namespace'/>",
+        "<iq xmlns='http://www.w3.org/XML/1998/namespace'/>",
+        "<iq xmlns:xmlns='urn:x'/>",
+        "<iq xmlns:x='http://www.w3.org/2000/xmlns/'/>",
+        "<iq><b xmlns:xml='urn:other'/></iq>",
+    ] {
+        assert!(
+            matches!(refusal(bad), ParseError::NotWellFormed(_)),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn two_attributes_with_one_expanded_name_are_refused() {
+    // §6.3: a:x and b:x with a and b bound to the same URI are the same attribute.
+    let bad = "<iq xmlns:a='urn:x' xmlns:b='urn:x' a:k='1' b:k='2'/>";
+    assert!(matches!(refusal(bad), ParseError::NotWellFormed(_)));
+    let inherited = "<iq xmlns:a='urn:x'><c xmlns:b='urn:x' a:k='1' b:k='2'/></iq>";
+    assert!(matches!(refusal(inherited), ParseError::NotWellFormed(_)));
+    let via_header = "<iq xmlns:s='http://etherx.jabber.org/streams' s:k='1' stream:k='2'/>";
+    assert!(matches!(refusal(via_header), ParseError::NotWellFormed(_)));
+    // Different namespaces, or no namespace beside one, are different attributes.
+    let fine = "<iq xmlns:a='urn:x' xmlns:b='urn:y' a:k='1' b:k='2' k='3'/>";
+    assert!(Element::parse(fine, &NamespaceScope::client()).is_ok());
+}
+
+#[test]
+fn undeclared_prefixes_in_stanzas_are_refused_at_every_depth() {
+    // Only LDM documents are lenient; an XMPP stanza's nested elements and attributes must use
+    // declared prefixes (bad-namespace-prefix).
+    for bad in [
+        "<iq type='get' id='1'><p:ping/></iq>",
+        "<iq type='get' id='1'><ping xmlns='urn:xmpp:ping'><x:y/></ping></iq>",
+        "<iq type='get' id='1' p:x='1'/>",
+        "<message><body q:lang='en'>x</body></message>",
+    ] {
+        assert!(
+            matches!(refusal(bad), ParseError::UndeclaredPrefix(_)),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn ldm_documents_keep_undeclared_prefixes() {
+    // Oracle's clients write rasd:, gprop:, ovf: and xsi: without declarations.
+    let doc = "<LDM_interface version='1.0'><cmd><data version='3.0'><Envelope><ovf:Content xsi:type='ovf:VirtualSystem_Type' ovf:id='ldg1'><Section xsi:type='ovf:ResourceAllocationSection_type'><Item><rasd:OtherResourceType>cpu</rasd:OtherResourceType><gprop:GenericProperty key='x' rasd:k='1' ovf:k='2'>1</gprop:GenericProperty></Item></Section></ovf:Content></Envelope></data></cmd></LDM_interface>";
+    let e = parse(doc);
+    assert!(e.has_undeclared_prefix());
+    // The other namespace rules still hold inside them.
+    assert!(matches!(
+        refusal("<LDM_interface><a:/></LDM_interface>"),
+        ParseError::NotWellFormed(_)
+    ));
+    assert!(matches!(
+        refusal("<LDM_interface xmlns:xml='urn:x'/>"),
+        ParseError::NotWellFormed(_)
+    ));
+}

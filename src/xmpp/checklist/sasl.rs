@@ -172,3 +172,36 @@ fn busy_verifier_does_not_spend_the_clients_attempts() {
         "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"
     );
 }
+
+#[test]
+fn go_xmpp_login_with_trailing_newlines_reaches_bind() {
+    // mattn/go-xmpp's exact byte sequence: every element it writes ends with "\n", and it sends
+    // the restarted stream's declaration right after <success/>. The newlines carry no command.
+    let header = "<?xml version='1.0'?>\n<stream:stream to='example.com' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>\n";
+    let mut pair = Pair::remote();
+    pair.send(header);
+    assert!(pair.recv().ends_with(FEATURES_STARTTLS));
+    pair.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\n");
+    assert_eq!(
+        pair.recv(),
+        "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+    );
+    pair.handshake();
+    pair.send(header);
+    assert!(pair.recv().ends_with(FEATURES_SASL));
+    pair.send(&format!("{AUTH_ALICE}\n"));
+    pair.expect_verify("alice", "secret");
+    pair.answer_auth(Ok(Identity {
+        user: "alice".into(),
+        role: Role::Write,
+    }));
+    assert_eq!(
+        pair.recv(),
+        "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"
+    );
+    pair.send(header);
+    assert!(pair.recv().ends_with(FEATURES_BIND));
+    pair.send("<iq type='set' id='bind_1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r</resource></bind></iq>\n");
+    let bound = pair.recv();
+    assert!(bound.contains("<jid>alice@example.com/r</jid>"), "{bound}");
+}
