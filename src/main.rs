@@ -76,6 +76,7 @@ enum UserAction {
 }
 
 fn main() -> ExitCode {
+    crash_on_panic();
     let cli = Cli::parse();
     let overrides = Overrides {
         listen: cli.listen.clone(),
@@ -95,6 +96,30 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(message),
     }
+}
+
+/// Crash-only: a panic on any thread ends the whole process with one log line, never leaving a
+/// live daemon with a dead thread (a registry that no longer answers, an I/O thread whose
+/// connections hang). Nothing acknowledged is lost: every answer follows its durable commit,
+/// and a supervisor restarts the daemon on the same state.
+fn crash_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        let location = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_owned());
+        tracing::error!(thread, "panic{location}: {payload}; ending the process");
+        // Written directly too, in case logging is not set up yet or is what panicked.
+        eprintln!("ldmd: panic in thread {thread}{location}: {payload}; ending the process");
+        std::process::abort();
+    }));
 }
 
 fn fail(message: String) -> ExitCode {

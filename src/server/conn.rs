@@ -21,6 +21,7 @@ use tokio::io::unix::AsyncFd;
 use crate::auth::verifier::{Busy, Reply, VerifyRequest};
 use crate::limits::Limit;
 use crate::metrics::Phase;
+use crate::server::admission::Ticket;
 use crate::server::dispatch::{ConnKey, Request, ToIo};
 use crate::server::io_thread::{BUFFER_BYTES, ConnShared, Inbound, ThreadCtx};
 use crate::xmpp::connection::{Connection, Event};
@@ -66,14 +67,19 @@ impl Transport {
     }
 }
 
-/// Runs one connection to its end. `refused`: the connection is over a limit and is told so.
+/// Runs one connection to its end. `admitted`: its slot, held until it ends, or the limit that
+/// refuses it (the peer is told so).
 pub async fn run(
     ctx: Rc<ThreadCtx>,
     transport: Transport,
     peer: Peer,
-    refused: Option<StreamError>,
+    admitted: Result<Ticket, StreamError>,
 ) {
-    let counted = refused.is_none();
+    let (ticket, refused) = match admitted {
+        Ok(ticket) => (Some(ticket), None),
+        Err(error) => (None, Some(error)),
+    };
+    let counted = ticket.is_some();
     let (key, shared) = ctx.register();
     let unix = transport.is_unix();
     let mut actor = Actor {
@@ -110,14 +116,7 @@ pub async fn run(
     transport.shutdown();
     actor.finish();
     ctx.release(key);
-    if counted {
-        let open = if unix {
-            &ctx.shared.unix_open
-        } else {
-            &ctx.shared.tcp_open
-        };
-        open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
+    drop(ticket); // the slot is free once the socket is
 }
 
 struct Actor {

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -31,14 +31,14 @@ use crate::auth::peercred::{self, SockDiag};
 use crate::config::Config;
 use crate::ldm::Response;
 use crate::ldm::event::{Event, SubscriptionChange};
-use crate::limits::Limit;
 use crate::metrics::Metrics;
+use crate::server::admission::Admission;
 use crate::server::conn::{self, Transport};
 use crate::server::dispatch::{ConnKey, Request, ToIo};
 use crate::server::pool::BufferPool;
 use crate::server::subscribers::{Offer, Subscription};
 use crate::xmpp::connection::ConnectionConfig;
-use crate::xmpp::error::{SaslFailure, StreamError, StreamErrorCondition};
+use crate::xmpp::error::SaslFailure;
 use crate::xmpp::stream::{Identity, Peer};
 
 /// Standard size of pooled buffers: a full TLS record (16 KiB + 325) fits with room to spare.
@@ -51,8 +51,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub connection: Arc<ConnectionConfig>,
     pub verifier: Verifier,
-    pub tcp_open: AtomicUsize,
-    pub unix_open: AtomicUsize,
+    /// The connection limits' counts.
+    pub admission: Arc<Admission>,
     /// Connections accepted since start, all threads.
     pub accepted: AtomicU64,
     pub metrics: &'static Metrics,
@@ -384,20 +384,16 @@ async fn accept_tcp(ctx: Rc<ThreadCtx>, listener: tokio_uring::net::TcpListener)
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY");
         }
-        let refused = over_limit(
-            &shared.tcp_open,
-            shared.config.limits.connections_max,
-            Limit::Connections,
-        );
-        let peer = match (refused.is_some(), local) {
-            (false, Some(local)) => ctx.tcp_peer(peer, local),
+        let admitted = shared.admission.admit_tcp(peer.ip());
+        let peer = match (admitted.is_ok(), local) {
+            (true, Some(local)) => ctx.tcp_peer(peer, local),
             _ => Peer::Remote,
         };
         tokio_uring::spawn(conn::run(
             ctx.clone(),
             Transport::Tcp(stream),
             peer,
-            refused,
+            admitted,
         ));
     }
 }
@@ -441,19 +437,15 @@ async fn accept_unix(ctx: Rc<ThreadCtx>, listener: std::os::unix::net::UnixListe
         let shared = &ctx.shared;
         shared.metrics.accepted_unix.increment(1);
         shared.accepted.fetch_add(1, Ordering::Relaxed);
-        let refused = over_limit(
-            &shared.unix_open,
-            shared.config.limits.unix_connections_max,
-            Limit::UnixConnections,
-        );
-        let peer = match peercred::unix_peer_uid(stream.as_raw_fd()) {
-            Ok(uid) => Peer::Local {
-                uid,
-                role: shared.config.local_role(uid),
-            },
-            Err(_) => Peer::Local {
-                uid: u32::MAX,
-                role: crate::ldm::Role::None,
+        // A peer whose credentials cannot be read is nobody: no role, and no privileged slot.
+        let uid = peercred::unix_peer_uid(stream.as_raw_fd()).unwrap_or(u32::MAX);
+        let admitted = shared.admission.admit_unix(uid);
+        let peer = Peer::Local {
+            uid,
+            role: if uid == u32::MAX {
+                crate::ldm::Role::None
+            } else {
+                shared.config.local_role(uid)
             },
         };
         let stream = tokio_uring::net::UnixStream::from_std(stream);
@@ -461,22 +453,7 @@ async fn accept_unix(ctx: Rc<ThreadCtx>, listener: std::os::unix::net::UnixListe
             ctx.clone(),
             Transport::Unix(stream),
             peer,
-            refused,
+            admitted,
         ));
     }
-}
-
-/// Counts the connection in `open`, or returns the error to refuse it with.
-fn over_limit(open: &AtomicUsize, max: usize, limit: Limit) -> Option<StreamError> {
-    let previous = open.fetch_add(1, Ordering::AcqRel);
-    if previous < max {
-        return None;
-    }
-    open.fetch_sub(1, Ordering::AcqRel);
-    // Counted by the actor when it sends this error, like every limit.
-    Some(StreamError::limit(
-        StreamErrorCondition::ResourceConstraint,
-        limit,
-        "too many connections",
-    ))
 }

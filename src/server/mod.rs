@@ -1,5 +1,6 @@
 //! The I/O shell: listeners, connection actors, buffer pools, the handler thread, shutdown.
 
+pub mod admission;
 pub mod certs;
 mod conn;
 pub mod dispatch;
@@ -24,7 +25,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
@@ -125,12 +125,12 @@ impl Server {
             idle_timeout: config.limits.idle_timeout(),
         });
         let socket_path = config.socket.clone();
+        let admission = admission::Admission::new(&config.limits, config.owner_uid);
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             connection,
             verifier: verifier.clone(),
-            tcp_open: AtomicUsize::new(0),
-            unix_open: AtomicUsize::new(0),
+            admission,
             accepted: std::sync::atomic::AtomicU64::new(0),
             metrics: crate::metrics::get(),
         });

@@ -1,0 +1,161 @@
+//! Named fault points, for tests that must prove what happens when the disk, a thread or the
+//! process fails at a given instant.
+//!
+//! Compiled in only with the cargo feature `fault-points` (tests build with it; releases do
+//! not): without it, [`point`] is a constant `None` and the optimizer removes every call site.
+//! A test arms points through the environment of the daemon it starts:
+//!
+//! ```text
+//! LDMD_FAULTS="store.commit=eio*3;registry.commit=panic@2"
+//!              ^point       ^what ^times  ^hits to let pass first
+//! ```
+//!
+//! `what` is `eio`, `enospc` (the call fails with that error) or `panic`. Without `*times` the
+//! point fires on every hit after the skipped ones. The points, and where they are:
+//!
+//! | point | where | what it proves |
+//! |---|---|---|
+//! | `store.commit` | the registry's durable write of a batch | a failed commit refuses that batch's writes, reads go on, the store is retried |
+//! | `store.open` | reopening the store after a failure | retries back off and never end the daemon |
+//! | `registry.commit` | the registry thread, before it writes a batch | a panic ends the process; nothing acknowledged is lost |
+
+use std::io;
+
+/// What an armed point does when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Fail with `EIO`.
+    Eio,
+    /// Fail with `ENOSPC`.
+    Enospc,
+    /// Panic on the spot.
+    Panic,
+}
+
+impl Fault {
+    /// The I/O error this fault stands for, or a panic for [`Fault::Panic`].
+    pub fn io_error(self, point: &str) -> io::Error {
+        match self {
+            Fault::Eio => io::Error::from_raw_os_error(libc::EIO),
+            Fault::Enospc => io::Error::from_raw_os_error(libc::ENOSPC),
+            Fault::Panic => panic!("fault point {point} fired"),
+        }
+    }
+}
+
+/// Whether the point `name` fires now (always `None` without the `fault-points` feature).
+#[cfg(not(feature = "fault-points"))]
+#[inline(always)]
+pub fn point(_name: &str) -> Option<Fault> {
+    None
+}
+
+/// Fails with the armed I/O error, or panics, when the point `name` fires.
+pub fn io_point(name: &str) -> io::Result<()> {
+    match point(name) {
+        Some(fault) => Err(fault.io_error(name)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(feature = "fault-points")]
+pub use armed::point;
+
+#[cfg(feature = "fault-points")]
+mod armed {
+    use std::sync::{Mutex, OnceLock};
+
+    use super::Fault;
+
+    /// The environment variable that arms points.
+    const VARIABLE: &str = "LDMD_FAULTS";
+
+    struct Armed {
+        name: String,
+        fault: Fault,
+        /// Hits still to let pass.
+        skip: u64,
+        /// Times still to fire; `None`: every time.
+        times: Option<u64>,
+    }
+
+    fn table() -> &'static Mutex<Vec<Armed>> {
+        static TABLE: OnceLock<Mutex<Vec<Armed>>> = OnceLock::new();
+        TABLE.get_or_init(|| {
+            let spec = std::env::var(VARIABLE).unwrap_or_default();
+            let armed = parse(&spec).unwrap_or_else(|e| panic!("{VARIABLE}: {e}"));
+            Mutex::new(armed)
+        })
+    }
+
+    pub fn point(name: &str) -> Option<Fault> {
+        let mut table = table().lock().unwrap_or_else(|e| e.into_inner());
+        let armed = table.iter_mut().find(|a| a.name == name)?;
+        if armed.skip > 0 {
+            armed.skip -= 1;
+            return None;
+        }
+        match &mut armed.times {
+            Some(0) => None,
+            Some(times) => {
+                *times -= 1;
+                Some(armed.fault)
+            }
+            None => Some(armed.fault),
+        }
+    }
+
+    fn parse(spec: &str) -> Result<Vec<Armed>, String> {
+        let mut armed = Vec::new();
+        for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+            let (name, rest) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("'{entry}' is not point=fault"))?;
+            let (rest, skip) = match rest.split_once('@') {
+                Some((rest, skip)) => (
+                    rest,
+                    skip.parse().map_err(|_| format!("bad @ in '{entry}'"))?,
+                ),
+                None => (rest, 0),
+            };
+            let (what, times) = match rest.split_once('*') {
+                Some((what, times)) => (
+                    what,
+                    Some(times.parse().map_err(|_| format!("bad * in '{entry}'"))?),
+                ),
+                None => (rest, None),
+            };
+            let fault = match what {
+                "eio" => Fault::Eio,
+                "enospc" => Fault::Enospc,
+                "panic" => Fault::Panic,
+                other => return Err(format!("unknown fault '{other}'")),
+            };
+            armed.push(Armed {
+                name: name.to_owned(),
+                fault,
+                skip,
+                times,
+            });
+        }
+        Ok(armed)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn specs_parse_with_skip_and_times() {
+            let armed = parse("store.commit=eio*3@2; registry.commit=panic").unwrap();
+            assert_eq!(armed.len(), 2);
+            assert_eq!(
+                (armed[0].fault, armed[0].skip, armed[0].times),
+                (Fault::Eio, 2, Some(3))
+            );
+            assert_eq!((armed[1].fault, armed[1].times), (Fault::Panic, None));
+            assert!(parse("x=boom").is_err());
+            assert!(parse("x").is_err());
+        }
+    }
+}
