@@ -212,6 +212,7 @@ impl Login {
             let identity = Identity {
                 user: c.authcid.clone(),
                 role: Role::Write,
+                credential: 1,
             };
             server.handle_auth_result(now, Ok(identity));
             c

@@ -2,97 +2,147 @@
 //!
 //! argon2id costs tens of milliseconds per check by design. A bounded queue feeds a few
 //! threads; when it is full the client gets `temporary-auth-failure` at once instead of waiting
-//! behind a flood. Successful checks are remembered as HMAC-SHA256 digests under a per-process
-//! secret (never the password), so a management client that reconnects often does not pay the
-//! hash every time; the memory is bounded and forgotten whenever the user file changes.
+//! behind a flood. Before anything is queued, [`Verifier::submit`] answers on the spot what needs
+//! no hash: a source or user over its failed-login limit (`temporary-auth-failure`, see
+//! [`LoginGuard`]), and a success remembered as an HMAC-SHA256 digest under a per-process
+//! secret (never the password), so a flood of wrong passwords cannot keep correct users out.
+//! The memory is bounded and forgotten whenever the user file changes.
 //!
-//! The user file is re-read when its modification time, size or inode changes, so `ldmd user
-//! add` takes effect without a restart. Unknown users are checked against a dummy hash so that
-//! the answer takes as long as for a known user.
+//! The user file is re-read when its modification time, size or inode changes: by the verifier
+//! threads before a check (so `ldmd user add` takes effect at once), and by a watcher thread
+//! once a second, which tells the I/O threads the accounts changed so that streams of removed
+//! users, or opened with a password since changed, end, and downgraded users lose their writes.
+//! Unknown users are checked against a dummy hash so that the answer takes as long as for a
+//! known user.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use ring::hmac;
 
+use crate::auth::guard::{LoginGuard, LoginSource};
 use crate::auth::store::{UserStore, hash_password, verify_password};
 use crate::ldm::Role;
+use crate::limits::Limit;
 use crate::xmpp::error::SaslFailure;
 use crate::xmpp::sasl::PlainCredentials;
 use crate::xmpp::stream::Identity;
+
+/// How often the watcher looks at the user file.
+const USERS_POLL: Duration = Duration::from_secs(1);
 
 /// Where the verdict goes (the requesting connection's I/O thread).
 pub type Reply = Box<dyn FnOnce(Result<Identity, SaslFailure>) + Send>;
 
 pub struct VerifyRequest {
     pub credentials: PlainCredentials,
+    /// Who asks: failed logins are counted per source.
+    pub source: LoginSource,
     pub reply: Reply,
+}
+
+/// What the accounts are now, for the streams already logged in: user → (role, credential).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Accounts(HashMap<String, (Role, u64)>);
+
+impl Accounts {
+    /// The role and credential tag of `user`, if the account exists.
+    pub fn get(&self, user: &str) -> Option<(Role, u64)> {
+        self.0.get(user).copied()
+    }
+}
+
+/// Told whenever the user file changed (from the watcher thread).
+pub type OnAccountsChanged = Box<dyn Fn(Arc<Accounts>) + Send>;
+
+/// How the pool is set up.
+pub struct VerifierConfig {
+    pub users_file: PathBuf,
+    pub threads: usize,
+    pub queue_max: usize,
+    /// Successes remembered at most.
+    pub remembered_max: usize,
+    pub guard: LoginGuard,
 }
 
 /// Handle to the pool; cheap to clone.
 #[derive(Clone)]
 pub struct Verifier {
     queue: SyncSender<VerifyRequest>,
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    shared: Arc<Mutex<Shared>>,
+    threads: Arc<Mutex<Threads>>,
 }
 
-/// The queue of password checks is full: answer `temporary-auth-failure`.
-pub struct Busy(pub Reply);
+struct Threads {
+    handles: Vec<JoinHandle<()>>,
+    /// Dropped to stop the watcher.
+    stop_watcher: Option<mpsc::Sender<()>>,
+}
 
-impl std::fmt::Debug for Busy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Busy")
-    }
+/// Answered at once, without queueing: the verdict, and the limit that decided it, if any.
+#[derive(Debug)]
+pub struct Immediate {
+    pub verdict: Result<Identity, SaslFailure>,
+    pub limit: Option<Limit>,
+}
+
+#[derive(Clone, Debug)]
+struct Account {
+    role: Role,
+    hash: String,
+    /// Identifies the password hash, so a stream knows when its password was changed.
+    credential: u64,
 }
 
 struct Shared {
     users_file: PathBuf,
     /// (modified, length, inode) of the file the users were read from.
     stamp: Option<(SystemTime, u64, u64)>,
-    users: HashMap<String, (Role, String)>,
+    users: HashMap<String, Account>,
     /// Digests of credentials that verified since the last reload.
     remembered: HashSet<[u8; 32]>,
     /// Counts reloads: a verification that straddles one is not remembered.
     generation: u64,
-
     remembered_max: usize,
     key: hmac::Key,
     dummy_hash: String,
+    guard: LoginGuard,
 }
 
 impl Verifier {
-    /// Starts `threads` verifier threads reading `users_file`.
+    /// Starts the verifier threads, and a watcher that calls `on_change` whenever the user file
+    /// changes.
     pub fn start(
-        users_file: PathBuf,
-        threads: usize,
-        queue_max: usize,
-        remembered_max: usize,
+        config: VerifierConfig,
+        on_change: Option<OnAccountsChanged>,
     ) -> std::io::Result<Verifier> {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(std::io::Error::other)?;
         let mut dummy = [0u8; 16];
         getrandom::fill(&mut dummy).map_err(std::io::Error::other)?;
         let dummy_hash = hash_password(&format!("{dummy:?}")).map_err(std::io::Error::other)?;
-        let shared = Arc::new(Mutex::new(Shared {
-            users_file,
+        let mut state = Shared {
+            users_file: config.users_file,
             stamp: None,
             users: HashMap::new(),
             remembered: HashSet::new(),
             generation: 0,
-            remembered_max,
-
+            remembered_max: config.remembered_max,
             key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
             dummy_hash,
-        }));
-        let (queue, requests) = mpsc::sync_channel(queue_max);
+            guard: config.guard,
+        };
+        state.reload_if_changed();
+        let shared = Arc::new(Mutex::new(state));
+        let (queue, requests) = mpsc::sync_channel(config.queue_max);
         let requests = Arc::new(Mutex::new(requests));
         let mut handles = Vec::new();
-        for n in 0..threads.max(1) {
+        for n in 0..config.threads.max(1) {
             let shared = shared.clone();
             let requests = requests.clone();
             let handle = std::thread::Builder::new()
@@ -100,38 +150,115 @@ impl Verifier {
                 .spawn(move || work(&shared, &requests))?;
             handles.push(handle);
         }
+        let mut stop_watcher = None;
+        if let Some(on_change) = on_change {
+            let (stop, stopped) = mpsc::channel();
+            let shared = shared.clone();
+            let handle = std::thread::Builder::new()
+                .name("ldmd-users".into())
+                .spawn(move || watch(&shared, &stopped, &on_change))?;
+            handles.push(handle);
+            stop_watcher = Some(stop);
+        }
         Ok(Verifier {
             queue,
-            threads: Arc::new(Mutex::new(handles)),
+            shared,
+            threads: Arc::new(Mutex::new(Threads {
+                handles,
+                stop_watcher,
+            })),
         })
     }
 
-    /// Queues a check; `Err(Busy)` when the queue is full (the caller answers at once).
-    pub fn submit(&self, request: VerifyRequest) -> Result<(), Busy> {
+    /// Answers at once what needs no hash (a source or user over its failed-login limit, a
+    /// remembered success, a full queue), or queues the check: its verdict then goes to the
+    /// request's reply.
+    pub fn submit(&self, request: VerifyRequest) -> Result<(), Immediate> {
+        let credentials = &request.credentials;
+        {
+            let state = lock(&self.shared);
+            if let Err(limit) =
+                state
+                    .guard
+                    .check(Instant::now(), request.source, &credentials.authcid)
+            {
+                return Err(Immediate {
+                    verdict: Err(SaslFailure::TemporaryAuthFailure),
+                    limit: Some(limit),
+                });
+            }
+            if let Some(identity) = state.remembered_identity(credentials) {
+                return Err(Immediate {
+                    verdict: Ok(identity),
+                    limit: None,
+                });
+            }
+        }
         match self.queue.try_send(request) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) => Err(Busy(r.reply)),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(Immediate {
+                verdict: Err(SaslFailure::TemporaryAuthFailure),
+                limit: Some(Limit::AuthQueue),
+            }),
         }
     }
 
     /// Stops the threads once the queue drains (every clone must be dropped first).
     pub fn join(self) {
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let threads = std::mem::replace(
+            &mut *lock(&self.threads),
+            Threads {
+                handles: Vec::new(),
+                stop_watcher: None,
+            },
+        );
         drop(self.queue);
-        for thread in threads {
+        drop(threads.stop_watcher);
+        for thread in threads.handles {
             let _ = thread.join();
         }
     }
 }
 
+/// The locks guard plain data that every critical section leaves consistent.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn work(shared: &Mutex<Shared>, requests: &Mutex<Receiver<VerifyRequest>>) {
     loop {
-        let request = match requests.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+        let request = match lock(requests).recv() {
             Ok(request) => request,
             Err(_) => return, // every sender is gone: shutting down
         };
         let verdict = verify(shared, &request.credentials);
+        if verdict == Err(SaslFailure::NotAuthorized) {
+            lock(shared)
+                .guard
+                .failed(Instant::now(), request.source, &request.credentials.authcid);
+        }
         (request.reply)(verdict);
+    }
+}
+
+/// Looks at the user file once a second until stopped; tells `on_change` about every reload.
+fn watch(shared: &Mutex<Shared>, stopped: &Receiver<()>, on_change: &OnAccountsChanged) {
+    let mut seen = lock(shared).generation;
+    loop {
+        match stopped.recv_timeout(USERS_POLL) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let accounts = {
+            let mut state = lock(shared);
+            state.reload_if_changed();
+            if state.generation == seen {
+                continue;
+            }
+            seen = state.generation;
+            state.accounts()
+        };
+        on_change(Arc::new(accounts));
     }
 }
 
@@ -156,6 +283,7 @@ enum Check {
 struct Pending {
     hash: String,
     role: Role,
+    credential: u64,
     digest: [u8; 32],
     /// An unknown user, checked against the dummy hash only to take the same time.
     dummy: bool,
@@ -163,18 +291,18 @@ struct Pending {
 }
 
 fn begin(shared: &Mutex<Shared>, credentials: &PlainCredentials) -> Check {
-    let mut state = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let mut state = lock(shared);
     state.reload_if_changed();
+    if let Some(identity) = state.remembered_identity(credentials) {
+        return Check::Known(Ok(identity));
+    }
     let digest = state.digest(credentials);
     let generation = state.generation;
     match state.users.get(&credentials.authcid).cloned() {
-        Some((role, _)) if state.remembered.contains(&digest) => Check::Known(Ok(Identity {
-            user: credentials.authcid.clone(),
-            role,
-        })),
-        Some((role, hash)) => Check::Hash(Pending {
-            hash,
-            role,
+        Some(account) => Check::Hash(Pending {
+            hash: account.hash,
+            role: account.role,
+            credential: account.credential,
             digest,
             dummy: false,
             generation,
@@ -182,6 +310,7 @@ fn begin(shared: &Mutex<Shared>, credentials: &PlainCredentials) -> Check {
         None => Check::Hash(Pending {
             hash: state.dummy_hash.clone(),
             role: Role::None,
+            credential: 0,
             digest,
             dummy: true,
             generation,
@@ -198,14 +327,18 @@ fn finish(
     if pending.dummy || !matches {
         return Err(SaslFailure::NotAuthorized);
     }
-    let mut state = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let mut state = lock(shared);
     let user = credentials.authcid.clone();
     if state.generation != pending.generation {
         // The users were reloaded while we hashed: the verdict stands only if this user's hash
         // is unchanged, and it is not remembered, so a stale success never outlives a password
         // change.
         return match state.users.get(&credentials.authcid) {
-            Some((role, hash)) if *hash == pending.hash => Ok(Identity { user, role: *role }),
+            Some(account) if account.hash == pending.hash => Ok(Identity {
+                user,
+                role: account.role,
+                credential: account.credential,
+            }),
             _ => Err(SaslFailure::NotAuthorized),
         };
     }
@@ -216,6 +349,7 @@ fn finish(
     Ok(Identity {
         user,
         role: pending.role,
+        credential: pending.credential,
     })
 }
 
@@ -236,11 +370,18 @@ impl Shared {
                 self.users = store
                     .users()
                     .iter()
-                    .map(|u| (u.name.clone(), (u.role(), u.hash.clone())))
+                    .map(|u| {
+                        let account = Account {
+                            role: u.role(),
+                            hash: u.hash.clone(),
+                            credential: credential_of(&u.hash),
+                        };
+                        (u.name.clone(), account)
+                    })
                     .collect();
                 self.stamp = stamp;
                 self.remembered.clear();
-                self.generation += 1;
+                self.generation = self.generation.wrapping_add(1);
 
                 tracing::info!(users = self.users.len(), "user store loaded");
             }
@@ -249,6 +390,28 @@ impl Shared {
                 tracing::warn!(error = %e, "user store unreadable; keeping the previous users")
             }
         }
+    }
+
+    /// The identity of a success remembered for exactly these credentials.
+    fn remembered_identity(&self, credentials: &PlainCredentials) -> Option<Identity> {
+        let account = self.users.get(&credentials.authcid)?;
+        if !self.remembered.contains(&self.digest(credentials)) {
+            return None;
+        }
+        Some(Identity {
+            user: credentials.authcid.clone(),
+            role: account.role,
+            credential: account.credential,
+        })
+    }
+
+    fn accounts(&self) -> Accounts {
+        Accounts(
+            self.users
+                .iter()
+                .map(|(name, a)| (name.clone(), (a.role, a.credential)))
+                .collect(),
+        )
     }
 
     /// HMAC(secret, name NUL password): remembers a success without keeping the password.
@@ -264,11 +427,24 @@ impl Shared {
     }
 }
 
+/// A tag for one password hash: the first 8 bytes of its SHA-256 (the PHC string holds a fresh
+/// salt, so a new password, even the same one, gives a new tag).
+fn credential_of(hash: &str) -> u64 {
+    let digest = ring::digest::digest(&ring::digest::SHA256, hash.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(digest.as_ref().get(..8).unwrap_or(&[0; 8]));
+    u64::from_be_bytes(first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::mpsc::channel;
     use zeroize::Zeroizing;
+
+    use crate::auth::guard::Source;
+
+    const SOURCE: LoginSource = LoginSource::Ip(Source::V4([192, 0, 2, 1]));
 
     fn credentials(user: &str, password: &str) -> PlainCredentials {
         PlainCredentials {
@@ -278,16 +454,62 @@ mod tests {
         }
     }
 
-    fn check(verifier: &Verifier, user: &str, password: &str) -> Result<Identity, SaslFailure> {
+    fn start(path: PathBuf, threads: usize, queue_max: usize) -> Verifier {
+        start_with(
+            path,
+            threads,
+            queue_max,
+            LoginGuard::new(Duration::from_secs(300), 100, 100),
+        )
+    }
+
+    fn start_with(path: PathBuf, threads: usize, queue_max: usize, guard: LoginGuard) -> Verifier {
+        let config = VerifierConfig {
+            users_file: path,
+            threads,
+            queue_max,
+            remembered_max: 16,
+            guard,
+        };
+        Verifier::start(config, None).unwrap()
+    }
+
+    /// Submits and waits for the verdict, however it comes.
+    fn check_from(
+        verifier: &Verifier,
+        source: LoginSource,
+        user: &str,
+        password: &str,
+    ) -> (Result<Identity, SaslFailure>, bool) {
         let (tx, rx) = channel();
         let reply: Reply = Box::new(move |v| tx.send(v).unwrap());
-        verifier
-            .submit(VerifyRequest {
-                credentials: credentials(user, password),
-                reply,
-            })
-            .unwrap();
-        rx.recv().unwrap()
+        let request = VerifyRequest {
+            credentials: credentials(user, password),
+            source,
+            reply,
+        };
+        match verifier.submit(request) {
+            Ok(()) => (rx.recv().unwrap(), false),
+            Err(immediate) => (immediate.verdict, true),
+        }
+    }
+
+    fn check(verifier: &Verifier, user: &str, password: &str) -> Result<Identity, SaslFailure> {
+        check_from(verifier, SOURCE, user, password).0
+    }
+
+    fn shared_for(path: &std::path::Path) -> Mutex<Shared> {
+        Mutex::new(Shared {
+            users_file: path.to_owned(),
+            stamp: None,
+            users: HashMap::new(),
+            remembered: HashSet::new(),
+            generation: 0,
+            remembered_max: 16,
+            key: hmac::Key::new(hmac::HMAC_SHA256, &[7; 32]),
+            dummy_hash: hash_password("dummy").unwrap(),
+            guard: LoginGuard::new(Duration::from_secs(300), 100, 100),
+        })
     }
 
     #[test]
@@ -295,14 +517,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.toml");
         UserStore::add(&path, "alice", Role::Read, "pw1").unwrap();
-        let verifier = Verifier::start(path.clone(), 1, 8, 16).unwrap();
-        assert_eq!(
-            check(&verifier, "alice", "pw1"),
-            Ok(Identity {
-                user: "alice".into(),
-                role: Role::Read
-            })
-        );
+        let verifier = start(path.clone(), 1, 8);
+        let alice = check(&verifier, "alice", "pw1").unwrap();
+        assert_eq!((alice.user.as_str(), alice.role), ("alice", Role::Read));
         assert_eq!(
             check(&verifier, "alice", "pw1").map(|i| i.role),
             Ok(Role::Read),
@@ -331,22 +548,86 @@ mod tests {
     }
 
     #[test]
+    fn remembered_success_is_answered_without_queueing() {
+        // A flood that fills the queue must not keep a correct, remembered user waiting.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        UserStore::add(&path, "alice", Role::Write, "pw").unwrap();
+        let verifier = start(path, 1, 1);
+        let (first, immediate) = check_from(&verifier, SOURCE, "alice", "pw");
+        assert!(first.is_ok() && !immediate, "the first login is hashed");
+        let (again, immediate) = check_from(&verifier, SOURCE, "alice", "pw");
+        assert!(
+            again.is_ok() && immediate,
+            "the second comes from memory at once"
+        );
+        assert!(again.unwrap().credential != 0);
+        verifier.join();
+    }
+
+    #[test]
+    fn failed_logins_are_refused_before_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        UserStore::add(&path, "alice", Role::Write, "pw").unwrap();
+        let guard = LoginGuard::new(Duration::from_secs(300), 2, 100);
+        let verifier = start_with(path, 1, 8, guard);
+        for _ in 0..2 {
+            assert_eq!(
+                check(&verifier, "alice", "wrong"),
+                Err(SaslFailure::NotAuthorized)
+            );
+        }
+        let (verdict, immediate) = check_from(&verifier, SOURCE, "alice", "pw");
+        assert_eq!(verdict, Err(SaslFailure::TemporaryAuthFailure));
+        assert!(immediate, "refused before any hash");
+        let clean = LoginSource::Ip(Source::V4([192, 0, 2, 9]));
+        assert!(check_from(&verifier, clean, "alice", "pw").0.is_ok());
+        verifier.join();
+    }
+
+    #[test]
+    fn the_watcher_reports_every_change_of_the_accounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        UserStore::add(&path, "alice", Role::Write, "pw").unwrap();
+        let (tx, rx) = channel();
+        let config = VerifierConfig {
+            users_file: path.clone(),
+            threads: 1,
+            queue_max: 4,
+            remembered_max: 4,
+            guard: LoginGuard::new(Duration::from_secs(300), 10, 10),
+        };
+        let tx = Mutex::new(tx);
+        let on_change: OnAccountsChanged = Box::new(move |accounts| {
+            let _ = lock(&tx).send(accounts);
+        });
+        let verifier = Verifier::start(config, Some(on_change)).unwrap();
+        let before = check(&verifier, "alice", "pw").unwrap();
+        UserStore::remove(&path, "alice").unwrap();
+        UserStore::add(&path, "alice", Role::Read, "pw").unwrap();
+        let accounts = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let (role, credential) = accounts.get("alice").unwrap();
+        assert_eq!(role, Role::Read);
+        assert_ne!(
+            credential, before.credential,
+            "a new hash is a new credential"
+        );
+        UserStore::remove(&path, "alice").unwrap();
+        let accounts = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(accounts.get("alice"), None);
+        verifier.join();
+    }
+
+    #[test]
     fn success_that_straddles_a_password_change_is_not_remembered() {
         // Review finding: a check that runs while the user file is reloaded (password changed)
         // must not put the old password into the cache the reload just cleared.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.toml");
         UserStore::add(&path, "alice", Role::Write, "old").unwrap();
-        let shared = Mutex::new(Shared {
-            users_file: path.clone(),
-            stamp: None,
-            users: HashMap::new(),
-            remembered: HashSet::new(),
-            generation: 0,
-            remembered_max: 16,
-            key: hmac::Key::new(hmac::HMAC_SHA256, &[7; 32]),
-            dummy_hash: hash_password("dummy").unwrap(),
-        });
+        let shared = shared_for(&path);
         let old = credentials("alice", "old");
         let Check::Hash(pending) = begin(&shared, &old) else {
             panic!("nothing is remembered yet")
@@ -385,7 +666,7 @@ mod tests {
     #[test]
     fn full_queue_answers_busy_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let verifier = Verifier::start(dir.path().join("users.toml"), 1, 1, 16).unwrap();
+        let verifier = start(dir.path().join("users.toml"), 1, 1);
         let (tx, rx) = channel();
         let mut busy = 0;
         for _ in 0..50 {
@@ -393,13 +674,13 @@ mod tests {
             let reply: Reply = Box::new(move |v| {
                 let _ = tx.send(v);
             });
-            if verifier
-                .submit(VerifyRequest {
-                    credentials: credentials("x", "y"),
-                    reply,
-                })
-                .is_err()
-            {
+            let request = VerifyRequest {
+                credentials: credentials("x", "y"),
+                source: SOURCE,
+                reply,
+            };
+            if let Err(immediate) = verifier.submit(request) {
+                assert_eq!(immediate.limit, Some(Limit::AuthQueue));
                 busy += 1;
             }
         }

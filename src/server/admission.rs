@@ -15,31 +15,9 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub use crate::auth::guard::Source;
 use crate::limits::{Limit, Limits};
 use crate::xmpp::error::{StreamError, StreamErrorCondition};
-
-/// What one source is counted as: an IPv4 address, or an IPv6 /64.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Source {
-    V4([u8; 4]),
-    V6Prefix([u8; 8]),
-}
-
-impl Source {
-    pub fn of(ip: IpAddr) -> Source {
-        match ip {
-            IpAddr::V4(v4) => Source::V4(v4.octets()),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Source::V4(v4.octets()),
-                None => {
-                    let mut prefix = [0; 8];
-                    prefix.copy_from_slice(v6.octets().get(..8).unwrap_or(&[0; 8]));
-                    Source::V6Prefix(prefix)
-                }
-            },
-        }
-    }
-}
 
 /// The counts behind the connection limits, shared by every I/O thread.
 #[derive(Debug)]

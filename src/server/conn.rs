@@ -18,14 +18,15 @@ use std::time::Instant;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use crate::auth::verifier::{Busy, Reply, VerifyRequest};
+use crate::auth::guard::LoginSource;
+use crate::auth::verifier::{Immediate, Reply, VerifyRequest};
 use crate::limits::Limit;
 use crate::metrics::Phase;
 use crate::server::admission::Ticket;
 use crate::server::dispatch::{ConnKey, Request, ToIo};
 use crate::server::io_thread::{BUFFER_BYTES, ConnShared, Inbound, ThreadCtx};
 use crate::xmpp::connection::{Connection, Event};
-use crate::xmpp::error::{SaslFailure, StreamError, StreamErrorCondition};
+use crate::xmpp::error::{StreamError, StreamErrorCondition};
 use crate::xmpp::stream::Peer;
 
 /// The smallest free space worth a receive call; below it the buffer grows.
@@ -73,6 +74,7 @@ pub async fn run(
     ctx: Rc<ThreadCtx>,
     transport: Transport,
     peer: Peer,
+    source: LoginSource,
     admitted: Result<Ticket, StreamError>,
 ) {
     let (ticket, refused) = match admitted {
@@ -98,6 +100,7 @@ pub async fn run(
         last_read: Instant::now(),
         in_flight_full: false,
         answered: Vec::new(),
+        source,
     };
     if counted {
         actor.enter_phase(Phase::Negotiating);
@@ -137,6 +140,8 @@ struct Actor {
     in_flight_full: bool,
     /// Replies handed to the connection and not yet written: their action label and arrival.
     answered: Vec<(usize, Instant)>,
+    /// Where logins on this connection come from, for the failed-login limits.
+    source: LoginSource,
 }
 
 /// Why the loop stopped reading the socket.
@@ -320,19 +325,16 @@ impl Actor {
         let reply: Reply = Box::new(move |verdict| {
             let _ = mailbox.blocking_send(ToIo::AuthVerdict { key, verdict });
         });
-        if let Err(Busy(_)) = self
-            .ctx
-            .shared
-            .verifier
-            .submit(VerifyRequest { credentials, reply })
-        {
-            self.ctx
-                .shared
-                .metrics
-                .limit_hit(Limit::AuthQueue)
-                .increment(1);
-            self.core
-                .handle_auth_result(Instant::now(), Err(SaslFailure::TemporaryAuthFailure));
+        let request = VerifyRequest {
+            credentials,
+            source: self.source,
+            reply,
+        };
+        if let Err(Immediate { verdict, limit }) = self.ctx.shared.verifier.submit(request) {
+            if let Some(limit) = limit {
+                self.ctx.shared.metrics.limit_hit(limit).increment(1);
+            }
+            self.core.handle_auth_result(Instant::now(), verdict);
         }
     }
 
@@ -364,6 +366,12 @@ impl Actor {
                     self.core.handle_response(now, &response);
                 }
                 Inbound::AuthVerdict(verdict) => self.core.handle_auth_result(now, verdict),
+                Inbound::Accounts(accounts) => {
+                    if let Some(user) = self.core.sasl_user() {
+                        let account = accounts.get(user);
+                        self.core.handle_account(now, account);
+                    }
+                }
                 Inbound::Event(event) => {
                     events += 1;
                     let mut subscription = self.shared.subscription.get();

@@ -48,6 +48,8 @@ pub enum ToIo {
         key: ConnKey,
         verdict: Result<Identity, SaslFailure>,
     },
+    /// The user store changed: every stream logged in with SASL checks its account.
+    Accounts(Arc<crate::auth::Accounts>),
     /// Stop accepting, drain every stream, and end the thread.
     Shutdown,
 }

@@ -27,6 +27,7 @@ use slab::Slab;
 use tokio::sync::{Notify, mpsc};
 
 use crate::auth::Verifier;
+use crate::auth::guard::{LoginSource, Source};
 use crate::auth::peercred::{self, SockDiag};
 use crate::config::Config;
 use crate::ldm::Response;
@@ -73,6 +74,8 @@ pub struct ThreadSetup {
 pub enum Inbound {
     Response(Response),
     AuthVerdict(Result<Identity, SaslFailure>),
+    /// The user store changed (delivered to every connection, behind any verdict in flight).
+    Accounts(Arc<crate::auth::Accounts>),
     /// For a subscribed stream; counted in its [`Subscription`] until the actor takes it.
     Event(Arc<Event>),
     /// The stream fell `event_queue_max` events behind: end it. Put at the front of the inbox,
@@ -200,6 +203,7 @@ async fn route(ctx: &Rc<ThreadCtx>, mut mailbox: mpsc::Receiver<ToIo>) {
                         }
                         ToIo::Event(event) => ctx.publish(&event),
                         ToIo::AuthVerdict { key, verdict } => ctx.deliver(key, Inbound::AuthVerdict(verdict)),
+                        ToIo::Accounts(accounts) => ctx.broadcast(|| Inbound::Accounts(accounts.clone())),
                         ToIo::Shutdown if drain_until.is_none() => {
                             let drain = ctx.shared.config.limits.shutdown_drain();
                             // Connections get the drain time; the thread a little more to close.
@@ -283,6 +287,15 @@ impl ThreadCtx {
         });
     }
 
+    /// Puts `message()` in every connection's inbox. A connection whose SASL verdict is still
+    /// in its inbox gets this behind it, so the order of events is kept.
+    fn broadcast(&self, message: impl Fn() -> Inbound) {
+        for (_, slot) in self.slots.borrow().iter() {
+            slot.shared.inbox.borrow_mut().push_back(message());
+            slot.shared.notify.notify_one();
+        }
+    }
+
     /// Stops accepting and asks every connection to close.
     fn begin_shutdown(&self) {
         self.shutting_down.set(true);
@@ -293,10 +306,7 @@ impl ThreadCtx {
         }
         // The accept loop is parked in its select (this thread runs one task at a time).
         self.stop_accepting.notify_waiters();
-        for (_, slot) in self.slots.borrow().iter() {
-            slot.shared.inbox.borrow_mut().push_back(Inbound::Shutdown);
-            slot.shared.notify.notify_one();
-        }
+        self.broadcast(|| Inbound::Shutdown);
     }
 
     /// Registers a connection; the actor removes itself with `release`.
@@ -384,15 +394,18 @@ async fn accept_tcp(ctx: Rc<ThreadCtx>, listener: tokio_uring::net::TcpListener)
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY");
         }
+        let peer_addr = peer;
         let admitted = shared.admission.admit_tcp(peer.ip());
         let peer = match (admitted.is_ok(), local) {
             (true, Some(local)) => ctx.tcp_peer(peer, local),
             _ => Peer::Remote,
         };
+        let source = LoginSource::Ip(Source::of(peer_addr.ip()));
         tokio_uring::spawn(conn::run(
             ctx.clone(),
             Transport::Tcp(stream),
             peer,
+            source,
             admitted,
         ));
     }
@@ -453,6 +466,7 @@ async fn accept_unix(ctx: Rc<ThreadCtx>, listener: std::os::unix::net::UnixListe
             ctx.clone(),
             Transport::Unix(stream),
             peer,
+            LoginSource::Uid(uid),
             admitted,
         ));
     }

@@ -29,7 +29,9 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
-use crate::auth::{UserStore, Verifier};
+use crate::auth::guard::LoginGuard;
+use crate::auth::verifier::OnAccountsChanged;
+use crate::auth::{UserStore, Verifier, VerifierConfig};
 use crate::config::Config;
 use crate::server::dispatch::{Backend, ToIo};
 use crate::server::io_thread::{Shared, ThreadSetup};
@@ -105,13 +107,29 @@ impl Server {
             .collect();
         let unix = listener::bind_unix(&config.socket)?;
 
-        let verifier = Verifier::start(
-            config.users_file(),
-            config.auth.verifier_threads,
-            config.limits.auth_queue_max,
-            config.auth.cache_entries_max,
-        )
-        .map_err(StartError::Thread)?;
+        let (mailboxes, mut receivers): (Vec<_>, Vec<_>) =
+            (0..threads).map(|_| mpsc::channel(MAILBOX_MAX)).unzip();
+        let limits = &config.limits;
+        let verifier_config = VerifierConfig {
+            users_file: config.users_file(),
+            threads: config.auth.verifier_threads,
+            queue_max: limits.auth_queue_max,
+            remembered_max: config.auth.cache_entries_max,
+            guard: LoginGuard::new(
+                limits.login_failure_window(),
+                limits.login_failures_per_source_max,
+                limits.login_failures_per_user_max,
+            ),
+        };
+        // Every I/O thread hears of a change of the accounts, to end or downgrade its streams.
+        let tell = mailboxes.clone();
+        let on_change: OnAccountsChanged = Box::new(move |accounts| {
+            for mailbox in &tell {
+                let _ = mailbox.blocking_send(ToIo::Accounts(accounts.clone()));
+            }
+        });
+        let verifier =
+            Verifier::start(verifier_config, Some(on_change)).map_err(StartError::Thread)?;
         let connection = Arc::new(ConnectionConfig {
             stream: Arc::new(StreamConfig {
                 domains: config.domains.clone(),
@@ -136,8 +154,6 @@ impl Server {
         });
 
         let (handler_tx, handler_rx) = mpsc::channel(HANDLER_QUEUE_MAX);
-        let (mailboxes, mut receivers): (Vec<_>, Vec<_>) =
-            (0..threads).map(|_| mpsc::channel(MAILBOX_MAX)).unzip();
         let handler_thread = backend
             .spawn(handler_rx, mailboxes.clone())
             .map_err(StartError::Thread)?;

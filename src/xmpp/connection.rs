@@ -245,6 +245,22 @@ impl Connection {
         self.pipe.stream.handle_event(document, &mut self.pipe.out)
     }
 
+    /// The user this connection authenticated as with SASL, if it did.
+    pub fn sasl_user(&self) -> Option<&str> {
+        self.pipe.stream.sasl_user()
+    }
+
+    /// The user store changed; see [`Stream::handle_account`].
+    pub fn handle_account(&mut self, _now: Instant, account: Option<(Role, u64)>) {
+        if self.lifecycle != Lifecycle::Open {
+            return;
+        }
+        if let Err(error) = self.pipe.stream.handle_account(account) {
+            self.pipe.fail(error);
+            self.after_change();
+        }
+    }
+
     /// Daemon shutdown: `system-shutdown` once documents in flight are answered.
     pub fn handle_shutdown(&mut self, _now: Instant) {
         let step = self.pipe.stream.begin_shutdown(&mut self.pipe.out);

@@ -94,6 +94,7 @@ fn event_never_lands_between_success_and_the_new_stream() {
     pair.answer_auth(Ok(Identity {
         user: "alice".into(),
         role: Role::Write,
+        credential: 1,
     }));
     assert!(!publish(&mut pair));
     assert_eq!(

@@ -206,6 +206,7 @@ fn restart_resets_the_parser_in_the_same_step() {
     pair.answer_auth(Ok(Identity {
         user: "alice".into(),
         role: Role::Write,
+        credential: 1,
     }));
     assert_eq!(
         pair.recv(),

@@ -132,6 +132,7 @@ fn auth_waits_for_answers_to_documents_in_flight() {
     pair.answer_auth(Ok(Identity {
         user: "alice".into(),
         role: Role::Write,
+        credential: 1,
     }));
     assert_eq!(
         pair.recv(),

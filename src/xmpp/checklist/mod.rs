@@ -272,6 +272,7 @@ impl Pair {
         self.answer_auth(Ok(Identity {
             user: "alice".into(),
             role: Role::Write,
+            credential: 1,
         }));
         assert_eq!(
             self.recv(),

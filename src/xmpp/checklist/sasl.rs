@@ -154,23 +154,46 @@ fn auth_after_authentication_is_a_policy_violation() {
 
 #[test]
 fn busy_verifier_does_not_spend_the_clients_attempts() {
-    // temporary-auth-failure is the server's state, not a failed attempt.
+    // temporary-auth-failure is the server's state, not a failed attempt: two of them and two
+    // wrong passwords still leave the client its last attempt (sasl_attempts_max = 3).
     let mut pair = Pair::remote();
     pair.secured_stream();
-    for _ in 0..5 {
+    for failure_answer in [
+        SaslFailure::TemporaryAuthFailure,
+        SaslFailure::NotAuthorized,
+        SaslFailure::TemporaryAuthFailure,
+        SaslFailure::NotAuthorized,
+    ] {
         pair.send(AUTH_ALICE);
-        pair.answer_auth(Err(SaslFailure::TemporaryAuthFailure));
-        assert_eq!(pair.recv(), failure("temporary-auth-failure"));
+        pair.answer_auth(Err(failure_answer));
+        assert_eq!(pair.recv(), failure(failure_answer.as_str()));
     }
     pair.send(AUTH_ALICE);
     pair.answer_auth(Ok(Identity {
         user: "alice".into(),
         role: Role::Write,
+        credential: 1,
     }));
     assert_eq!(
         pair.recv(),
         "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"
     );
+}
+
+#[test]
+fn temporary_auth_failures_are_bounded_too() {
+    // A client that retries a busy server without end would hold its stream forever: the
+    // temporary failures are counted against the same number and end the stream.
+    let mut pair = Pair::remote();
+    pair.secured_stream();
+    for _ in 0..2 {
+        pair.send(AUTH_ALICE);
+        pair.answer_auth(Err(SaslFailure::TemporaryAuthFailure));
+        assert_eq!(pair.recv(), failure("temporary-auth-failure"));
+    }
+    pair.send(AUTH_ALICE);
+    pair.answer_auth(Err(SaslFailure::TemporaryAuthFailure));
+    pair.expect_stream_error("policy-violation");
 }
 
 #[test]
@@ -194,6 +217,7 @@ fn go_xmpp_login_with_trailing_newlines_reaches_bind() {
     pair.answer_auth(Ok(Identity {
         user: "alice".into(),
         role: Role::Write,
+        credential: 1,
     }));
     assert_eq!(
         pair.recv(),
@@ -204,4 +228,52 @@ fn go_xmpp_login_with_trailing_newlines_reaches_bind() {
     pair.send("<iq type='set' id='bind_1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r</resource></bind></iq>\n");
     let bound = pair.recv();
     assert!(bound.contains("<jid>alice@example.com/r</jid>"), "{bound}");
+}
+
+#[test]
+fn a_removed_account_ends_its_streams() {
+    let mut pair = Pair::remote();
+    pair.login();
+    pair.server.handle_account(pair.now, None);
+    let out = pair.expect_stream_error("not-authorized");
+    assert!(out.contains("the account was removed"), "{out}");
+}
+
+#[test]
+fn a_changed_password_ends_streams_opened_with_the_old_one() {
+    let mut pair = Pair::remote();
+    pair.login(); // credential 1
+    pair.server.handle_account(pair.now, Some((Role::Write, 1)));
+    assert_eq!(pair.recv(), "", "an unchanged account changes nothing");
+    pair.server.handle_account(pair.now, Some((Role::Write, 2)));
+    let out = pair.expect_stream_error("not-authorized");
+    assert!(out.contains("password was changed"), "{out}");
+}
+
+#[test]
+fn a_downgraded_account_sends_its_next_document_with_the_new_role() {
+    let mut pair = Pair::remote();
+    pair.login();
+    pair.server.handle_account(pair.now, Some((Role::Read, 1)));
+    pair.send("<LDM_interface version='1.0'><cmd><action>add-domain</action><data version='3.0'/></cmd></LDM_interface>");
+    let roles: Vec<Role> = pair
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Document(_, role) => Some(role),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(roles, [Role::Read]);
+}
+
+#[test]
+fn local_peers_are_not_touched_by_account_changes() {
+    // A local peer is authorized by its uid, not by the user store.
+    let mut pair = Pair::local(Role::Write);
+    pair.secure();
+    pair.send(HEADER);
+    pair.recv();
+    pair.server.handle_account(pair.now, None);
+    assert!(!pair.server.is_finished());
 }

@@ -69,6 +69,9 @@ pub enum Peer {
 pub struct Identity {
     pub user: String,
     pub role: Role,
+    /// Identifies the password the user logged in with: a stream opened with a password that
+    /// has since changed is ended.
+    pub credential: u64,
 }
 
 /// What the caller must do after a `handle_*` call.
@@ -138,6 +141,8 @@ pub struct Stream {
     /// Namespaces in scope for the stream's stanzas.
     scope: Arc<NamespaceScope>,
     sasl_failures: u32,
+    /// `temporary-auth-failure` answers, limited by the same number as failures.
+    temporary_failures: u32,
     in_flight: u32,
     /// Shutdown requested: no new input, close once outstanding documents are answered.
     shutting_down: bool,
@@ -162,6 +167,7 @@ impl Stream {
             legacy: false,
             scope: NamespaceScope::shared_client(),
             sasl_failures: 0,
+            temporary_failures: 0,
             in_flight: 0,
             shutting_down: false,
             auth_deferred: false,
@@ -229,6 +235,37 @@ impl Stream {
             (Some(identity), _) => identity.role,
             (None, Peer::Local { role, .. }) => role,
             (None, Peer::Remote) => Role::None,
+        }
+    }
+
+    /// The user this stream authenticated as with SASL, if it did.
+    pub fn sasl_user(&self) -> Option<&str> {
+        self.identity.as_ref().map(|i| i.user.as_str())
+    }
+
+    /// The user store changed: `account` is what it now says of this stream's user (its role
+    /// and credential), `None` when the user is gone. A removed account, or a password changed
+    /// since this stream logged in, ends the stream with `not-authorized`; a changed role
+    /// applies to the next document.
+    pub fn handle_account(&mut self, account: Option<(Role, u64)>) -> Result<(), StreamError> {
+        let Some(identity) = &mut self.identity else {
+            return Ok(()); // not a SASL stream: local peers are authorized by uid
+        };
+        match account {
+            None => Err(StreamError::with_text(
+                StreamErrorCondition::NotAuthorized,
+                "the account was removed",
+            )),
+            Some((_, credential)) if credential != identity.credential => {
+                Err(StreamError::with_text(
+                    StreamErrorCondition::NotAuthorized,
+                    "the account's password was changed",
+                ))
+            }
+            Some((role, _)) => {
+                identity.role = role;
+                Ok(())
+            }
         }
     }
 
@@ -553,12 +590,15 @@ impl Stream {
     ) -> Result<Step, StreamError> {
         failure.write(&mut out.writer());
         out.end_message();
-        // The server being busy is not the client's attempt to spend.
-        if failure != SaslFailure::TemporaryAuthFailure {
-            self.sasl_failures += 1;
+        // The server being busy is not the client's attempt to spend, but it is counted apart:
+        // a client that retries without end would otherwise hold the stream forever.
+        if failure == SaslFailure::TemporaryAuthFailure {
+            self.temporary_failures = self.temporary_failures.saturating_add(1);
+        } else {
+            self.sasl_failures = self.sasl_failures.saturating_add(1);
         }
-
-        if self.sasl_failures >= self.config.sasl_attempts_max {
+        let max = self.config.sasl_attempts_max;
+        if self.sasl_failures >= max || self.temporary_failures >= max {
             return Err(StreamError::limit(
                 StreamErrorCondition::PolicyViolation,
                 Limit::SaslAttempts,
