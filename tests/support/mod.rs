@@ -267,6 +267,16 @@ impl Client {
         }
     }
 
+    /// A client over an already connected TCP stream (bound to a chosen source address).
+    pub fn from_tcp(stream: TcpStream, state: &Path) -> Client {
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Client {
+            wire: Wire::Plain(Box::new(stream)),
+            tls: client_tls(state),
+            pending: String::new(),
+        }
+    }
+
     pub fn unix(path: &Path, state: &Path) -> Client {
         let stream = UnixStream::connect(path).unwrap();
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
