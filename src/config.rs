@@ -1,6 +1,21 @@
 //! Configuration: a TOML file (`ldmd --config PATH`), overridden by command-line flags, parsed
 //! once into checked types. Every key, its default and its meaning is in the README; unknown
 //! keys are refused so that a typo is an error, not a silently ignored setting.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

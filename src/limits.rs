@@ -6,6 +6,21 @@
 //! values, and the optional fields of the config file, so that adding a limit is one line and
 //! the README test (`every_limit_is_documented_with_its_default`) says where to document it.
 //! Names end in the unit, as TigerBeetle's style asks: `_bytes_max`, `_secs`.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::time::Duration;
 

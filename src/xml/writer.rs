@@ -29,11 +29,11 @@ fn push_escaped(out: &mut Vec<u8>, text: &str, in_attribute: bool) {
             b'\r' => b"&#13;",
             _ => continue,
         };
-        out.extend_from_slice(&bytes[clean_from..i]);
+        out.extend_from_slice(bytes.get(clean_from..i).unwrap_or_default());
         out.extend_from_slice(escape);
-        clean_from = i + 1;
+        clean_from = i.saturating_add(1);
     }
-    out.extend_from_slice(&bytes[clean_from..]);
+    out.extend_from_slice(bytes.get(clean_from..).unwrap_or_default());
 }
 
 /// Element writer over a byte buffer. Names are trusted (they come from our code); attribute

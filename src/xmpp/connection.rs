@@ -119,7 +119,7 @@ impl Connection {
                 start_tls: false,
                 closing: false,
             },
-            auth_deadline: now + config.auth_timeout,
+            auth_deadline: later(now, config.auth_timeout),
             last_activity: now,
             config,
             rx: Vec::new(),
@@ -175,7 +175,8 @@ impl Connection {
                 let established_before = tls.is_established();
                 let looks_like_tls = self.rx.first() == Some(&TLS_HANDSHAKE_RECORD);
                 let raw_before = self.raw.len();
-                let since_tls_began = now - *self.tls_began.get_or_insert(now);
+                let since_tls_began =
+                    now.saturating_duration_since(*self.tls_began.get_or_insert(now));
                 let on_input = |event: TlsInput<'_>| pipe.tls_input(event, since_tls_began);
                 match tls.read(&mut self.rx, &mut self.raw, on_input) {
                     Ok(consumed) => consumed,
@@ -320,7 +321,7 @@ impl Connection {
         }
         self.config
             .idle_timeout
-            .map(|idle| self.last_activity + idle)
+            .map(|idle| later(self.last_activity, idle))
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -460,7 +461,8 @@ impl Pipeline {
         }
         let consumed = self.process(plaintext);
         if consumed < plaintext.len() && !self.closing {
-            self.partial.extend_from_slice(&plaintext[consumed..]);
+            self.partial
+                .extend_from_slice(plaintext.get(consumed..).unwrap_or_default());
         }
     }
 
@@ -486,7 +488,8 @@ impl Pipeline {
             // An unauthenticated peer gets the smaller stanza limit (it changes between frames).
             self.framer
                 .set_authenticated(self.stream.is_authenticated());
-            let frame = match self.framer.next(&buf[consumed..]) {
+            let unread = buf.get(consumed..).unwrap_or_default();
+            let frame = match self.framer.next(unread) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(err) => {
@@ -494,14 +497,16 @@ impl Pipeline {
                     return buf.len();
                 }
             };
-            let bytes = &buf[consumed + frame.start..consumed + frame.end];
+            let bytes = unread.get(frame.start..frame.end).unwrap_or_default();
             let step = self.handle_frame(frame.kind, bytes);
             if matches!(step, Ok(Step::Defer)) {
                 // Left unread: the framer is between frames, so it finds this one again.
                 break;
             }
-            let mut end = consumed + frame.end;
-            if matches!(step, Ok(Step::StartTls)) && is_whitespace(&buf[end..]) {
+            let mut end = consumed.saturating_add(frame.end);
+            if matches!(step, Ok(Step::StartTls))
+                && is_whitespace(buf.get(end..).unwrap_or_default())
+            {
                 // Whitespace carries no command: clients (mattn/go-xmpp) end <starttls/> with a
                 // newline. It is discarded; any other byte is still refused below.
                 end = buf.len();
@@ -576,6 +581,11 @@ impl Pipeline {
         let step = self.stream.handle_stream_end(&mut self.out);
         self.apply(Ok(step), 0, 0);
     }
+}
+
+/// `now + by`. The durations come from limits with bounded ranges, so this never saturates.
+fn later(now: Instant, by: Duration) -> Instant {
+    now.checked_add(by).unwrap_or(now)
 }
 
 fn is_xml_space(byte: u8) -> bool {

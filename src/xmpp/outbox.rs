@@ -55,22 +55,26 @@ impl Outbox {
 
     /// The first complete message.
     pub fn first_message(&self) -> Option<&[u8]> {
-        self.ends.first().map(|&end| &self.bytes[..end])
+        self.ends
+            .first()
+            .map(|&end| self.bytes.get(..end).unwrap_or_default())
     }
 
     /// Every complete message, back to back.
     pub fn all_messages(&self) -> &[u8] {
-        &self.bytes[..self.pending_bytes()]
+        self.bytes.get(..self.pending_bytes()).unwrap_or_default()
     }
 
     /// Drops the first `count` complete messages.
     pub fn consume_messages(&mut self, count: usize) {
-        if count == 0 {
+        let count = count.min(self.ends.len());
+        let Some(&cut) = count.checked_sub(1).and_then(|last| self.ends.get(last)) else {
             return;
-        }
-        let cut = self.ends[count - 1];
+        };
         self.ends.drain(..count);
-        self.ends.iter_mut().for_each(|end| *end -= cut);
+        self.ends
+            .iter_mut()
+            .for_each(|end| *end = end.saturating_sub(cut));
         self.bytes.drain(..cut);
         if self.bytes.is_empty() {
             // Release the capacity: idle streams hold nothing.

@@ -58,13 +58,14 @@ impl Tls {
     ) -> Result<usize, TlsError> {
         let mut consumed = 0;
         loop {
-            let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut incoming[consumed..]);
+            let unread = incoming.get_mut(consumed..).unwrap_or_default();
+            let UnbufferedStatus { discard, state } = self.conn.process_tls_records(unread);
             let state = match state {
                 Ok(state) => state,
                 Err(err) => {
-                    consumed += discard;
-                    self.flush_alert(&mut incoming[consumed..], outgoing);
+                    consumed = consumed.saturating_add(discard);
+                    let unread = incoming.get_mut(consumed..).unwrap_or_default();
+                    self.flush_alert(unread, outgoing);
                     return Err(err.into());
                 }
             };
@@ -105,7 +106,7 @@ impl Tls {
                 // Early data is never enabled; any other future state is unexpected.
                 _ => return Err(rustls::Error::General("unexpected TLS state".into()).into()),
             };
-            consumed += discard;
+            consumed = consumed.saturating_add(discard);
             if done {
                 return Ok(consumed);
             }
@@ -162,8 +163,8 @@ impl Tls {
             let UnbufferedStatus { discard, state } = self.conn.process_tls_records(incoming);
             let outcome = match state? {
                 ConnectionState::WriteTraffic(mut traffic) => {
-                    let write = write.take().expect("called once");
-                    Some(if write(&mut traffic, outgoing) {
+                    let written = write.take().is_some_and(|w| w(&mut traffic, outgoing));
+                    Some(if written {
                         Ok(())
                     } else {
                         Err(rustls::Error::EncryptError.into())
@@ -220,12 +221,12 @@ fn append_with(
     mut write: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
 ) -> bool {
     let start = out.len();
-    let mut room = 1024;
+    let mut room: usize = 1024;
     loop {
-        out.resize(start + room, 0);
-        match write(&mut out[start..]) {
+        out.resize(start.saturating_add(room), 0);
+        match write(out.get_mut(start..).unwrap_or_default()) {
             Ok(written) => {
-                out.truncate(start + written);
+                out.truncate(start.saturating_add(written));
                 return true;
             }
             Err(Some(required)) if required > room => room = required,

@@ -258,7 +258,7 @@ impl<'a> Element<'a> {
             (None, _) => Cow::Borrowed(""),
             (Some(only), None) => only.clone(),
             (Some(first), Some(second)) => {
-                let mut all = String::with_capacity(first.len() + second.len());
+                let mut all = String::with_capacity(first.len().saturating_add(second.len()));
                 all.push_str(first);
                 all.push_str(second);
                 texts.for_each(|t| all.push_str(t));

@@ -90,17 +90,15 @@ pub(super) fn check_declaration(decl: &[u8]) -> Result<(), FrameError> {
     let mut rest = inner.trim_start();
     let mut saw_version = false;
     while !rest.is_empty() {
-        let eq = rest
-            .find('=')
-            .ok_or(FrameError::NotWellFormed("XML declaration"))?;
-        let key = rest[..eq].trim_end();
-        let after = rest[eq + 1..].trim_start();
-        let quote = after.chars().next().filter(|q| *q == '"' || *q == '\'');
-        let quote = quote.ok_or(FrameError::NotWellFormed("XML declaration"))?;
-        let close = after[1..]
-            .find(quote)
-            .ok_or(FrameError::NotWellFormed("XML declaration"))?;
-        let value = &after[1..1 + close];
+        let malformed = FrameError::NotWellFormed("XML declaration");
+        let (key, after) = rest.split_once('=').ok_or(malformed)?;
+        let key = key.trim_end();
+        let mut chars = after.trim_start().chars();
+        let quote = chars
+            .next()
+            .filter(|q| *q == '"' || *q == '\'')
+            .ok_or(malformed)?;
+        let (value, tail) = chars.as_str().split_once(quote).ok_or(malformed)?;
         match key {
             "version" if value.starts_with("1.") => saw_version = true,
             "version" => return Err(FrameError::NotWellFormed("XML version must be 1.x")),
@@ -109,7 +107,7 @@ pub(super) fn check_declaration(decl: &[u8]) -> Result<(), FrameError> {
             "standalone" => {}
             _ => return Err(FrameError::NotWellFormed("unknown XML declaration field")),
         }
-        rest = after[close + 2..].trim_start();
+        rest = tail.trim_start();
     }
     if !saw_version {
         return Err(FrameError::NotWellFormed("XML declaration without version"));

@@ -124,12 +124,12 @@ pub(super) fn write_header(stream: &mut Stream, to: Option<&str>, out: &mut Outb
     let mut id_bytes = [0u8; 16];
     stream.ids.fill(&mut id_bytes);
     let id = hex(&id_bytes);
-    let domain = &stream.config.domains[stream.domain];
+    let domain = stream.domain_name();
     let mut attrs = vec![
         ("xmlns", Namespace::CLIENT),
         ("xmlns:stream", Namespace::STREAMS),
         ("id", id.as_str()),
-        ("from", domain.as_str()),
+        ("from", domain),
     ];
     if let Some(to) = to {
         attrs.push(("to", to));

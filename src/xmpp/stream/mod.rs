@@ -238,6 +238,14 @@ impl Stream {
         }
     }
 
+    /// The domain this stream addresses (an index into the configured domains, never empty).
+    fn domain_name(&self) -> &str {
+        self.config
+            .domains
+            .get(self.domain)
+            .map_or("", String::as_str)
+    }
+
     /// The user this stream authenticated as with SASL, if it did.
     pub fn sasl_user(&self) -> Option<&str> {
         self.identity.as_ref().map(|i| i.user.as_str())
@@ -558,7 +566,7 @@ impl Stream {
             Ok(credentials) => credentials,
             Err(failure) => return self.sasl_failure(failure, out),
         };
-        let domain = &self.config.domains[self.domain];
+        let domain = self.domain_name();
         // The authcid is a user name; accept `user@<this domain>` too.
         if let Some((local, at_domain)) = credentials.authcid.split_once('@') {
             if !jid::domain_matches(at_domain, domain) {
@@ -612,7 +620,7 @@ impl Stream {
     fn stanza(&mut self, element: &Element<'_>, out: &mut Outbox) -> Result<Step, StreamError> {
         match element.local_name() {
             crate::ldm::parse::REQUEST_ROOT => {
-                self.in_flight += 1;
+                self.in_flight = self.in_flight.saturating_add(1);
                 Ok(Step::Document(
                     crate::ldm::parse_document(element),
                     self.role(),

@@ -55,10 +55,7 @@ fn bind(stream: &mut Stream, iq: &Element<'_>, id: &str, payload: &Element<'_>, 
         Some(resource) if jid::is_valid_resource(resource) => resource.to_owned(),
         Some(_) => return reply_error(stream, iq, StanzaErrorCondition::BadRequest, out),
     };
-    let full = format!(
-        "{}@{}/{}",
-        identity.user, stream.config.domains[stream.domain], resource
-    );
+    let full = format!("{}@{}/{}", identity.user, stream.domain_name(), resource);
     stream.bound = Some(full.clone().into_boxed_str());
     reply_result(stream, iq, id, out, |w| {
         w.open("bind", &[("xmlns", Namespace::BIND)])
