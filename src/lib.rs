@@ -17,5 +17,7 @@ pub mod limits;
 pub mod metrics;
 pub mod registry;
 pub mod server;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod xml;
 pub mod xmpp;
