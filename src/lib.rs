@@ -12,12 +12,14 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod fault;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod ldm;
 pub mod limits;
 pub mod metrics;
 pub mod registry;
 pub mod server;
-#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
 pub mod testing;
 pub mod xml;
 pub mod xmpp;

@@ -2,8 +2,8 @@
 //! connection and an in-memory rustls client pumped by hand, with a manual clock and predictable
 //! stream ids, so that every assertion is on exact bytes.
 //!
-//! Used by the RFC 6120 checklist (`src/xmpp/checklist/`) and the fuzz targets (`fuzz/`), which
-//! enable it with the cargo feature `testing`. Not part of the daemon.
+//! Used by the RFC 6120 checklist (`src/xmpp/checklist/`) and the fuzz targets (`src/fuzz.rs`).
+//! Not part of the daemon: nothing in it runs unless a test or a fuzz target calls it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
