@@ -251,12 +251,16 @@ pub fn required_role(action: &str) -> Role {
 
 /// Whether `role` may run `action`; the refusal is the reply's `resp_msg`.
 pub fn authorize(action: &str, role: Role) -> Result<(), String> {
-    let required = required_role(action);
+    require(action, required_role(action), role)
+}
+
+/// The refusal of the action `name` to a peer with `role` when it needs `required`.
+pub(crate) fn require(name: &str, required: Role, role: Role) -> Result<(), String> {
     if role >= required {
         Ok(())
     } else {
         Err(format!(
-            "Not authorized: '{action}' requires {} authorization",
+            "Not authorized: '{name}' requires {} authorization",
             required.as_str()
         ))
     }
