@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::ldm::action::Action;
+use crate::ldm::action::{Action, ActionName};
 use crate::ldm::document::SectionKind;
 use crate::ldm::document::{Cmd, Content, Data, Document, Envelope, Item, Property, Section};
 use crate::ldm::write::DATA_VERSION;
@@ -75,7 +75,7 @@ pub fn check_characters(document: &Document) -> Result<(), UsageError> {
     }
     for cmd in &document.cmds {
         let words = cmd.options.iter().chain(&cmd.arguments).map(String::as_str);
-        for text in cmd.action.as_deref().into_iter().chain(words) {
+        for text in cmd.action.iter().map(ActionName::as_str).chain(words) {
             check_xml_text("operand", text)?;
         }
         for envelope in cmd.data.iter().filter_map(|d| d.envelope.as_ref()) {
@@ -165,7 +165,7 @@ pub fn document(cmds: Vec<Cmd>) -> Document {
 
 fn cmd(action: Action, options: &[&str], data: Vec<Data>) -> Cmd {
     Cmd {
-        action: Some(action.as_str().into()),
+        action: Some(action.into()),
         options: options.iter().map(|o| (*o).to_owned()).collect(),
         data,
         ..Cmd::default()

@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::ldm::document::{Role, require};
+use crate::ldm::document::{Role, authorize, require};
 use crate::ldm::event::{EventClass, EventMask};
 
 /// What an action is, as far as anything but its registry rule is concerned.
@@ -192,7 +192,7 @@ impl ActionName {
     /// is refused in the same words whether the action exists or not.
     pub fn authorize(&self, role: Role) -> Result<(), String> {
         match self {
-            ActionName::Known(action) => require(action.as_str(), action.role(), role),
+            ActionName::Known(action) => authorize(*action, role),
             ActionName::Unknown(name) => {
                 let reads = ["list-", "reg-", "unreg-"]
                     .iter()
@@ -313,6 +313,9 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), Action::COUNT, "wire names are unique");
+        for (index, action) in Action::ALL.into_iter().enumerate() {
+            assert_eq!(action as usize, index, "ALL is in declaration order");
+        }
         assert_eq!(Action::COUNT, 59);
         for not_an_action in [
             "",
@@ -323,6 +326,7 @@ mod tests {
             "add-crypto",
             "add-vdsdev",
             "rm-vds",
+            "reg-cpu-events",
             "domain-reset",
             "frob",
         ] {

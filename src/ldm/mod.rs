@@ -13,7 +13,7 @@ pub mod write;
 pub use action::{Action, ActionName};
 pub use document::{
     Binding, Cmd, CmdResponse, Content, Data, DataResponse, Document, Envelope, Item, Property,
-    Response, Role, Section, SectionKind, Status, authorize, required_role,
+    Response, Role, Section, SectionKind, Status, authorize,
 };
 pub use parse::parse_document;
 pub use reply::{EventDoc, Reply, ReplyCmd, ReplyData, ReplyError};

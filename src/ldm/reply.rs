@@ -245,6 +245,7 @@ pub fn parse_event(root: &Element<'_>) -> Result<EventDoc, ReplyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ldm::action::ActionName;
     use crate::ldm::document::{
         CmdResponse, Content, DataResponse, Envelope, Item, Property, Response, Section,
         SectionKind,
@@ -288,7 +289,7 @@ mod tests {
             version: Some("1.3".into()),
             cmds: vec![
                 CmdResponse {
-                    action: Some("list-domain".into()),
+                    action: Some(Action::ListDomain.into()),
                     options: vec!["-a".into()],
                     data: vec![
                         DataResponse {
@@ -310,7 +311,7 @@ mod tests {
                     failure: None,
                 },
                 CmdResponse {
-                    action: Some("frob".into()),
+                    action: Some(ActionName::Unknown("frob".into())),
                     failure: Some("Unknown action 'frob'".into()),
                     ..CmdResponse::default()
                 },

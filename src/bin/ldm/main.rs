@@ -341,19 +341,19 @@ mod tests {
     #[test]
     fn the_ldm_cli_aliases_reach_the_long_action_names() {
         for (argv, action) in [
-            (&["ls"][..], "list-domain"),
-            (&["rm-domain", "ldg1"], "remove-domain"),
-            (&["bind", "ldg1"], "bind-domain"),
-            (&["unbind", "ldg1"], "unbind-domain"),
-            (&["start", "-a"], "start-domain"),
-            (&["set-mem", "4G", "ldg1"], "set-memory"),
-            (&["add-crypto", "1", "ldg1"], "add-mau"),
-            (&["cancel-op", "memdr", "ldg1"], "cancel-operation"),
-            (&["add-config", "c1"], "add-spconfig"),
+            (&["ls"][..], Action::ListDomain),
+            (&["rm-domain", "ldg1"], Action::RemoveDomain),
+            (&["bind", "ldg1"], Action::BindDomain),
+            (&["unbind", "ldg1"], Action::UnbindDomain),
+            (&["start", "-a"], Action::StartDomain),
+            (&["set-mem", "4G", "ldg1"], Action::SetMemory),
+            (&["add-crypto", "1", "ldg1"], Action::AddMau),
+            (&["cancel-op", "memdr", "ldg1"], Action::CancelOperation),
+            (&["add-config", "c1"], Action::AddSpconfig),
         ] {
             assert_eq!(
-                document(argv).cmds[0].action.as_deref(),
-                Some(action),
+                document(argv).cmds[0].action,
+                Some(action.into()),
                 "{argv:?}"
             );
         }

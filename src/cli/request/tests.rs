@@ -135,8 +135,8 @@ fn spconfig_cancel_and_events_name_what_they_act_on() {
     assert_eq!(cancel.cmds[0].options, ["memdr"]);
     assert!(cancel_operation("dance", "ldg1").is_err());
     assert_eq!(
-        register_events("domain").unwrap().cmds[0].action.as_deref(),
-        Some("reg-domain-events")
+        register_events("domain").unwrap().cmds[0].action,
+        Some(Action::RegDomainEvents.into())
     );
     assert!(register_events("cpu").is_err());
     assert!(
