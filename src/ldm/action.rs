@@ -2,7 +2,7 @@
 //! an [`Action`] (or kept as written when this daemon does not know it, see [`ActionName`]),
 //! the registry matches on it exhaustively, and the writer writes its wire name back.
 //!
-//! The table at the bottom is the only list. The [`actions!`] macro turns it into the enum, its
+//! The table at the bottom is the only list. The `actions!` macro turns it into the enum, its
 //! wire names ([`Action::as_str`], [`Action::parse`]) and [`Action::ALL`]; the third column
 //! says what kind of action each is, from which its role (§3) and its event (§5) follow. Adding
 //! an action is one line here, after which the compiler lists every `match` that must learn
