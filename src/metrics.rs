@@ -6,7 +6,6 @@
 //! so no peer can grow the number of series. The exporter must be installed (see
 //! [`install_exporter`]) before [`get`] is first called, or the handles are no-ops.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
-use crate::ldm::Status;
+use crate::ldm::{Action, ActionName, Status};
 use crate::limits::Limit;
 use crate::registry::model::MemDrEnd;
 use crate::xmpp::error::{SaslFailure, StreamErrorCondition};
@@ -90,8 +89,7 @@ pub struct Metrics {
     pub documents_received: Counter,
     /// Documents answered, by status (success, failure).
     documents: [Counter; 2],
-    /// Label index by action name; the last entry of `actions` is `other`.
-    action_index: HashMap<&'static str, usize>,
+    /// One entry per [`Action`], in [`Action::ALL`] order, then `other`.
     actions: Vec<ActionMetrics>,
     pub registry_mailbox_depth: Gauge,
     pub registry_batch_size: Histogram,
@@ -131,17 +129,18 @@ impl Metrics {
     }
 
     /// The label index of `action`: a known action, or `other` (missing, unknown, hostile).
-    pub fn action(&self, action: Option<&str>) -> usize {
-        action
-            .and_then(|a| self.action_index.get(a).copied())
-            .unwrap_or(self.actions.len() - 1)
+    pub fn action(&self, action: Option<&ActionName>) -> usize {
+        match action.and_then(ActionName::known) {
+            Some(action) => action as usize,
+            None => Action::COUNT,
+        }
     }
 
     /// One answered document: its status, and each of its commands by action and status.
     pub fn answered(&self, response: &crate::ldm::Response) {
         self.documents[status_index(response.status())].increment(1);
         for cmd in &response.cmds {
-            let action = self.action(cmd.action.as_deref());
+            let action = self.action(cmd.action.as_ref());
             self.actions[action].commands[status_index(cmd.status())].increment(1);
         }
     }
@@ -179,10 +178,11 @@ pub fn get() -> &'static Metrics {
     METRICS.get_or_init(|| {
         describe();
         let transports = ["tcp", "unix"];
-        let actions: Vec<&'static str> = crate::registry::actions::ACTIONS
+        // Label values are the wire names; the index of an action is its position in ALL.
+        let actions: Vec<&'static str> = Action::ALL
             .iter()
-            .copied()
-            .chain(["migrate-domain", "other"])
+            .map(|a| a.as_str())
+            .chain(["other"])
             .collect();
         Metrics {
             accepted_tcp: metrics::counter!("ldmd_connections_accepted_total", "transport" => "tcp"),
@@ -211,7 +211,6 @@ pub fn get() -> &'static Metrics {
             documents_received: metrics::counter!("ldmd_documents_received_total"),
             documents: [Status::Success, Status::Failure]
                 .map(|s| metrics::counter!("ldmd_documents_total", "status" => s.as_str())),
-            action_index: actions.iter().enumerate().map(|(i, a)| (*a, i)).collect(),
             actions: actions
                 .iter()
                 .map(|&action| ActionMetrics {
@@ -394,13 +393,12 @@ mod tests {
         let metrics = get();
         let other = metrics.action(None);
         assert_eq!(metrics.actions[other].action, "other");
-        for known in crate::registry::actions::ACTIONS
-            .iter()
-            .chain(&["migrate-domain"])
-        {
-            let index = metrics.action(Some(known));
+        for known in Action::ALL {
+            let index = metrics.action(Some(&ActionName::Known(known)));
             assert_ne!(index, other, "{known}");
-            assert_eq!(metrics.actions[index].action, *known);
+            assert_eq!(metrics.actions[index].action, known.as_str());
+            let parsed = ActionName::parse(known.as_str());
+            assert_eq!(metrics.action(Some(&parsed)), index, "{known}");
         }
         for hostile in [
             "",
@@ -409,11 +407,10 @@ mod tests {
             "LIST-DOMAIN",
             &"x".repeat(10_000),
         ] {
-            assert_eq!(metrics.action(Some(hostile)), other, "{hostile:.20}");
+            let name = ActionName::parse(hostile);
+            assert_eq!(metrics.action(Some(&name)), other, "{hostile:.20}");
         }
-        assert_eq!(
-            metrics.actions.len(),
-            crate::registry::actions::ACTIONS.len() + 2
-        );
+        assert_eq!(metrics.actions.len(), Action::COUNT + 1);
+        assert_eq!(Action::COUNT, 59, "58 answered actions and migrate-domain");
     }
 }

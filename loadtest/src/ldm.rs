@@ -165,7 +165,8 @@ mod tests {
     use ldmd::ldm::event::{Event, EventClass};
     use ldmd::ldm::handler::{DocumentHandler, Unsupported};
     use ldmd::ldm::{
-        CmdResponse, Data, DataResponse, Response, Role, Status, parse_document, write_response,
+        ActionName, CmdResponse, Data, DataResponse, Response, Role, Status, parse_document,
+        write_response,
     };
     use ldmd::xml::{Element, NamespaceScope};
 
@@ -196,7 +197,10 @@ mod tests {
             let [cmd] = doc.cmds.as_slice() else {
                 panic!("{name}: one cmd")
             };
-            assert_eq!((cmd.action.as_deref(), &cmd.malformed), (Some(name), &None));
+            assert_eq!(
+                (cmd.action.as_ref().map(ActionName::as_str), &cmd.malformed),
+                (Some(name), &None)
+            );
             let envelope = cmd.data[0].envelope.as_ref().expect("envelope");
             let [content] = envelope.contents.as_slice() else {
                 panic!("{name}: one Content")
@@ -224,7 +228,10 @@ mod tests {
         ] {
             let doc = parse(&action.document(None));
             let cmd = &doc.cmds[0];
-            assert_eq!(cmd.action.as_deref(), Some(action.name()));
+            assert_eq!(
+                cmd.action.as_ref().map(ActionName::as_str),
+                Some(action.name())
+            );
             assert_eq!(cmd.data.len(), 1);
             assert!(cmd.data[0].envelope.is_none(), "{}", action.name());
             let named = parse(&action.document(Some("load-1-2")));
@@ -278,7 +285,7 @@ mod tests {
         let doc = parse(&Action::SetMemory.document(Some("load-0-0")));
         let data: Data = doc.cmds[0].data[0].clone();
         let cmd = |status, messages: Vec<&str>| CmdResponse {
-            action: Some("set-memory".into()),
+            action: Some(ActionName::Known(ldmd::ldm::Action::SetMemory)),
             options: Vec::new(),
             data: vec![DataResponse {
                 data: data.clone(),

@@ -12,6 +12,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::cli::view::{DomainRow, contents, items, sections, spconfigs};
+use crate::ldm::action::Action;
 use crate::ldm::document::{Content, Item, Status};
 use crate::ldm::reply::{EventDoc, Reply};
 
@@ -92,7 +93,7 @@ fn resources(content: &Content) -> Value {
 }
 
 /// `[{"name", "resources"}]` of the successful objects of `action`.
-pub fn domains_with_resources(reply: &Reply, action: &str) -> Value {
+pub fn domains_with_resources(reply: &Reply, action: Action) -> Value {
     Value::Array(
         contents(reply, action)
             .into_iter()
@@ -102,7 +103,7 @@ pub fn domains_with_resources(reply: &Reply, action: &str) -> Value {
 }
 
 /// The summary rows, each with its `resources` from `long_action`'s Content when given.
-pub fn domains(reply: &Reply, rows: &[DomainRow], long_action: Option<&str>) -> Value {
+pub fn domains(reply: &Reply, rows: &[DomainRow], long_action: Option<Action>) -> Value {
     let long = long_action.map(|a| contents(reply, a)).unwrap_or_default();
     Value::Array(
         rows.iter()
@@ -118,7 +119,7 @@ pub fn domains(reply: &Reply, rows: &[DomainRow], long_action: Option<&str>) -> 
 }
 
 /// The Items of the Envelope-level sections of `action` (list-devices).
-pub fn section_items(reply: &Reply, action: &str) -> Value {
+pub fn section_items(reply: &Reply, action: Action) -> Value {
     Value::Array(
         sections(reply, action)
             .into_iter()

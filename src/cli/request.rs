@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use crate::ldm::action::{Action, ActionName};
 use crate::ldm::document::SectionKind;
 use crate::ldm::document::{Cmd, Content, Data, Document, Envelope, Item, Property, Section};
 use crate::ldm::write::DATA_VERSION;
@@ -73,7 +74,8 @@ pub fn check_characters(document: &Document) -> Result<(), UsageError> {
             .try_for_each(check_item)
     }
     for cmd in &document.cmds {
-        for text in cmd.action.iter().chain(&cmd.options).chain(&cmd.arguments) {
+        let words = cmd.options.iter().chain(&cmd.arguments).map(String::as_str);
+        for text in cmd.action.iter().map(ActionName::as_str).chain(words) {
             check_xml_text("operand", text)?;
         }
         for envelope in cmd.data.iter().filter_map(|d| d.envelope.as_ref()) {
@@ -144,8 +146,13 @@ const VCONS_FIELDS: &[(&str, Field)] = &[
     ("log", Field::Prop("enable-log")),
 ];
 
-/// The event classes `ldm events` can subscribe to.
-pub const EVENT_CLASSES: &[&str] = &["all", "domain", "resource", "hardware"];
+/// The event classes `ldm events` can subscribe to, and the action that subscribes to each.
+pub const EVENT_CLASSES: &[(&str, Action)] = &[
+    ("all", Action::RegAllEvents),
+    ("domain", Action::RegDomainEvents),
+    ("resource", Action::RegResourceEvents),
+    ("hardware", Action::RegHardwareEvents),
+];
 
 /// A document of `cmds`.
 pub fn document(cmds: Vec<Cmd>) -> Document {
@@ -156,7 +163,7 @@ pub fn document(cmds: Vec<Cmd>) -> Document {
     }
 }
 
-fn cmd(action: &str, options: &[&str], data: Vec<Data>) -> Cmd {
+fn cmd(action: Action, options: &[&str], data: Vec<Data>) -> Cmd {
     Cmd {
         action: Some(action.into()),
         options: options.iter().map(|o| (*o).to_owned()).collect(),
@@ -166,7 +173,7 @@ fn cmd(action: &str, options: &[&str], data: Vec<Data>) -> Cmd {
 }
 
 /// One command on one data object.
-fn single(action: &str, options: &[&str], data: Data) -> Document {
+fn single(action: Action, options: &[&str], data: Data) -> Document {
     document(vec![cmd(action, options, vec![data])])
 }
 
@@ -311,7 +318,7 @@ pub fn add_domain(names: &[String], props: &[String]) -> Result<Document, UsageE
         .iter()
         .map(|name| on_domain(name, vec![info.clone()]))
         .collect();
-    Ok(document(vec![cmd("add-domain", &[], data)]))
+    Ok(document(vec![cmd(Action::AddDomain, &[], data)]))
 }
 
 /// `set-domain prop=value... NAME`
@@ -321,12 +328,12 @@ pub fn set_domain(name: &str, props: &[String]) -> Result<Document, UsageError> 
     }
     let mut info = item("ldom_info");
     add_fields(&mut info, "set-domain", DOMAIN_FIELDS, props)?;
-    Ok(single("set-domain", &[], on_domain(name, vec![info])))
+    Ok(single(Action::SetDomain, &[], on_domain(name, vec![info])))
 }
 
 /// A lifecycle action (remove-, bind-, unbind-, start-, stop-, panic-domain) on `names`, or
 /// with `-a` on every domain. `options` are the wire options (`-f`, `-r`).
-pub fn on_domains(action: &str, names: &[String], all: bool, options: &[&str]) -> Document {
+pub fn on_domains(action: Action, names: &[String], all: bool, options: &[&str]) -> Document {
     let mut options = options.to_vec();
     let data = if all {
         options.insert(0, "-a");
@@ -338,7 +345,12 @@ pub fn on_domains(action: &str, names: &[String], all: bool, options: &[&str]) -
 }
 
 /// add-/set-/remove-vcpu `N DOMAIN`; with `cores`, N whole cores (add-core, `-c`).
-pub fn vcpu(action: &str, number: &str, domain: &str, cores: bool) -> Result<Document, UsageError> {
+pub fn vcpu(
+    action: Action,
+    number: &str,
+    domain: &str,
+    cores: bool,
+) -> Result<Document, UsageError> {
     let item = if cores {
         let n = count("number of whole cores", number)?;
         with_props("cpu", &[("wcore", &n)])
@@ -349,14 +361,14 @@ pub fn vcpu(action: &str, number: &str, domain: &str, cores: bool) -> Result<Doc
 }
 
 /// add-/set-/remove-mau `N DOMAIN` (the ldm CLI's crypto).
-pub fn mau(action: &str, number: &str, domain: &str) -> Result<Document, UsageError> {
+pub fn mau(action: Action, number: &str, domain: &str) -> Result<Document, UsageError> {
     let item = with_units("mau", &count("number of crypto units", number)?);
     Ok(single(action, &[], on_domain(domain, vec![item])))
 }
 
 /// add-/set-/remove-memory `SIZE DOMAIN`, the size checked here with the daemon's own rule.
 pub fn memory(
-    action: &str,
+    action: Action,
     size: &str,
     domain: &str,
     auto_adjust: bool,
@@ -368,7 +380,7 @@ pub fn memory(
 }
 
 /// add-vds `SERVICE DOMAIN` / remove-vds `SERVICE` (owner looked up by the caller).
-pub fn vds(action: &str, service: &str, owner: Option<&str>) -> Document {
+pub fn vds(action: Action, service: &str, owner: Option<&str>) -> Document {
     let item = with_props("vds", &[("service_name", service)]);
     single(action, &[], on_service(owner, item))
 }
@@ -393,7 +405,7 @@ pub fn add_vdsdev(
     add_fields(&mut item, "add-vdsdev", VDSDEV_FIELDS, props)?;
     let options: &[&str] = if force { &["-f"] } else { &[] };
     Ok(single(
-        "add-vdiskserverdevice",
+        Action::AddVdiskserverdevice,
         options,
         on_service(owner, item),
     ))
@@ -407,7 +419,7 @@ pub fn remove_vdsdev(volume: &str, owner: Option<&str>) -> Result<Document, Usag
         &[("vol_name", volume), ("service_name", service)],
     );
     Ok(single(
-        "remove-vdiskserverdevice",
+        Action::RemoveVdiskserverdevice,
         &[],
         on_service(owner, item),
     ))
@@ -430,55 +442,55 @@ pub fn add_vdisk(
         ],
     );
     add_fields(&mut item, "add-vdisk", VDISK_FIELDS, props)?;
-    Ok(single("add-vdisk", &[], on_domain(domain, vec![item])))
+    Ok(single(Action::AddVdisk, &[], on_domain(domain, vec![item])))
 }
 
 /// remove-vdisk `DISK DOMAIN`.
 pub fn remove_vdisk(disk: &str, domain: &str) -> Document {
     let item = with_props("disk", &[("vdisk_name", disk)]);
-    single("remove-vdisk", &[], on_domain(domain, vec![item]))
+    single(Action::RemoveVdisk, &[], on_domain(domain, vec![item]))
 }
 
 /// add-vsw `[prop=value...] SERVICE DOMAIN`, set-vsw `prop=value... SERVICE`,
 /// remove-vsw `SERVICE`.
 pub fn vsw(
-    action: &str,
+    action: Action,
     service: &str,
     owner: Option<&str>,
     props: &[String],
 ) -> Result<Document, UsageError> {
-    if action == "set-vswitch" && props.is_empty() {
+    if action == Action::SetVswitch && props.is_empty() {
         return Err(usage("set-vsw: give at least one property=value"));
     }
     let mut item = with_props("vsw", &[("service_name", service)]);
-    add_fields(&mut item, action, VSW_FIELDS, props)?;
+    add_fields(&mut item, action.as_str(), VSW_FIELDS, props)?;
     Ok(single(action, &[], on_service(owner, item)))
 }
 
 /// add-vnet `[prop=value...] NAME SERVICE DOMAIN`, set-vnet `prop=value... NAME DOMAIN`,
 /// remove-vnet `NAME DOMAIN`.
 pub fn vnet(
-    action: &str,
+    action: Action,
     name: &str,
     service: Option<&str>,
     domain: &str,
     props: &[String],
 ) -> Result<Document, UsageError> {
-    if action == "set-vnet" && props.is_empty() {
+    if action == Action::SetVnet && props.is_empty() {
         return Err(usage("set-vnet: give at least one property=value"));
     }
     let mut item = with_props("network", &[("vnet_name", name)]);
     if let Some(service) = service {
         push(&mut item, "service_name", service);
     }
-    add_fields(&mut item, action, VNET_FIELDS, props)?;
+    add_fields(&mut item, action.as_str(), VNET_FIELDS, props)?;
     Ok(single(action, &[], on_domain(domain, vec![item])))
 }
 
 /// add-vcc `port-range=MIN-MAX SERVICE DOMAIN`, set-vcc `port-range=.. SERVICE`,
 /// remove-vcc `SERVICE`.
 pub fn vcc(
-    action: &str,
+    action: Action,
     service: &str,
     owner: Option<&str>,
     port_range: Option<&str>,
@@ -505,13 +517,21 @@ pub fn set_vcons(domain: &str, props: &[String]) -> Result<Document, UsageError>
     }
     let mut item = item("console");
     add_fields(&mut item, "set-vcons", VCONS_FIELDS, props)?;
-    Ok(single("set-vconsole", &[], on_domain(domain, vec![item])))
+    Ok(single(
+        Action::SetVconsole,
+        &[],
+        on_domain(domain, vec![item]),
+    ))
 }
 
 /// add-/set-variable `NAME=VALUE... DOMAIN`, remove-variable `NAME... DOMAIN`.
-pub fn variables(action: &str, operands: &[String], domain: &str) -> Result<Document, UsageError> {
+pub fn variables(
+    action: Action,
+    operands: &[String],
+    domain: &str,
+) -> Result<Document, UsageError> {
     if operands.is_empty() {
-        let form = if action == "remove-variable" {
+        let form = if action == Action::RemoveVariable {
             "NAME... DOMAIN"
         } else {
             "NAME=VALUE... DOMAIN"
@@ -520,7 +540,7 @@ pub fn variables(action: &str, operands: &[String], domain: &str) -> Result<Docu
     }
     let mut items = Vec::new();
     for operand in operands {
-        let item = if action == "remove-variable" {
+        let item = if action == Action::RemoveVariable {
             with_props("var", &[("name", operand)])
         } else {
             let (name, value) = operand
@@ -534,13 +554,13 @@ pub fn variables(action: &str, operands: &[String], domain: &str) -> Result<Docu
 }
 
 /// add-io / remove-io `DEVICE DOMAIN`.
-pub fn io(action: &str, device: &str, domain: &str) -> Document {
+pub fn io(action: Action, device: &str, domain: &str) -> Document {
     let item = with_props("physio_device", &[("name", device)]);
     single(action, &[], on_domain(domain, vec![item]))
 }
 
 /// add-/set-/remove-spconfig `NAME`.
-pub fn spconfig(action: &str, name: &str) -> Document {
+pub fn spconfig(action: Action, name: &str) -> Document {
     let item = with_props("spconfig", &[("spconfig_name", name)]);
     single(action, &[], on_service(None, item))
 }
@@ -553,7 +573,7 @@ pub fn cancel_operation(operation: &str, domain: &str) -> Result<Document, Usage
         )));
     }
     Ok(single(
-        "cancel-operation",
+        Action::CancelOperation,
         &[operation],
         on_domain(domain, Vec::new()),
     ))
@@ -561,7 +581,7 @@ pub fn cancel_operation(operation: &str, domain: &str) -> Result<Document, Usage
 
 /// List actions, each over `domains` (one data object per domain, so that a missing one fails
 /// alone) or over everything.
-pub fn list(actions: &[&str], domains: &[String]) -> Document {
+pub fn list(actions: &[Action], domains: &[String]) -> Document {
     let data = || {
         if domains.is_empty() {
             vec![no_object()]
@@ -569,33 +589,34 @@ pub fn list(actions: &[&str], domains: &[String]) -> Document {
             domains.iter().map(|d| on_domain(d, Vec::new())).collect()
         }
     };
-    document(actions.iter().map(|a| cmd(a, &[], data())).collect())
+    document(actions.iter().map(|a| cmd(*a, &[], data())).collect())
 }
 
 /// `list` followed by a list-services over every domain: the long forms name the domain that
 /// provides each service a listed domain uses (`vol1@primary-vds0` is served by `primary`).
-pub fn list_with_service_owners(actions: &[&str], domains: &[String]) -> Document {
+pub fn list_with_service_owners(actions: &[Action], domains: &[String]) -> Document {
     let mut document = list(actions, domains);
     document
         .cmds
-        .push(cmd("list-services", &[], vec![no_object()]));
+        .push(cmd(Action::ListServices, &[], vec![no_object()]));
     document
 }
 
 /// A list action over no domain in particular (list-devices, list-spconfig, list-services).
-pub fn list_all(action: &str) -> Document {
+pub fn list_all(action: Action) -> Document {
     single(action, &[], no_object())
 }
 
 /// `reg-<class>-events`.
 pub fn register_events(class: &str) -> Result<Document, UsageError> {
-    if !EVENT_CLASSES.contains(&class) {
+    let Some(&(_, action)) = EVENT_CLASSES.iter().find(|(name, _)| *name == class) else {
+        let names: Vec<&str> = EVENT_CLASSES.iter().map(|(name, _)| *name).collect();
         return Err(usage(format!(
             "events: unknown class '{class}' (expected {})",
-            EVENT_CLASSES.join(", ")
+            names.join(", ")
         )));
-    }
-    Ok(single(&format!("reg-{class}-events"), &[], no_object()))
+    };
+    Ok(single(action, &[], no_object()))
 }
 
 #[cfg(test)]

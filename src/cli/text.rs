@@ -12,6 +12,7 @@ use crate::cli::view::{
     Block, Body, DomainRow, contents, device_blocks, domain_blocks, domain_rows, items,
     service_blocks, service_owners, spconfigs,
 };
+use crate::ldm::action::Action;
 use crate::ldm::document::Item;
 use crate::ldm::reply::{EventDoc, Reply};
 use crate::registry::units::{format_size, parse_size};
@@ -210,7 +211,7 @@ pub fn blocks_parseable(blocks: &[Block]) -> String {
 /// line of dashes. `parseable` gives the `-l -p` form.
 pub fn long_listing(reply: &Reply, groups: &[String], parseable: bool) -> String {
     let owners = service_owners(reply);
-    let bindings = contents(reply, "list-bindings");
+    let bindings = contents(reply, Action::ListBindings);
     let mut out = String::new();
     if parseable {
         let _ = writeln!(out, "{PARSEABLE_VERSION}");
@@ -242,7 +243,7 @@ pub fn constraints(reply: &Reply, parseable: bool) -> String {
     if parseable {
         let _ = writeln!(out, "{PARSEABLE_VERSION}");
     }
-    for content in contents(reply, "list-constraints") {
+    for content in contents(reply, Action::ListConstraints) {
         let blocks = domain_blocks(content, &owners);
         if parseable {
             let _ = writeln!(out, "DOMAIN|name={}", content.id);
@@ -258,7 +259,7 @@ pub fn constraints(reply: &Reply, parseable: bool) -> String {
 /// `ldm list-services [-p]`: VCC, VSW and VDS tables over every domain, with an LDOM column.
 pub fn services(reply: &Reply, parseable: bool) -> String {
     let mut merged: Vec<Block> = Vec::new();
-    for content in contents(reply, "list-services") {
+    for content in contents(reply, Action::ListServices) {
         let all: Vec<&Item> = items(content).collect();
         for block in service_blocks(&all, Some(&content.id)) {
             match merged.iter_mut().find(|b| b.title == block.title) {
@@ -330,7 +331,7 @@ pub fn spconfig(reply: &Reply, parseable: bool) -> String {
 /// `ldm list-variable [NAME...] DOMAIN`: `name=value` lines.
 pub fn variables(reply: &Reply, names: &[String]) -> String {
     let mut out = String::new();
-    for content in contents(reply, "list-variable") {
+    for content in contents(reply, Action::ListVariable) {
         for var in items(content).filter(|i| i.resource_type == "var") {
             let name = var.property("name").unwrap_or_default();
             if names.is_empty() || names.iter().any(|n| n == name) {

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::ldm::action::Action;
 use crate::ldm::document::{Content, Envelope, Item, Section, Status};
 use crate::ldm::reply::Reply;
 
@@ -40,23 +41,23 @@ const SUMMARY_KEYS: &[&str] = &[
 ];
 
 /// Envelopes of the successful objects of `action`'s cmd, in reply order.
-fn envelopes<'r>(reply: &'r Reply, action: &str) -> impl Iterator<Item = &'r Envelope> {
+fn envelopes(reply: &Reply, action: Action) -> impl Iterator<Item = &Envelope> {
     reply
         .cmds
         .iter()
-        .filter(move |c| c.action == action)
+        .filter(move |c| c.answers(action))
         .flat_map(|c| &c.data)
         .filter(|d| d.status == Status::Success)
         .filter_map(|d| d.data.envelope.as_ref())
 }
 
 /// Contents of the successful objects of `action`'s cmd, in reply order.
-pub fn contents<'r>(reply: &'r Reply, action: &str) -> Vec<&'r Content> {
+pub fn contents(reply: &Reply, action: Action) -> Vec<&Content> {
     envelopes(reply, action).flat_map(|e| &e.contents).collect()
 }
 
 /// Envelope-level sections of the successful objects of `action`'s cmd.
-pub fn sections<'r>(reply: &'r Reply, action: &str) -> Vec<&'r Section> {
+pub fn sections(reply: &Reply, action: Action) -> Vec<&Section> {
     envelopes(reply, action).flat_map(|e| &e.sections).collect()
 }
 
@@ -72,7 +73,7 @@ fn prop(item: &Item, key: &str) -> String {
 /// The summary rows of a list-domain reply.
 /// The control domain comes first, as in the ldm CLI; the others keep the daemon's order.
 pub fn domain_rows(reply: &Reply) -> Vec<DomainRow> {
-    let mut rows: Vec<DomainRow> = contents(reply, "list-domain")
+    let mut rows: Vec<DomainRow> = contents(reply, Action::ListDomain)
         .into_iter()
         .map(domain_row)
         .collect();
@@ -117,7 +118,7 @@ pub type ServiceOwners = BTreeMap<String, String>;
 
 pub fn service_owners(reply: &Reply) -> ServiceOwners {
     let mut owners = ServiceOwners::new();
-    for content in contents(reply, "list-services") {
+    for content in contents(reply, Action::ListServices) {
         for item in items(content) {
             if matches!(item.resource_type.as_str(), "vds" | "vsw" | "vcc")
                 && let Some(name) = item.property("service_name")
@@ -514,7 +515,7 @@ pub fn service_blocks(items: &[&Item], owner: Option<&str>) -> Vec<Block> {
 /// The free resources and I/O devices of a list-devices reply.
 pub fn device_blocks(reply: &Reply) -> Vec<Block> {
     let mut blocks = Vec::new();
-    for item in sections(reply, "list-devices")
+    for item in sections(reply, Action::ListDevices)
         .into_iter()
         .flat_map(|s| &s.items)
     {
@@ -539,7 +540,7 @@ pub fn device_blocks(reply: &Reply) -> Vec<Block> {
             _ => {}
         }
     }
-    let io: Vec<Vec<String>> = sections(reply, "list-devices")
+    let io: Vec<Vec<String>> = sections(reply, Action::ListDevices)
         .into_iter()
         .flat_map(|s| &s.items)
         .filter(|i| i.resource_type == "physio_device")
@@ -567,7 +568,7 @@ pub fn device_blocks(reply: &Reply) -> Vec<Block> {
 
 /// SP configurations and their status (`current`, `next`), from a list-spconfig reply.
 pub fn spconfigs(reply: &Reply) -> Vec<(String, String)> {
-    sections(reply, "list-spconfig")
+    sections(reply, Action::ListSpconfig)
         .into_iter()
         .flat_map(|s| &s.items)
         .filter(|i| i.resource_type == "spconfig")

@@ -7,6 +7,8 @@
 //! ```
 //! Requests and responses share these types: a response echoes its request's data or fills it in.
 
+use crate::ldm::action::{Action, ActionName};
+
 /// A request document, as parsed. Malformations are recorded, not refused, so that the reply
 /// can say exactly what was wrong at the right level (§2.1).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,7 +22,8 @@ pub struct Document {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Cmd {
-    pub action: Option<String>,
+    /// Parsed once; an action this daemon does not know is kept as written, for the reply.
+    pub action: Option<ActionName>,
     /// Flags from `<option>`/`<options>` elements, split on whitespace (`-f`, `all`, `memdr`).
     pub options: Vec<String>,
     /// Words of an `<arguments>` element.
@@ -173,7 +176,8 @@ impl Response {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CmdResponse {
-    pub action: Option<String>,
+    /// The request's action, echoed as written.
+    pub action: Option<ActionName>,
     pub options: Vec<String>,
     pub data: Vec<DataResponse>,
     /// The cmd-level `resp_msg`, only when the cmd itself was malformed or its action unknown.
@@ -239,24 +243,19 @@ impl std::str::FromStr for Role {
     }
 }
 
-/// The role an action needs (ldm-xml-interface.md §3): read for every `list-*` action and
-/// event (un)registration, write for everything else.
-pub fn required_role(action: &str) -> Role {
-    if action.starts_with("list-") || action.starts_with("reg-") || action.starts_with("unreg-") {
-        Role::Read
-    } else {
-        Role::Write
-    }
+/// Whether `role` may run `action` (its [`Action::role`], §3); the refusal is the reply's
+/// `resp_msg`.
+pub fn authorize(action: Action, role: Role) -> Result<(), String> {
+    require(action.as_str(), action.role(), role)
 }
 
-/// Whether `role` may run `action`; the refusal is the reply's `resp_msg`.
-pub fn authorize(action: &str, role: Role) -> Result<(), String> {
-    let required = required_role(action);
+/// The refusal of the action `name` to a peer with `role` when it needs `required`.
+pub(crate) fn require(name: &str, required: Role, role: Role) -> Result<(), String> {
     if role >= required {
         Ok(())
     } else {
         Err(format!(
-            "Not authorized: '{action}' requires {} authorization",
+            "Not authorized: '{name}' requires {} authorization",
             required.as_str()
         ))
     }
@@ -268,14 +267,14 @@ mod tests {
 
     #[test]
     fn reads_need_read_and_everything_else_needs_write() {
-        assert_eq!(required_role("list-domain"), Role::Read);
-        assert_eq!(required_role("reg-domain-events"), Role::Read);
-        assert_eq!(required_role("unreg-all-events"), Role::Read);
-        assert_eq!(required_role("add-domain"), Role::Write);
-        assert_eq!(required_role("cancel-operation"), Role::Write);
-        assert!(authorize("list-domain", Role::Read).is_ok());
-        assert!(authorize("add-domain", Role::Read).is_err());
-        assert!(authorize("list-domain", Role::None).is_err());
-        assert!(authorize("add-domain", Role::Write).is_ok());
+        assert_eq!(Action::ListDomain.role(), Role::Read);
+        assert_eq!(Action::RegDomainEvents.role(), Role::Read);
+        assert_eq!(Action::UnregAllEvents.role(), Role::Read);
+        assert_eq!(Action::AddDomain.role(), Role::Write);
+        assert_eq!(Action::CancelOperation.role(), Role::Write);
+        assert!(authorize(Action::ListDomain, Role::Read).is_ok());
+        assert!(authorize(Action::AddDomain, Role::Read).is_err());
+        assert!(authorize(Action::ListDomain, Role::None).is_err());
+        assert!(authorize(Action::AddDomain, Role::Write).is_ok());
     }
 }

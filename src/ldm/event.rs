@@ -8,6 +8,10 @@ use std::sync::Arc;
 use crate::ldm::document::Data;
 use crate::ldm::write::write_event;
 
+/// The action named by the domain event of a guest reset because its master panicked
+/// (failure-policy `reset`, §5). No request has this action: it is an event name only.
+pub const DOMAIN_RESET: &str = "domain-reset";
+
 /// The event classes of §5. Progress reports go to domain and hardware subscribers (ours).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventClass {
@@ -27,22 +31,6 @@ impl EventMask {
     pub const RESOURCE: EventMask = EventMask(2);
     pub const HARDWARE: EventMask = EventMask(4);
     pub const ALL: EventMask = EventMask(7);
-
-    /// The classes named by a `reg-*-events` / `unreg-*-events` action.
-    pub fn of_registration(action: &str) -> Option<(bool, EventMask)> {
-        let (subscribe, rest) = match action.strip_prefix("unreg-") {
-            Some(rest) => (false, rest),
-            None => (true, action.strip_prefix("reg-")?),
-        };
-        let mask = match rest {
-            "domain-events" => EventMask::DOMAIN,
-            "resource-events" => EventMask::RESOURCE,
-            "hardware-events" => EventMask::HARDWARE,
-            "all-events" => EventMask::ALL,
-            _ => return None,
-        };
-        Some((subscribe, mask))
-    }
 
     pub fn union(self, other: EventMask) -> EventMask {
         EventMask(self.0 | other.0)
@@ -122,20 +110,6 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn registration_actions_name_their_classes() {
-        assert_eq!(
-            EventMask::of_registration("reg-domain-events"),
-            Some((true, EventMask::DOMAIN))
-        );
-        assert_eq!(
-            EventMask::of_registration("unreg-all-events"),
-            Some((false, EventMask::ALL))
-        );
-        assert_eq!(EventMask::of_registration("reg-cpu-events"), None);
-        assert_eq!(EventMask::of_registration("list-domain"), None);
-    }
 
     #[test]
     fn progress_goes_to_domain_and_hardware_subscribers() {

@@ -5,7 +5,7 @@
 //! real handler; until it exists, [`Unsupported`] answers every cmd with a `failure` naming the
 //! action, so clients see well-formed replies at all three levels of §2.1.
 
-use crate::ldm::document::{CmdResponse, Document, Response, Role, authorize};
+use crate::ldm::document::{CmdResponse, Document, Response, Role};
 
 /// Answers one document at a time. Called on the handler's own thread, never on an I/O thread.
 pub trait DocumentHandler: Send + 'static {
@@ -18,12 +18,12 @@ pub struct Unsupported;
 
 impl DocumentHandler for Unsupported {
     fn handle(&mut self, document: &Document, role: Role) -> Response {
-        respond_to_each_cmd(document, |cmd| {
-            let action = cmd.action.as_deref().unwrap_or_default();
-            match authorize(action, role) {
+        respond_to_each_cmd(document, |cmd| match &cmd.action {
+            None => "The cmd has no action".to_owned(),
+            Some(action) => match action.authorize(role) {
                 Err(refusal) => refusal,
                 Ok(()) => format!("The action '{action}' is not supported by this ldmd"),
-            }
+            },
         })
     }
 }
@@ -61,7 +61,7 @@ pub fn respond_to_each_cmd(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ldm::{DataResponse, Status};
+    use crate::ldm::{Action, DataResponse, Status};
 
     use crate::ldm::{parse_document, write_response};
     use crate::xml::{Element, NamespaceScope};
@@ -79,7 +79,7 @@ mod tests {
         assert_eq!(doc.version.as_deref(), Some("1.3"));
         assert_eq!(doc.malformed, None);
         assert_eq!(doc.cmds.len(), 2);
-        assert_eq!(doc.cmds[1].action.as_deref(), Some("stop-domain"));
+        assert_eq!(doc.cmds[1].action, Some(Action::StopDomain.into()));
         assert_eq!(doc.cmds[1].options, ["-f"]);
         let content = &doc.cmds[1].data[0].envelope.as_ref().unwrap().contents[0];
         assert_eq!(content.id, "ldg1");
@@ -170,7 +170,7 @@ mod tests {
         let response = Response {
             version: doc.version.clone(),
             cmds: vec![CmdResponse {
-                action: Some("list-constraints".into()),
+                action: Some(Action::ListConstraints.into()),
                 options: vec![],
                 data: vec![DataResponse {
                     data,

@@ -1,6 +1,7 @@
 //! The LDM XML interface (ldm-xml-interface.md): the document model, its parser and writer, and
 //! the handler seam through which documents reach whoever answers them. Pure: no I/O.
 
+pub mod action;
 pub mod document;
 pub mod event;
 
@@ -9,9 +10,10 @@ pub mod parse;
 pub mod reply;
 pub mod write;
 
+pub use action::{Action, ActionName};
 pub use document::{
     Binding, Cmd, CmdResponse, Content, Data, DataResponse, Document, Envelope, Item, Property,
-    Response, Role, Section, SectionKind, Status, authorize, required_role,
+    Response, Role, Section, SectionKind, Status, authorize,
 };
 pub use parse::parse_document;
 pub use reply::{EventDoc, Reply, ReplyCmd, ReplyData, ReplyError};

@@ -4,6 +4,7 @@
 //! both `id`/`ovf:id` and `_type`/`_Type`: everything is matched by local name (§2). Structural
 //! problems are recorded on the document or cmd so the reply can name them.
 
+use crate::ldm::action::ActionName;
 use crate::ldm::document::{
     Binding, Cmd, Content, Data, Document, Envelope, Item, Property, Section, SectionKind,
 };
@@ -42,7 +43,7 @@ fn parse_cmd(cmd: &Element<'_>) -> Cmd {
         match child.local_name() {
             "action" => {
                 actions += 1;
-                parsed.action = Some(child.text().trim().to_owned());
+                parsed.action = Some(ActionName::parse(child.text().trim()));
             }
             "option" | "options" => {
                 parsed
@@ -56,7 +57,7 @@ fn parse_cmd(cmd: &Element<'_>) -> Cmd {
             _ => {}
         }
     }
-    parsed.malformed = match (actions, parsed.action.as_deref()) {
+    parsed.malformed = match (actions, parsed.action.as_ref().map(ActionName::as_str)) {
         (0, _) => Some("The cmd has no action".to_owned()),
         (1, Some("")) => Some("The cmd has an empty action".to_owned()),
         (1, _) if parsed.data.is_empty() => Some("The cmd has no data element".to_owned()),

@@ -12,6 +12,7 @@
 //!   response : status, resp_msg*          (the document's, last)
 //! ```
 
+use crate::ldm::action::Action;
 use crate::ldm::document::{Data, Status};
 use crate::ldm::parse::{EVENT_ROOT, REQUEST_ROOT, parse_data};
 use crate::xml::{Element, NamespaceScope};
@@ -29,6 +30,7 @@ pub struct Reply {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplyCmd {
+    /// The action as the daemon wrote it (compare with [`ReplyCmd::answers`]).
     pub action: String,
     pub options: Vec<String>,
     pub status: Status,
@@ -114,8 +116,15 @@ impl Reply {
     }
 
     /// The cmd answering `action`, if the reply has one.
-    pub fn cmd(&self, action: &str) -> Option<&ReplyCmd> {
-        self.cmds.iter().find(|c| c.action == action)
+    pub fn cmd(&self, action: Action) -> Option<&ReplyCmd> {
+        self.cmds.iter().find(|c| c.answers(action))
+    }
+}
+
+impl ReplyCmd {
+    /// Whether this cmd answers `action` (the daemon echoes the wire name exactly).
+    pub fn answers(&self, action: Action) -> bool {
+        self.action == action.as_str()
     }
 }
 
@@ -236,6 +245,7 @@ pub fn parse_event(root: &Element<'_>) -> Result<EventDoc, ReplyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ldm::action::ActionName;
     use crate::ldm::document::{
         CmdResponse, Content, DataResponse, Envelope, Item, Property, Response, Section,
         SectionKind,
@@ -279,7 +289,7 @@ mod tests {
             version: Some("1.3".into()),
             cmds: vec![
                 CmdResponse {
-                    action: Some("list-domain".into()),
+                    action: Some(Action::ListDomain.into()),
                     options: vec!["-a".into()],
                     data: vec![
                         DataResponse {
@@ -301,7 +311,7 @@ mod tests {
                     failure: None,
                 },
                 CmdResponse {
-                    action: Some("frob".into()),
+                    action: Some(ActionName::Unknown("frob".into())),
                     failure: Some("Unknown action 'frob'".into()),
                     ..CmdResponse::default()
                 },

@@ -111,7 +111,7 @@ pub fn write_request(out: &mut Vec<u8>, document: &Document) {
     for cmd in &document.cmds {
         w.open("cmd", &[]);
         if let Some(action) = &cmd.action {
-            w.text_element("action", &[], action);
+            w.text_element("action", &[], action.as_str());
         }
         if !cmd.options.is_empty() {
             w.text_element("options", &[], &cmd.options.join(" "));
@@ -140,7 +140,7 @@ pub fn write_request(out: &mut Vec<u8>, document: &Document) {
 fn write_cmd(w: &mut XmlWriter<'_>, cmd: &CmdResponse) {
     w.open("cmd", &[]);
     if let Some(action) = &cmd.action {
-        w.text_element("action", &[], action);
+        w.text_element("action", &[], action.as_str());
     }
     if !cmd.options.is_empty() {
         w.text_element("options", &[], &cmd.options.join(" "));
@@ -243,6 +243,7 @@ fn write_binding(w: &mut XmlWriter<'_>, binding: &Binding) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ldm::action::Action;
     use crate::ldm::document::{Cmd, Content, Property, SectionKind};
     use crate::xml::{Element, NamespaceScope};
 
@@ -261,7 +262,7 @@ mod tests {
             version: Some("1.3".into()),
             cmds: vec![
                 Cmd {
-                    action: Some("add-vnet".into()),
+                    action: Some(Action::AddVnet.into()),
                     options: vec!["-f".into()],
                     arguments: vec!["x".into()],
                     data: vec![Data {
@@ -280,7 +281,7 @@ mod tests {
                     malformed: None,
                 },
                 Cmd {
-                    action: Some("list-domain".into()),
+                    action: Some(Action::ListDomain.into()),
                     data: vec![Data {
                         version: Some(DATA_VERSION.into()),
                         envelope: None,

@@ -1,5 +1,7 @@
 //! The `list-*` actions, answered in request form (§4) so that their output can be sent back as
 //! input; list-bindings adds `bind:Binding` children with what each resource is bound to.
+//! One function per action, called from the registry's one `match` over actions
+//! ([`crate::registry::actions::apply`]).
 
 use crate::ldm::document::{
     Binding, Content, Data, Envelope, Item, Property, Section, SectionKind,
@@ -9,61 +11,84 @@ use crate::registry::model::{Domain, DomainState, FACTORY_DEFAULT};
 use crate::registry::state::{Applied, Outcome, Registry};
 use crate::registry::units::{format_mac, format_size};
 
-pub fn list(reg: &Registry, action: &str, data: &Data, now: u64) -> Outcome {
+pub fn list_domain(reg: &Registry, data: &Data, now: u64) -> Outcome {
+    let domains = requested(reg, data)?;
+    let contents = domains
+        .iter()
+        .map(|d| content(d, vec![summary(d, now)]))
+        .collect();
+    answer(data, contents, Vec::new())
+}
+
+pub fn list_constraints(reg: &Registry, data: &Data) -> Outcome {
+    let domains = requested(reg, data)?;
+    let contents = domains
+        .iter()
+        .map(|d| content(d, constraints(reg, d, false)))
+        .collect();
+    answer(data, contents, Vec::new())
+}
+
+pub fn list_bindings(reg: &Registry, data: &Data) -> Outcome {
+    let domains = requested(reg, data)?;
+    let contents = domains
+        .iter()
+        .map(|d| content(d, constraints(reg, d, true)))
+        .collect();
+    answer(data, contents, Vec::new())
+}
+
+/// The domains that provide services, each with its services.
+pub fn list_services(reg: &Registry, data: &Data) -> Outcome {
+    let domains = requested(reg, data)?;
+    let contents = domains
+        .iter()
+        .filter(|d| !(d.vds.is_empty() && d.vsw.is_empty() && d.vcc.is_empty()))
+        .map(|d| content(d, services(d)))
+        .collect();
+    answer(data, contents, Vec::new())
+}
+
+pub fn list_variable(reg: &Registry, data: &Data) -> Outcome {
+    let domains = requested(reg, data)?;
+    let contents = domains.iter().map(|d| content(d, variables(d))).collect();
+    answer(data, contents, Vec::new())
+}
+
+/// The machine's free resources and I/O devices. Named domains must exist, though the answer
+/// is about the whole machine.
+pub fn list_devices(reg: &Registry, data: &Data) -> Outcome {
+    requested(reg, data)?;
+    answer(data, Vec::new(), vec![devices(reg)])
+}
+
+/// Every SP configuration. Named domains must exist, as for list-devices.
+pub fn list_spconfig(reg: &Registry, data: &Data) -> Outcome {
+    requested(reg, data)?;
+    answer(data, Vec::new(), vec![spconfig_section(reg, None)])
+}
+
+/// The domains a list data object names (one Content each), or every domain when it names none.
+fn requested<'r>(reg: &'r Registry, data: &Data) -> Result<Vec<&'r Domain>, String> {
     let requested = data
         .envelope
         .as_ref()
         .map(|e| &e.contents[..])
         .unwrap_or_default();
-    let domains: Vec<&Domain> = if requested.is_empty() {
-        reg.domains().collect()
-    } else {
-        requested
-            .iter()
-            .map(|c| {
-                reg.domain(&c.id)
-                    .ok_or_else(|| format!("LDom {} does not exist", c.id))
-            })
-            .collect::<Result<_, _>>()?
-    };
-    let (contents, sections) = match action {
-        "list-domain" => (
-            domains
-                .iter()
-                .map(|d| content(d, vec![summary(d, now)]))
-                .collect(),
-            Vec::new(),
-        ),
-        "list-constraints" => (
-            domains
-                .iter()
-                .map(|d| content(d, constraints(reg, d, false)))
-                .collect(),
-            Vec::new(),
-        ),
-        "list-bindings" => (
-            domains
-                .iter()
-                .map(|d| content(d, constraints(reg, d, true)))
-                .collect(),
-            Vec::new(),
-        ),
-        "list-services" => (
-            domains
-                .iter()
-                .filter(|d| !(d.vds.is_empty() && d.vsw.is_empty() && d.vcc.is_empty()))
-                .map(|d| content(d, services(d)))
-                .collect(),
-            Vec::new(),
-        ),
-        "list-variable" => (
-            domains.iter().map(|d| content(d, variables(d))).collect(),
-            Vec::new(),
-        ),
-        "list-devices" => (Vec::new(), vec![devices(reg)]),
-        "list-spconfig" => (Vec::new(), vec![spconfig_section(reg, None)]),
-        other => return Err(format!("Unknown action '{other}'")),
-    };
+    if requested.is_empty() {
+        return Ok(reg.domains().collect());
+    }
+    requested
+        .iter()
+        .map(|c| {
+            reg.domain(&c.id)
+                .ok_or_else(|| format!("LDom {} does not exist", c.id))
+        })
+        .collect()
+}
+
+/// The object filled in: the listed Contents, or Envelope-level sections.
+fn answer(data: &Data, contents: Vec<Content>, sections: Vec<Section>) -> Outcome {
     Ok(Applied {
         data: Some(Data {
             version: data.version.clone(),

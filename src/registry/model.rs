@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ldm::action::Action;
 use crate::registry::machine::MemoryBlock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,8 +215,9 @@ pub enum MemDrKind {
 pub struct MemDr {
     pub id: u64,
     pub kind: MemDrKind,
-    /// The action that asked for it (add-memory, set-memory, remove-memory).
-    pub action: String,
+    /// The action that asked for it (add-memory, set-memory, remove-memory), stored by its
+    /// wire name.
+    pub action: Action,
     /// Bytes asked for (256 MB multiple).
     pub bytes: u64,
     /// Bytes done so far, from the worker's progress reports (not durable).

@@ -1,9 +1,8 @@
 //! Answering one document: its cmds in order, each data object on its own, pausing while an
 //! object waits for a long operation (§2.1, §6).
 
-use crate::ldm::document::{
-    CmdResponse, Data, DataResponse, Document, Response, Role, Status, authorize,
-};
+use crate::ldm::action::Action;
+use crate::ldm::document::{CmdResponse, Data, DataResponse, Document, Response, Role, Status};
 use crate::ldm::event::{EventMask, SubscriptionChange};
 use crate::registry::state::{Applied, Outcome, Registry};
 
@@ -14,6 +13,8 @@ pub struct Run {
     pub role: Role,
     cmds: Vec<CmdResponse>,
     cmd: usize,
+    /// The action of cmd `cmd`, once it has been checked; `None` while the cmd is refused.
+    action: Option<Action>,
     data: usize,
     subscription: SubscriptionChange,
 }
@@ -33,6 +34,7 @@ impl Registry {
             role,
             cmds: Vec::new(),
             cmd: 0,
+            action: None,
             data: 0,
             subscription: SubscriptionChange::default(),
         }
@@ -53,32 +55,31 @@ impl Registry {
         while run.cmd < run.document.cmds.len() {
             let cmd = &run.document.cmds[run.cmd];
             if run.data == 0 && run.cmds.len() == run.cmd {
-                let failure = match (&cmd.malformed, cmd.action.as_deref()) {
-                    (Some(reason), _) => Some(reason.clone()),
-                    (None, None) => Some("The cmd has no action".into()),
-                    (None, Some(action)) => authorize(action, run.role)
-                        .err()
-                        .or_else(|| crate::registry::actions::check_action(action).err()),
+                let checked = match (&cmd.malformed, &cmd.action) {
+                    (Some(reason), _) => Err(reason.clone()),
+                    (None, None) => Err("The cmd has no action".into()),
+                    (None, Some(name)) => name
+                        .authorize(run.role)
+                        .and_then(|()| crate::registry::actions::check_action(name)),
                 };
+                run.action = checked.as_ref().ok().copied();
                 run.cmds.push(CmdResponse {
                     action: cmd.action.clone(),
                     options: cmd.options.clone(),
                     data: Vec::new(),
-                    failure,
+                    failure: checked.err(),
                 });
-                if run.cmds[run.cmd].failure.is_some() {
-                    run.cmd += 1;
-                    continue;
-                }
-                if let Some(action) = cmd.action.as_deref()
-                    && let Some((subscribe, mask)) = EventMask::of_registration(action)
-                {
+                if let Some((subscribe, mask)) = run.action.and_then(Action::registration) {
                     run.subscription = run.subscription.then(registration(subscribe, mask));
                 }
             }
+            let Some(action) = run.action else {
+                // Refused as a whole: the cmd-level resp_msg says why, and no object is judged.
+                run.cmd += 1;
+                continue;
+            };
             while run.data < cmd.data.len() {
                 let data = &cmd.data[run.data];
-                let action = cmd.action.as_deref().unwrap_or_default();
                 let outcome = crate::registry::actions::apply(self, action, cmd, data, now);
                 match outcome {
                     Ok(Applied {

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ldm::action::Action;
 use crate::ldm::document::{Content, Data, Envelope};
 use crate::ldm::event::{Event, EventClass};
 use crate::registry::machine::{GUEST_RA_BASE, MAC_FIRST, MAC_LAST, Machine, MemoryPool, UnitPool};
@@ -400,14 +401,23 @@ impl Registry {
         self.dirty.insert(Key::SpConfigs);
     }
 
-    pub(crate) fn publish(&mut self, class: EventClass, action: &str, data: &Data) {
-        self.events.push(Event::new(class, action, data));
+    /// Publishes the event named `name` (its `<action>`) of `class` about `data`.
+    pub(crate) fn publish(&mut self, class: EventClass, name: &str, data: &Data) {
+        self.events.push(Event::new(class, name, data));
     }
 
-    /// Publishes `action` on `domain` with the Content the request named (resource events
-    /// carry the resource; domain events only the name).
-    pub(crate) fn publish_content(&mut self, action: &str, content: Content) {
-        let class = event_class(action);
+    /// Publishes the change `action` made to a domain, with the Content the request named
+    /// (resource events carry the resource; domain events only the name). Actions that publish
+    /// nothing (§5: lists, registrations, cancellations) publish no event here.
+    pub(crate) fn publish_content(&mut self, action: Action, content: Content) {
+        if let Some(class) = action.event_class() {
+            self.publish_named(class, action.event_name(), content);
+        }
+    }
+
+    /// Publishes the event named `name` of `class` about a domain, with `content` as
+    /// [`Registry::publish_content`] trims it.
+    pub(crate) fn publish_named(&mut self, class: EventClass, name: &str, content: Content) {
         let content = match class {
             EventClass::Domain => Content {
                 id: content.id,
@@ -422,7 +432,7 @@ impl Registry {
                 sections: Vec::new(),
             }),
         };
-        self.publish(class, &event_action(action), &data);
+        self.publish(class, name, &data);
     }
 
     /// A domain as `add-domain` creates it: inactive, no resources, a fresh MAC and UUID.
@@ -545,21 +555,6 @@ impl Registry {
         }
         Ok(())
     }
-}
-
-/// The class of the event an action publishes (§5).
-pub fn event_class(action: &str) -> EventClass {
-    match action {
-        "add-domain" | "remove-domain" | "bind-domain" | "unbind-domain" | "start-domain"
-        | "stop-domain" | "domain-reset" | "panic-domain" | "migrate-domain" => EventClass::Domain,
-        "add-spconfig" | "set-spconfig" | "remove-spconfig" => EventClass::Hardware,
-        _ => EventClass::Resource,
-    }
-}
-
-/// Event names say `crypto` where actions say `mau` (§5).
-pub fn event_action(action: &str) -> String {
-    action.replace("-mau", "-crypto")
 }
 
 /// Oracle's convention: a domain's hostid is 0x84 followed by the low 24 bits of its MAC.

@@ -360,7 +360,7 @@ impl Actor {
                     metrics.answered(&response);
                     debug_assert!(!self.received.is_empty(), "a reply to no document");
                     if let Some(received) = self.received.pop_front() {
-                        let first = response.cmds.first().and_then(|c| c.action.as_deref());
+                        let first = response.cmds.first().and_then(|c| c.action.as_ref());
                         self.answered.push((metrics.action(first), received));
                     }
                     self.core.handle_response(now, &response);

@@ -23,6 +23,7 @@ use ldmd::cli::request::{self, UsageError};
 use ldmd::cli::view::{self, GROUPS};
 use ldmd::cli::{json as js, raw, text};
 use ldmd::client::{ClientError, Session};
+use ldmd::ldm::action::Action;
 use ldmd::ldm::document::{Document, Status};
 use ldmd::ldm::reply::Reply;
 
@@ -128,7 +129,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(document) => document,
                 Err(service_action) => {
                     // Services are named without their domain: ask who provides it first.
-                    let (_, services) = send(&mut session, &request::list_all("list-services"))?;
+                    let (_, services) =
+                        send(&mut session, &request::list_all(Action::ListServices))?;
                     let owner = view::service_owner(&services, &service_action.service);
                     (service_action.build)(owner.as_deref())?
                 }
@@ -191,21 +193,21 @@ fn add_json(object: &mut Map<String, Value>, reply: &Reply, view: &View) {
         View::Table | View::Parseable => ("domains", js::domains(reply, &rows(), None)),
         View::Long { .. } => (
             "domains",
-            js::domains(reply, &rows(), Some("list-bindings")),
+            js::domains(reply, &rows(), Some(Action::ListBindings)),
         ),
         View::Constraints { .. } => (
             "domains",
-            js::domains_with_resources(reply, "list-constraints"),
+            js::domains_with_resources(reply, Action::ListConstraints),
         ),
         View::Services { .. } => (
             "services",
-            js::domains_with_resources(reply, "list-services"),
+            js::domains_with_resources(reply, Action::ListServices),
         ),
-        View::Devices { .. } => ("devices", js::section_items(reply, "list-devices")),
+        View::Devices { .. } => ("devices", js::section_items(reply, Action::ListDevices)),
         View::Spconfig { .. } => ("spconfigs", js::spconfig_list(reply)),
         View::Variables { names } => {
             let mut vars = Map::new();
-            for content in view::contents(reply, "list-variable") {
+            for content in view::contents(reply, Action::ListVariable) {
                 for var in view::items(content).filter(|i| i.resource_type == "var") {
                     let name = var.property("name").unwrap_or_default();
                     if names.is_empty() || names.iter().any(|n| n == name) {
@@ -339,19 +341,19 @@ mod tests {
     #[test]
     fn the_ldm_cli_aliases_reach_the_long_action_names() {
         for (argv, action) in [
-            (&["ls"][..], "list-domain"),
-            (&["rm-domain", "ldg1"], "remove-domain"),
-            (&["bind", "ldg1"], "bind-domain"),
-            (&["unbind", "ldg1"], "unbind-domain"),
-            (&["start", "-a"], "start-domain"),
-            (&["set-mem", "4G", "ldg1"], "set-memory"),
-            (&["add-crypto", "1", "ldg1"], "add-mau"),
-            (&["cancel-op", "memdr", "ldg1"], "cancel-operation"),
-            (&["add-config", "c1"], "add-spconfig"),
+            (&["ls"][..], Action::ListDomain),
+            (&["rm-domain", "ldg1"], Action::RemoveDomain),
+            (&["bind", "ldg1"], Action::BindDomain),
+            (&["unbind", "ldg1"], Action::UnbindDomain),
+            (&["start", "-a"], Action::StartDomain),
+            (&["set-mem", "4G", "ldg1"], Action::SetMemory),
+            (&["add-crypto", "1", "ldg1"], Action::AddMau),
+            (&["cancel-op", "memdr", "ldg1"], Action::CancelOperation),
+            (&["add-config", "c1"], Action::AddSpconfig),
         ] {
             assert_eq!(
-                document(argv).cmds[0].action.as_deref(),
-                Some(action),
+                document(argv).cmds[0].action,
+                Some(action.into()),
                 "{argv:?}"
             );
         }

@@ -2,6 +2,7 @@
 //! documents (`ldmd::cli::request`) and a [`View`]. Pure, like the builders it calls.
 
 use ldmd::cli::request::{self, UsageError};
+use ldmd::ldm::action::Action;
 use ldmd::ldm::document::Document;
 
 use crate::Failure;
@@ -100,7 +101,7 @@ pub fn plan(command: Command) -> Result<Plan, Failure> {
 }
 
 fn plan_command(command: Command) -> Result<Plan, Failure> {
-    let listing = |actions: &[&str], domains: &[String], view: View| {
+    let listing = |actions: &[Action], domains: &[String], view: View| {
         Ok(Plan {
             document: Ok(request::list(actions, domains)),
             view,
@@ -113,7 +114,7 @@ fn plan_command(command: Command) -> Result<Plan, Failure> {
             domains,
         } if long => Ok(Plan {
             document: Ok(request::list_with_service_owners(
-                &["list-domain", "list-bindings"],
+                &[Action::ListDomain, Action::ListBindings],
                 &domains,
             )),
             view: View::Long { parseable },
@@ -121,7 +122,7 @@ fn plan_command(command: Command) -> Result<Plan, Failure> {
         Command::ListDomain {
             parseable, domains, ..
         } => listing(
-            &["list-domain"],
+            &[Action::ListDomain],
             &domains,
             if parseable {
                 View::Parseable
@@ -131,33 +132,35 @@ fn plan_command(command: Command) -> Result<Plan, Failure> {
         ),
         Command::ListBindings { parseable, domains } => Ok(Plan {
             document: Ok(request::list_with_service_owners(
-                &["list-domain", "list-bindings"],
+                &[Action::ListDomain, Action::ListBindings],
                 &domains,
             )),
             view: View::Long { parseable },
         }),
         Command::ListConstraints { parseable, domains } => Ok(Plan {
             document: Ok(request::list_with_service_owners(
-                &["list-constraints"],
+                &[Action::ListConstraints],
                 &domains,
             )),
             view: View::Constraints { parseable },
         }),
-        Command::ListServices { parseable, domains } => {
-            listing(&["list-services"], &domains, View::Services { parseable })
-        }
+        Command::ListServices { parseable, domains } => listing(
+            &[Action::ListServices],
+            &domains,
+            View::Services { parseable },
+        ),
         Command::ListDevices { parseable, classes } => Ok(Plan {
-            document: Ok(request::list_all("list-devices")),
+            document: Ok(request::list_all(Action::ListDevices)),
             view: View::Devices { parseable, classes },
         }),
         Command::ListSpconfig { parseable } => Ok(Plan {
-            document: Ok(request::list_all("list-spconfig")),
+            document: Ok(request::list_all(Action::ListSpconfig)),
             view: View::Spconfig { parseable },
         }),
         Command::ListVariable { mut operands } => {
             let domain = operands.pop().unwrap_or_default();
             listing(
-                &["list-variable"],
+                &[Action::ListVariable],
                 &[domain],
                 View::Variables { names: operands },
             )
@@ -174,24 +177,30 @@ fn plan_command(command: Command) -> Result<Plan, Failure> {
             let (props, name) = split(operands, 1, "PROPERTY=VALUE... NAME")?;
             quiet(request::set_domain(&name[0], &props))
         }
-        Command::RemoveDomain { all, domains } => {
-            quiet(Ok(request::on_domains("remove-domain", &domains, all, &[])))
-        }
+        Command::RemoveDomain { all, domains } => quiet(Ok(request::on_domains(
+            Action::RemoveDomain,
+            &domains,
+            all,
+            &[],
+        ))),
         Command::BindDomain { domain } => quiet(Ok(request::on_domains(
-            "bind-domain",
+            Action::BindDomain,
             &[domain],
             false,
             &[],
         ))),
         Command::UnbindDomain { domain } => quiet(Ok(request::on_domains(
-            "unbind-domain",
+            Action::UnbindDomain,
             &[domain],
             false,
             &[],
         ))),
-        Command::StartDomain { all, domains } => {
-            quiet(Ok(request::on_domains("start-domain", &domains, all, &[])))
-        }
+        Command::StartDomain { all, domains } => quiet(Ok(request::on_domains(
+            Action::StartDomain,
+            &domains,
+            all,
+            &[],
+        ))),
         Command::StopDomain {
             force,
             reboot,
@@ -206,52 +215,72 @@ fn plan_command(command: Command) -> Result<Plan, Failure> {
                 options.push("-r");
             }
             quiet(Ok(request::on_domains(
-                "stop-domain",
+                Action::StopDomain,
                 &domains,
                 all,
                 &options,
             )))
         }
         Command::PanicDomain { domain } => quiet(Ok(request::on_domains(
-            "panic-domain",
+            Action::PanicDomain,
             &[domain],
             false,
             &[],
         ))),
-        Command::AddVcpu(c) => quiet(request::vcpu("add-vcpu", &c.number, &c.domain, c.cores)),
-        Command::SetVcpu(c) => quiet(request::vcpu("set-vcpu", &c.number, &c.domain, c.cores)),
-        Command::RemoveVcpu(c) => {
-            quiet(request::vcpu("remove-vcpu", &c.number, &c.domain, c.cores))
-        }
-        Command::AddCore(c) => quiet(request::vcpu("add-vcpu", &c.number, &c.domain, true)),
-        Command::SetCore(c) => quiet(request::vcpu("set-vcpu", &c.number, &c.domain, true)),
-        Command::RemoveCore(c) => quiet(request::vcpu("remove-vcpu", &c.number, &c.domain, true)),
-        Command::AddCrypto(c) => quiet(request::mau("add-mau", &c.number, &c.domain)),
-        Command::SetCrypto(c) => quiet(request::mau("set-mau", &c.number, &c.domain)),
-        Command::RemoveCrypto(c) => quiet(request::mau("remove-mau", &c.number, &c.domain)),
+        Command::AddVcpu(c) => quiet(request::vcpu(
+            Action::AddVcpu,
+            &c.number,
+            &c.domain,
+            c.cores,
+        )),
+        Command::SetVcpu(c) => quiet(request::vcpu(
+            Action::SetVcpu,
+            &c.number,
+            &c.domain,
+            c.cores,
+        )),
+        Command::RemoveVcpu(c) => quiet(request::vcpu(
+            Action::RemoveVcpu,
+            &c.number,
+            &c.domain,
+            c.cores,
+        )),
+        Command::AddCore(c) => quiet(request::vcpu(Action::AddVcpu, &c.number, &c.domain, true)),
+        Command::SetCore(c) => quiet(request::vcpu(Action::SetVcpu, &c.number, &c.domain, true)),
+        Command::RemoveCore(c) => quiet(request::vcpu(
+            Action::RemoveVcpu,
+            &c.number,
+            &c.domain,
+            true,
+        )),
+        Command::AddCrypto(c) => quiet(request::mau(Action::AddMau, &c.number, &c.domain)),
+        Command::SetCrypto(c) => quiet(request::mau(Action::SetMau, &c.number, &c.domain)),
+        Command::RemoveCrypto(c) => quiet(request::mau(Action::RemoveMau, &c.number, &c.domain)),
         Command::AddMemory(s) => quiet(request::memory(
-            "add-memory",
+            Action::AddMemory,
             &s.size,
             &s.domain,
             s.auto_adj,
         )),
         Command::SetMemory(s) => quiet(request::memory(
-            "set-memory",
+            Action::SetMemory,
             &s.size,
             &s.domain,
             s.auto_adj,
         )),
         Command::RemoveMemory(s) => quiet(request::memory(
-            "remove-memory",
+            Action::RemoveMemory,
             &s.size,
             &s.domain,
             s.auto_adj,
         )),
-        Command::AddVds { service, domain } => {
-            quiet(Ok(request::vds("add-vdiskserver", &service, Some(&domain))))
-        }
+        Command::AddVds { service, domain } => quiet(Ok(request::vds(
+            Action::AddVdiskserver,
+            &service,
+            Some(&domain),
+        ))),
         Command::RemoveVds { service } => by_service(service.clone(), move |owner| {
-            Ok(request::vds("remove-vdiskserver", &service, owner))
+            Ok(request::vds(Action::RemoveVdiskserver, &service, owner))
         }),
         Command::AddVdsdev { force, operands } => {
             let (props, positional) =
@@ -274,35 +303,41 @@ fn plan_command(command: Command) -> Result<Plan, Failure> {
         Command::RemoveVdisk { disk, domain } => quiet(Ok(request::remove_vdisk(&disk, &domain))),
         Command::AddVsw { operands } => {
             let (props, p) = split(operands, 2, "[PROPERTY=VALUE...] SERVICE DOMAIN")?;
-            quiet(request::vsw("add-vswitch", &p[0], Some(&p[1]), &props))
+            quiet(request::vsw(Action::AddVswitch, &p[0], Some(&p[1]), &props))
         }
         Command::SetVsw { operands } => {
             let (props, p) = split(operands, 1, "PROPERTY=VALUE... SERVICE")?;
             let service = p[0].clone();
             by_service(service.clone(), move |owner| {
-                request::vsw("set-vswitch", &service, owner, &props)
+                request::vsw(Action::SetVswitch, &service, owner, &props)
             })
         }
         Command::RemoveVsw { service } => by_service(service.clone(), move |owner| {
-            request::vsw("remove-vswitch", &service, owner, &[])
+            request::vsw(Action::RemoveVswitch, &service, owner, &[])
         }),
         Command::AddVnet { operands } => {
             let (props, p) = split(operands, 3, "[PROPERTY=VALUE...] NAME SERVICE DOMAIN")?;
-            quiet(request::vnet("add-vnet", &p[0], Some(&p[1]), &p[2], &props))
+            quiet(request::vnet(
+                Action::AddVnet,
+                &p[0],
+                Some(&p[1]),
+                &p[2],
+                &props,
+            ))
         }
         Command::SetVnet { operands } => {
             let (props, p) = split(operands, 2, "PROPERTY=VALUE... NAME DOMAIN")?;
-            quiet(request::vnet("set-vnet", &p[0], None, &p[1], &props))
+            quiet(request::vnet(Action::SetVnet, &p[0], None, &p[1], &props))
         }
         Command::RemoveVnet { name, domain } => {
-            quiet(request::vnet("remove-vnet", &name, None, &domain, &[]))
+            quiet(request::vnet(Action::RemoveVnet, &name, None, &domain, &[]))
         }
         Command::AddVcc {
             port_range,
             service,
             domain,
         } => quiet(request::vcc(
-            "add-vconscon",
+            Action::AddVconscon,
             &service,
             Some(&domain),
             Some(&port_range),
@@ -311,10 +346,10 @@ fn plan_command(command: Command) -> Result<Plan, Failure> {
             port_range,
             service,
         } => by_service(service.clone(), move |owner| {
-            request::vcc("set-vconscon", &service, owner, Some(&port_range))
+            request::vcc(Action::SetVconscon, &service, owner, Some(&port_range))
         }),
         Command::RemoveVcc { service } => by_service(service.clone(), move |owner| {
-            request::vcc("remove-vconscon", &service, owner, None)
+            request::vcc(Action::RemoveVconscon, &service, owner, None)
         }),
         Command::SetVcons { operands } => {
             let (props, p) = split(operands, 1, "PROPERTY=VALUE... DOMAIN")?;
@@ -322,28 +357,36 @@ fn plan_command(command: Command) -> Result<Plan, Failure> {
         }
         Command::AddVariable { mut operands } => {
             let domain = operands.pop().unwrap_or_default();
-            quiet(request::variables("add-variable", &operands, &domain))
+            quiet(request::variables(Action::AddVariable, &operands, &domain))
         }
         Command::SetVariable { mut operands } => {
             let domain = operands.pop().unwrap_or_default();
-            quiet(request::variables("set-variable", &operands, &domain))
+            quiet(request::variables(Action::SetVariable, &operands, &domain))
         }
         Command::RemoveVariable { mut operands } => {
             let domain = operands.pop().unwrap_or_default();
-            quiet(request::variables("remove-variable", &operands, &domain))
+            quiet(request::variables(
+                Action::RemoveVariable,
+                &operands,
+                &domain,
+            ))
         }
-        Command::AddIo { device, domain } => quiet(Ok(request::io("add-io", &device, &domain))),
+        Command::AddIo { device, domain } => {
+            quiet(Ok(request::io(Action::AddIo, &device, &domain)))
+        }
         Command::RemoveIo { device, domain } => {
-            quiet(Ok(request::io("remove-io", &device, &domain)))
+            quiet(Ok(request::io(Action::RemoveIo, &device, &domain)))
         }
-        Command::AddSpconfig { name } => quiet(Ok(request::spconfig("add-spconfig", &name))),
-        Command::SetSpconfig { name } => quiet(Ok(request::spconfig("set-spconfig", &name))),
-        Command::RemoveSpconfig { name } => quiet(Ok(request::spconfig("remove-spconfig", &name))),
+        Command::AddSpconfig { name } => quiet(Ok(request::spconfig(Action::AddSpconfig, &name))),
+        Command::SetSpconfig { name } => quiet(Ok(request::spconfig(Action::SetSpconfig, &name))),
+        Command::RemoveSpconfig { name } => {
+            quiet(Ok(request::spconfig(Action::RemoveSpconfig, &name)))
+        }
         Command::CancelOperation { operation, domain } => {
             quiet(request::cancel_operation(&operation, &domain))
         }
         Command::CancelReconf { domain } => quiet(Ok(request::on_domains(
-            "remove-reconf",
+            Action::RemoveReconf,
             &[domain],
             false,
             &[],

@@ -15,35 +15,37 @@ const HEAD: &str = "<LDM_interface version='1.3' xmlns:xsi='http://www.w3.org/20
 
 #[test]
 fn add_vcpu_writes_a_cpu_item_with_allocation_units() {
-    let document = vcpu("add-vcpu", "8", "ldg1", false).unwrap();
+    let document = vcpu(Action::AddVcpu, "8", "ldg1", false).unwrap();
     assert_eq!(
         xml(&document),
         format!(
             "{HEAD}<cmd><action>add-vcpu</action><data version='3.0'><Envelope><References/><Content xsi:type='ovf:VirtualSystem_Type' id='ldg1'><Section xsi:type='ovf:ResourceAllocationSection_type'><Item><rasd:OtherResourceType>cpu</rasd:OtherResourceType><rasd:AllocationUnits>8</rasd:AllocationUnits></Item></Section></Content></Envelope></data></cmd></LDM_interface>"
         )
     );
-    let cores = xml(&vcpu("add-vcpu", "2", "ldg1", true).unwrap());
+    let cores = xml(&vcpu(Action::AddVcpu, "2", "ldg1", true).unwrap());
     assert!(
         cores.contains("<gprop:GenericProperty key='wcore'>2</gprop:GenericProperty>"),
         "{cores}"
     );
     assert_eq!(
-        vcpu("add-vcpu", "8x", "ldg1", false).unwrap_err().0,
+        vcpu(Action::AddVcpu, "8x", "ldg1", false).unwrap_err().0,
         "Invalid number of virtual CPUs '8x': expected a whole number"
     );
 }
 
 #[test]
 fn memory_sizes_are_checked_with_the_daemons_rule_and_sent_as_typed() {
-    let document = memory("set-memory", "4G", "ldg1", false).unwrap();
+    let document = memory(Action::SetMemory, "4G", "ldg1", false).unwrap();
     assert!(xml(&document).contains("<rasd:AllocationUnits>4G</rasd:AllocationUnits>"));
-    let adjusted = xml(&memory("add-memory", "300M", "ldg1", true).unwrap());
+    let adjusted = xml(&memory(Action::AddMemory, "300M", "ldg1", true).unwrap());
     assert!(
         adjusted.contains("<options>auto-adj</options>"),
         "{adjusted}"
     );
     assert_eq!(
-        memory("set-memory", "4Q", "ldg1", false).unwrap_err().0,
+        memory(Action::SetMemory, "4Q", "ldg1", false)
+            .unwrap_err()
+            .0,
         "Invalid memory size '4Q': expected a number with an optional unit K, M, G or T"
     );
 }
@@ -51,7 +53,7 @@ fn memory_sizes_are_checked_with_the_daemons_rule_and_sent_as_typed() {
 #[test]
 fn properties_map_to_their_wire_keys_and_unknown_ones_are_refused() {
     let document = vsw(
-        "add-vswitch",
+        Action::AddVswitch,
         "ldg1-vsw0",
         Some("ldg1"),
         &words(&[
@@ -71,12 +73,12 @@ fn properties_map_to_their_wire_keys_and_unknown_ones_are_refused() {
     ] {
         assert!(text.contains(part), "{part} in {text}");
     }
-    let err = vsw("add-vswitch", "s", None, &words(&["speed=10"])).unwrap_err();
+    let err = vsw(Action::AddVswitch, "s", None, &words(&["speed=10"])).unwrap_err();
     assert!(
         err.0.starts_with("add-vswitch: unknown property 'speed'"),
         "{err}"
     );
-    let err = vsw("add-vswitch", "s", None, &words(&["net1"])).unwrap_err();
+    let err = vsw(Action::AddVswitch, "s", None, &words(&["net1"])).unwrap_err();
     assert_eq!(err.0, "add-vswitch: expected property=value, got 'net1'");
 }
 
@@ -104,12 +106,15 @@ fn services_without_a_known_owner_go_in_an_envelope_section() {
 
 #[test]
 fn every_domain_gets_its_own_data_object_and_all_is_an_option() {
-    let document = on_domains("remove-domain", &words(&["a", "b"]), false, &[]);
+    let document = on_domains(Action::RemoveDomain, &words(&["a", "b"]), false, &[]);
     assert_eq!(document.cmds[0].data.len(), 2);
-    let all = on_domains("stop-domain", &[], true, &["-f"]);
+    let all = on_domains(Action::StopDomain, &[], true, &["-f"]);
     assert_eq!(all.cmds[0].options, ["-a", "-f"]);
     assert_eq!(all.cmds[0].data, [no_object()]);
-    let listing = list(&["list-domain", "list-bindings"], &words(&["x", "y"]));
+    let listing = list(
+        &[Action::ListDomain, Action::ListBindings],
+        &words(&["x", "y"]),
+    );
     assert_eq!(listing.cmds.len(), 2);
     assert_eq!(listing.cmds[1].data.len(), 2);
 }
@@ -124,19 +129,27 @@ fn add_domain_properties_need_a_single_domain() {
 
 #[test]
 fn spconfig_cancel_and_events_name_what_they_act_on() {
-    let text = xml(&spconfig("add-spconfig", "config1"));
+    let text = xml(&spconfig(Action::AddSpconfig, "config1"));
     assert!(text.contains("key='spconfig_name'>config1<"), "{text}");
     let cancel = cancel_operation("memdr", "ldg1").unwrap();
     assert_eq!(cancel.cmds[0].options, ["memdr"]);
     assert!(cancel_operation("dance", "ldg1").is_err());
     assert_eq!(
-        register_events("domain").unwrap().cmds[0].action.as_deref(),
-        Some("reg-domain-events")
+        register_events("domain").unwrap().cmds[0].action,
+        Some(Action::RegDomainEvents.into())
     );
     assert!(register_events("cpu").is_err());
-    assert!(vcc("add-vconscon", "c", Some("p"), Some("port-range=5000-5100")).is_ok());
-    assert!(vcc("add-vconscon", "c", Some("p"), Some("5000")).is_err());
-    let vars = variables("add-variable", &words(&["auto-boot?=false"]), "ldg1").unwrap();
+    assert!(
+        vcc(
+            Action::AddVconscon,
+            "c",
+            Some("p"),
+            Some("port-range=5000-5100")
+        )
+        .is_ok()
+    );
+    assert!(vcc(Action::AddVconscon, "c", Some("p"), Some("5000")).is_err());
+    let vars = variables(Action::AddVariable, &words(&["auto-boot?=false"]), "ldg1").unwrap();
     assert!(xml(&vars).contains("key='value'>false<"));
 }
 
@@ -166,7 +179,7 @@ fn text_xml_cannot_carry_is_refused_with_its_code_point() {
 #[test]
 fn every_text_of_a_document_is_checked_for_characters() {
     let good = vsw(
-        "add-vswitch",
+        Action::AddVswitch,
         "sw0",
         Some("primary"),
         &words(&["mtu=9000", "mac-addr=00:14:4f:f8:00:09"]),
@@ -174,17 +187,17 @@ fn every_text_of_a_document_is_checked_for_characters() {
     .unwrap();
     assert_eq!(check_characters(&good), Ok(()));
     let bad_documents = [
-        on_domains("bind-domain", &words(&["ldg\u{1}"]), false, &[]),
-        vsw("add-vswitch", "sw0", None, &words(&["mtu=9\u{2}"])).unwrap(),
-        vsw("add-vswitch", "sw0", None, &words(&["mac-addr=\u{3}"])).unwrap(),
-        memory("set-memory", "4G", "ldg1", false)
+        on_domains(Action::BindDomain, &words(&["ldg\u{1}"]), false, &[]),
+        vsw(Action::AddVswitch, "sw0", None, &words(&["mtu=9\u{2}"])).unwrap(),
+        vsw(Action::AddVswitch, "sw0", None, &words(&["mac-addr=\u{3}"])).unwrap(),
+        memory(Action::SetMemory, "4G", "ldg1", false)
             .map(|mut d| {
                 d.cmds[0].options.push("\u{4}".into());
                 d
             })
             .unwrap(),
-        variables("add-variable", &words(&["k\u{5}=v"]), "ldg1").unwrap(),
-        spconfig("add-spconfig", "c\u{6}"),
+        variables(Action::AddVariable, &words(&["k\u{5}=v"]), "ldg1").unwrap(),
+        spconfig(Action::AddSpconfig, "c\u{6}"),
     ];
     for document in bad_documents {
         let refused = check_characters(&document).unwrap_err().0;
@@ -198,11 +211,15 @@ fn every_text_of_a_document_is_checked_for_characters() {
 
 #[test]
 fn set_and_variable_commands_must_name_something_to_change() {
-    assert!(vsw("set-vswitch", "sw0", None, &[]).is_err());
-    assert!(vsw("remove-vswitch", "sw0", None, &[]).is_ok());
-    assert!(vnet("set-vnet", "vnet1", None, "ldg1", &[]).is_err());
-    assert!(vnet("remove-vnet", "vnet1", None, "ldg1", &[]).is_ok());
-    for action in ["add-variable", "set-variable", "remove-variable"] {
+    assert!(vsw(Action::SetVswitch, "sw0", None, &[]).is_err());
+    assert!(vsw(Action::RemoveVswitch, "sw0", None, &[]).is_ok());
+    assert!(vnet(Action::SetVnet, "vnet1", None, "ldg1", &[]).is_err());
+    assert!(vnet(Action::RemoveVnet, "vnet1", None, "ldg1", &[]).is_ok());
+    for action in [
+        Action::AddVariable,
+        Action::SetVariable,
+        Action::RemoveVariable,
+    ] {
         assert!(variables(action, &[], "ldg1").is_err(), "{action}");
     }
 }

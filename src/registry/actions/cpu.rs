@@ -26,7 +26,7 @@ pub(super) fn cpu_count(
             ));
         }
     };
-    let verb = ctx.action.split('-').next().unwrap_or_default();
+    let change = ctx.change();
     let (current, unit) = match cores {
         Some(_) if vcpus > 0 && wcore == 0 => {
             return Err(
@@ -35,22 +35,22 @@ pub(super) fn cpu_count(
             );
         }
         Some(_) => (wcore, "whole cores"),
-        None if wcore > 0 && verb != "set" => {
+        None if wcore > 0 && change != Change::Set => {
             return Err("The domain has whole cores: change them with wcore".into());
         }
         None => (vcpus, "virtual CPUs"),
     };
-    let next = match verb {
-        "add" => current.checked_add(count).ok_or("too many")?,
-        "remove" if count > current => {
+    let next = match change {
+        Change::Add => current.checked_add(count).ok_or("too many")?,
+        Change::Remove if count > current => {
             return Err(format!(
                 "Cannot remove {count} {unit}: the domain has {current}"
             ));
         }
-        "remove" => current - count,
-        _ => count,
+        Change::Remove => current - count,
+        Change::Set => count,
     };
-    if count == 0 && verb != "set" {
+    if count == 0 && change != Change::Set {
         return Err(format!("{} needs a number of {unit} above 0", ctx.action));
     }
     let limit = if cores.is_some() {
@@ -117,15 +117,15 @@ pub(super) fn mau(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outco
         units(ctx, item(ctx, content, "mau")?)?,
     )?;
     let current = domain.mau;
-    let next = match ctx.action {
-        "add-mau" => current + count,
-        "remove-mau" if count > current => {
+    let next = match ctx.change() {
+        Change::Add => current + count,
+        Change::Remove if count > current => {
             return Err(format!(
                 "Cannot remove {count} crypto units: {name} has {current}"
             ));
         }
-        "remove-mau" => current - count,
-        _ => count,
+        Change::Remove => current - count,
+        Change::Set => count,
     };
     if next > reg.machine.crypto_units {
         return Err(format!(

@@ -31,7 +31,7 @@ pub(super) fn vconscon(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> 
             .map(|v| v.name.clone())
     };
     match ctx.action {
-        "add-vconscon" => {
+        Action::AddVconscon => {
             check_new_service(reg, service)?;
             let (Some(min), Some(max)) = (min, max) else {
                 return Err("add-vconscon needs min_port and max_port".into());
@@ -49,7 +49,7 @@ pub(super) fn vconscon(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> 
                 max_port: max,
             });
         }
-        "set-vconscon" => {
+        Action::SetVconscon => {
             own_service(reg, name, service)?;
             let vcc = get(reg, name)?
                 .vcc
@@ -167,13 +167,13 @@ pub(super) fn variable(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> 
         }
         let exists = domain.variables.contains_key(key);
         match ctx.action {
-            "add-variable" if exists => {
+            Action::AddVariable if exists => {
                 return Err(format!("Variable {key} already exists in {name}"));
             }
-            "remove-variable" if !exists => {
+            Action::RemoveVariable if !exists => {
                 return Err(format!("Variable {key} does not exist in {name}"));
             }
-            "remove-variable" => changes.push((key.to_owned(), None)),
+            Action::RemoveVariable => changes.push((key.to_owned(), None)),
             _ => changes.push((
                 key.to_owned(),
                 Some(item.property("value").unwrap_or_default().to_owned()),
@@ -209,7 +209,7 @@ pub(super) fn io(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcom
     let first = domain.reconf.is_none();
     let owns = domain.io.contains(&device.name);
     let owner = reg.io_owner.get(&device.name).cloned();
-    if ctx.action == "add-io" {
+    if ctx.action == Action::AddIo {
         if let Some(owner) = owner {
             return Err(format!(
                 "{} is owned by {owner}: remove it there first",

@@ -266,7 +266,7 @@ pub(super) fn remove_all_domains(reg: &mut Registry, ctx: &Ctx<'_>) -> Outcome {
 
 /// `start-domain -a` / `stop-domain -a`: every domain in the right state.
 pub(super) fn all_domains(reg: &mut Registry, ctx: &Ctx<'_>) -> Outcome {
-    let wanted = if ctx.action == "start-domain" {
+    let wanted = if ctx.action == Action::StartDomain {
         DomainState::Bound
     } else {
         DomainState::Active
@@ -282,7 +282,7 @@ pub(super) fn all_domains(reg: &mut Registry, ctx: &Ctx<'_>) -> Outcome {
     }
     for name in &names {
         match ctx.action {
-            "start-domain" => start_domain(reg, name, ctx.now)?,
+            Action::StartDomain => start_domain(reg, name, ctx.now)?,
             _ => stop_domain(reg, ctx, name)?,
         };
         reg.publish_content(
@@ -296,7 +296,7 @@ pub(super) fn all_domains(reg: &mut Registry, ctx: &Ctx<'_>) -> Outcome {
     Ok(Applied::warn(format!(
         "{} domain(s) {}",
         names.len(),
-        if ctx.action == "start-domain" {
+        if ctx.action == Action::StartDomain {
             "started"
         } else {
             "stopped"
@@ -532,21 +532,21 @@ pub(super) fn panic_domain(reg: &mut Registry, name: &str, now: u64) -> Outcome 
         .collect();
     for (slave, policy) in slaves {
         let event = match policy.as_str() {
-            "panic" => "panic-domain",
-            "reset" => "domain-reset",
-            "stop" => {
-                let d = get_mut(reg, &slave);
-                d.state = DomainState::Bound;
-                d.started_at = None;
-                "stop-domain"
-            }
+            "panic" => Action::PanicDomain.event_name(),
+            "reset" => DOMAIN_RESET,
+            "stop" => Action::StopDomain.event_name(),
             _ => continue,
         };
-        if event != "stop-domain" {
-            get_mut(reg, &slave).started_at = Some(now);
+        let d = get_mut(reg, &slave);
+        if policy == "stop" {
+            d.state = DomainState::Bound;
+            d.started_at = None;
+        } else {
+            d.started_at = Some(now);
         }
         reg.touch(&slave);
-        reg.publish_content(
+        reg.publish_named(
+            EventClass::Domain,
             event,
             Content {
                 id: slave,

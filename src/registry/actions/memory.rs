@@ -8,21 +8,21 @@ pub(super) fn memory(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Ou
     let domain = writable(reg, name)?;
     let size = parse_size(units(ctx, item(ctx, content, "memory")?)?)?;
     let current = domain.memory;
-    let verb = ctx.action.split('-').next().unwrap_or_default();
-    if size == 0 && verb != "set" {
+    let change = ctx.change();
+    if size == 0 && change != Change::Set {
         return Err(format!("{} needs a size above 0", ctx.action));
     }
-    let target = match verb {
-        "add" => current.checked_add(size).ok_or("Invalid memory size")?,
-        "remove" if size >= current => {
+    let target = match change {
+        Change::Add => current.checked_add(size).ok_or("Invalid memory size")?,
+        Change::Remove if size >= current => {
             return Err(format!(
                 "Cannot remove {} of memory from {name}: it has {}",
                 format_size(size),
                 format_size(current)
             ));
         }
-        "remove" => current - size,
-        _ => size,
+        Change::Remove => current - size,
+        Change::Set => size,
     };
     if target == 0 {
         return Err(format!("LDom {name} cannot be left without memory"));
@@ -274,7 +274,7 @@ pub(super) fn start_memdr(reg: &mut Registry, ctx: &Ctx<'_>, name: &str, target:
     get_mut(reg, name).memdr = Some(MemDr {
         id: operation,
         kind,
-        action: ctx.action.into(),
+        action: ctx.action,
         bytes,
         done: 0,
         reserved,
@@ -343,7 +343,7 @@ pub fn finish_memdr(reg: &mut Registry, operation: u64, done: u64) -> Option<(Me
         };
         // The event says what the memory is now, under the action that asked for the change.
         reg.publish_content(
-            &dr.action,
+            dr.action,
             Content {
                 id: name.clone(),
                 sections: vec![Section {

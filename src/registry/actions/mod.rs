@@ -17,8 +17,13 @@ use spconfig::*;
 
 pub use memory::{finish_memdr, memdr_progress};
 
+use std::borrow::Cow;
+
+use crate::ldm::action::{Action, ActionName};
 use crate::ldm::document::{Cmd, Content, Data, Item, Section};
+use crate::ldm::event::{DOMAIN_RESET, EventClass};
 use crate::registry::CONTROL_DOMAIN;
+use crate::registry::listing;
 use crate::registry::machine::{MEMDR_GRANULE, MEMORY_GRANULE, blocks_from};
 use crate::registry::model::{
     Console, DelayedReconf, Domain, DomainState, FACTORY_DEFAULT, MemDr, MemDrEnd, MemDrKind,
@@ -30,146 +35,190 @@ use crate::registry::units::{
     parse_number, parse_size, round_down, round_up,
 };
 
-/// Every action this daemon answers (migrate-domain has its own issue).
-pub const ACTIONS: &[&str] = &[
-    "add-domain",
-    "remove-domain",
-    "set-domain",
-    "list-domain",
-    "bind-domain",
-    "unbind-domain",
-    "start-domain",
-    "stop-domain",
-    "panic-domain",
-    "add-vcpu",
-    "set-vcpu",
-    "remove-vcpu",
-    "add-mau",
-    "set-mau",
-    "remove-mau",
-    "add-memory",
-    "set-memory",
-    "remove-memory",
-    "add-vdiskserver",
-    "remove-vdiskserver",
-    "add-vdiskserverdevice",
-    "remove-vdiskserverdevice",
-    "add-vdisk",
-    "remove-vdisk",
-    "add-vswitch",
-    "set-vswitch",
-    "remove-vswitch",
-    "add-vnet",
-    "set-vnet",
-    "remove-vnet",
-    "add-vconscon",
-    "set-vconscon",
-    "remove-vconscon",
-    "set-vconsole",
-    "add-variable",
-    "set-variable",
-    "remove-variable",
-    "list-variable",
-    "add-io",
-    "remove-io",
-    "add-spconfig",
-    "set-spconfig",
-    "remove-spconfig",
-    "list-spconfig",
-    "list-bindings",
-    "list-constraints",
-    "list-devices",
-    "list-services",
-    "cancel-operation",
-    "remove-reconf",
-    "reg-domain-events",
-    "unreg-domain-events",
-    "reg-resource-events",
-    "unreg-resource-events",
-    "reg-hardware-events",
-    "unreg-hardware-events",
-    "reg-all-events",
-    "unreg-all-events",
-];
+/// Migration has its own issue; until it lands, migrate-domain is refused as a whole.
+const MIGRATION_UNSUPPORTED: &str = "The action 'migrate-domain' is not supported by this ldmd yet";
 
-/// The cmd-level refusal of an action this daemon does not answer.
-pub fn check_action(action: &str) -> Result<(), String> {
-    if ACTIONS.contains(&action) {
-        Ok(())
-    } else if action == "migrate-domain" {
-        Err("The action 'migrate-domain' is not supported by this ldmd yet".into())
-    } else {
-        Err(format!("Unknown action '{action}'"))
+/// The cmd-level refusal of an action this daemon does not answer, or the action it answers.
+pub fn check_action(name: &ActionName) -> Result<Action, String> {
+    match name {
+        ActionName::Unknown(name) => Err(format!("Unknown action '{name}'")),
+        ActionName::Known(Action::MigrateDomain) => Err(MIGRATION_UNSUPPORTED.into()),
+        ActionName::Known(action) => Ok(*action),
     }
 }
 
 /// Applies `action` to one data object of `cmd`.
-pub fn apply(reg: &mut Registry, action: &str, cmd: &Cmd, data: &Data, now: u64) -> Outcome {
+///
+/// The one `match` over every action: a new [`Action`] does not compile until it says here
+/// which rule answers it and where its object is named (a domain's Content; for services also
+/// the Envelope, meaning the control domain).
+pub fn apply(reg: &mut Registry, action: Action, cmd: &Cmd, data: &Data, now: u64) -> Outcome {
     match data.version.as_deref() {
         Some(v) if v.starts_with("3.") => {}
         Some(v) => return Err(format!("Unsupported data version '{v}' (expected 3.0)")),
         None => return Err("The data element needs a version attribute (3.0)".into()),
     }
     let ctx = Ctx { action, cmd, now };
-    if action.starts_with("list-") {
-        return crate::registry::listing::list(reg, action, data, now);
-    }
-    if action.starts_with("reg-") || action.starts_with("unreg-") {
-        return Ok(Applied::default());
-    }
+    let all = ctx.flag(&["-a", "all"]);
     match action {
-        "remove-domain" if ctx.flag(&["-a", "all"]) => return remove_all_domains(reg, &ctx),
-        "start-domain" | "stop-domain" if ctx.flag(&["-a", "all"]) => {
-            return all_domains(reg, &ctx);
+        Action::ListDomain => listing::list_domain(reg, data, now),
+        Action::ListConstraints => listing::list_constraints(reg, data),
+        Action::ListBindings => listing::list_bindings(reg, data),
+        Action::ListServices => listing::list_services(reg, data),
+        Action::ListVariable => listing::list_variable(reg, data),
+        Action::ListDevices => listing::list_devices(reg, data),
+        Action::ListSpconfig => listing::list_spconfig(reg, data),
+        // The subscription itself is changed by the run, in order with the replies.
+        Action::RegDomainEvents
+        | Action::UnregDomainEvents
+        | Action::RegResourceEvents
+        | Action::UnregResourceEvents
+        | Action::RegHardwareEvents
+        | Action::UnregHardwareEvents
+        | Action::RegAllEvents
+        | Action::UnregAllEvents => Ok(Applied::default()),
+        Action::RemoveDomain if all => remove_all_domains(reg, &ctx),
+        Action::StartDomain | Action::StopDomain if all => all_domains(reg, &ctx),
+        Action::AddDomain => on_domain(reg, &ctx, data, add_domain),
+        Action::RemoveDomain => on_domain(reg, &ctx, data, |reg, _, c| remove_domain(reg, &c.id)),
+        Action::SetDomain => on_domain(reg, &ctx, data, set_domain),
+        Action::BindDomain => on_domain(reg, &ctx, data, |reg, _, c| bind_domain(reg, &c.id)),
+        Action::UnbindDomain => on_domain(reg, &ctx, data, |reg, _, c| unbind_domain(reg, &c.id)),
+        Action::StartDomain => on_domain(reg, &ctx, data, |reg, ctx, c| {
+            start_domain(reg, &c.id, ctx.now)
+        }),
+        Action::StopDomain => {
+            on_domain(reg, &ctx, data, |reg, ctx, c| stop_domain(reg, ctx, &c.id))
         }
-        "add-spconfig" | "set-spconfig" | "remove-spconfig" => return spconfig(reg, &ctx, data),
-        _ => {}
+        Action::PanicDomain => on_domain(reg, &ctx, data, |reg, ctx, c| {
+            panic_domain(reg, &c.id, ctx.now)
+        }),
+        Action::AddVcpu | Action::SetVcpu | Action::RemoveVcpu => on_domain(reg, &ctx, data, vcpu),
+        Action::AddMau | Action::SetMau | Action::RemoveMau => on_domain(reg, &ctx, data, mau),
+        Action::AddMemory | Action::SetMemory | Action::RemoveMemory => {
+            on_domain(reg, &ctx, data, memory)
+        }
+        Action::AddVdiskserver | Action::RemoveVdiskserver => on_service(reg, &ctx, data, vds),
+        Action::AddVdiskserverdevice | Action::RemoveVdiskserverdevice => {
+            on_service(reg, &ctx, data, vds_volume)
+        }
+        Action::AddVdisk | Action::RemoveVdisk => on_domain(reg, &ctx, data, vdisk),
+        Action::AddVswitch | Action::SetVswitch | Action::RemoveVswitch => {
+            on_service(reg, &ctx, data, vswitch)
+        }
+        Action::AddVnet | Action::SetVnet | Action::RemoveVnet => on_domain(reg, &ctx, data, vnet),
+        Action::AddVconscon | Action::SetVconscon | Action::RemoveVconscon => {
+            on_service(reg, &ctx, data, vconscon)
+        }
+        Action::SetVconsole => on_domain(reg, &ctx, data, vconsole),
+        Action::AddVariable | Action::SetVariable | Action::RemoveVariable => {
+            on_domain(reg, &ctx, data, variable)
+        }
+        Action::AddIo => on_service(reg, &ctx, data, io),
+        Action::RemoveIo => on_domain(reg, &ctx, data, io),
+        Action::AddSpconfig | Action::SetSpconfig | Action::RemoveSpconfig => {
+            spconfig(reg, &ctx, data)
+        }
+        Action::CancelOperation => on_domain(reg, &ctx, data, cancel_operation),
+        Action::RemoveReconf => on_domain(reg, &ctx, data, |reg, _, c| {
+            remove_reconf(reg, &c.id).map(|()| Applied::default())
+        }),
+        // Refused by check_action before any object is judged.
+        Action::MigrateDomain => Err(MIGRATION_UNSUPPORTED.into()),
     }
+}
+
+/// Applies `change` to the one domain `data` names, and publishes it (§5) unless it waits for
+/// a long operation, which publishes what it did when it ends.
+fn on_domain(
+    reg: &mut Registry,
+    ctx: &Ctx<'_>,
+    data: &Data,
+    change: impl FnOnce(&mut Registry, &Ctx<'_>, &Content) -> Outcome,
+) -> Outcome {
+    let content = named_domain(ctx, data, false)?;
+    apply_and_publish(reg, ctx, content, change)
+}
+
+/// [`on_domain`] for a service, which may also be named outside any Content: it then belongs to
+/// the control domain (§4, "Content or Envelope").
+fn on_service(
+    reg: &mut Registry,
+    ctx: &Ctx<'_>,
+    data: &Data,
+    change: impl FnOnce(&mut Registry, &Ctx<'_>, &Content) -> Outcome,
+) -> Outcome {
+    let content = named_domain(ctx, data, true)?;
+    apply_and_publish(reg, ctx, content, change)
+}
+
+/// The tail of [`on_domain`] and [`on_service`]: the change, then its event.
+fn apply_and_publish(
+    reg: &mut Registry,
+    ctx: &Ctx<'_>,
+    content: Cow<'_, Content>,
+    change: impl FnOnce(&mut Registry, &Ctx<'_>, &Content) -> Outcome,
+) -> Outcome {
+    let outcome = change(reg, ctx, &content)?;
+    if outcome.waiting.is_none() {
+        reg.publish_content(ctx.action, content.into_owned());
+    }
+    Ok(outcome)
+}
+
+/// The one domain a data object names: its Content, or with `services`, the control domain
+/// when the object is only Envelope-level sections.
+fn named_domain<'d>(
+    ctx: &Ctx<'_>,
+    data: &'d Data,
+    services: bool,
+) -> Result<Cow<'d, Content>, String> {
     let envelope = data.envelope.as_ref();
     let contents = envelope.map_or(&[][..], |e| &e.contents[..]);
     let sections = envelope.map_or(&[][..], |e| &e.sections[..]);
     match (contents, sections) {
-        ([content], _) => on_domain(reg, &ctx, content),
-        ([], [_, ..]) if is_service_action(action) => {
-            // Services named outside any Content belong to the control domain.
-            let content = Content {
-                id: CONTROL_DOMAIN.into(),
-                sections: sections.to_vec(),
-            };
-            on_domain(reg, &ctx, &content)
-        }
-        ([], _) => Err(format!("{action} needs a Content naming the domain")),
+        ([content], _) => Ok(Cow::Borrowed(content)),
+        ([], [_, ..]) if services => Ok(Cow::Owned(Content {
+            id: CONTROL_DOMAIN.into(),
+            sections: sections.to_vec(),
+        })),
+        ([], _) => Err(format!("{} needs a Content naming the domain", ctx.action)),
         _ => Err(format!(
-            "{action} takes one domain per data object; this one names {}",
+            "{} takes one domain per data object; this one names {}",
+            ctx.action,
             contents.len()
         )),
     }
 }
 
-fn is_service_action(action: &str) -> bool {
-    matches!(
-        action,
-        "add-vdiskserver"
-            | "remove-vdiskserver"
-            | "add-vdiskserverdevice"
-            | "remove-vdiskserverdevice"
-            | "add-vswitch"
-            | "set-vswitch"
-            | "remove-vswitch"
-            | "add-vconscon"
-            | "set-vconscon"
-            | "remove-vconscon"
-            | "add-io"
-    )
+/// What an add-, set- or remove- action does to a count or a size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    Add,
+    Set,
+    Remove,
 }
 
 struct Ctx<'a> {
-    action: &'a str,
+    action: Action,
     cmd: &'a Cmd,
     now: u64,
 }
 
 impl Ctx<'_> {
+    /// `add-*` adds (add-domain too: its constraints start from nothing), `remove-*` removes,
+    /// and every other action sets.
+    fn change(&self) -> Change {
+        let name = self.action.as_str();
+        if name.starts_with("add-") {
+            Change::Add
+        } else if name.starts_with("remove-") {
+            Change::Remove
+        } else {
+            Change::Set
+        }
+    }
+
     /// Whether an option or argument names one of `names`.
     fn flag(&self, names: &[&str]) -> bool {
         self.cmd
@@ -249,39 +298,4 @@ fn writable<'r>(reg: &'r Registry, name: &str) -> Result<&'r Domain, String> {
     }
     reg.check_not_in_delayed_reconf(name)?;
     Ok(domain)
-}
-
-fn on_domain(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcome {
-    let name = content.id.as_str();
-    let outcome = match ctx.action {
-        "add-domain" => add_domain(reg, ctx, content),
-        "remove-domain" => remove_domain(reg, name),
-        "set-domain" => set_domain(reg, ctx, content),
-        "bind-domain" => bind_domain(reg, name),
-        "unbind-domain" => unbind_domain(reg, name),
-        "start-domain" => start_domain(reg, name, ctx.now),
-        "stop-domain" => stop_domain(reg, ctx, name),
-        "panic-domain" => panic_domain(reg, name, ctx.now),
-        "add-vcpu" | "set-vcpu" | "remove-vcpu" => vcpu(reg, ctx, content),
-        "add-mau" | "set-mau" | "remove-mau" => mau(reg, ctx, content),
-        "add-memory" | "set-memory" | "remove-memory" => memory(reg, ctx, content),
-        "add-vdiskserver" | "remove-vdiskserver" => vds(reg, ctx, content),
-        "add-vdiskserverdevice" | "remove-vdiskserverdevice" => vds_volume(reg, ctx, content),
-        "add-vdisk" | "remove-vdisk" => vdisk(reg, ctx, content),
-        "add-vswitch" | "set-vswitch" | "remove-vswitch" => vswitch(reg, ctx, content),
-        "add-vnet" | "set-vnet" | "remove-vnet" => vnet(reg, ctx, content),
-        "add-vconscon" | "set-vconscon" | "remove-vconscon" => vconscon(reg, ctx, content),
-        "set-vconsole" => vconsole(reg, ctx, content),
-        "add-variable" | "set-variable" | "remove-variable" => variable(reg, ctx, content),
-        "add-io" | "remove-io" => io(reg, ctx, content),
-        "cancel-operation" => cancel_operation(reg, ctx, content),
-        "remove-reconf" => remove_reconf(reg, name).map(|()| Applied::default()),
-        other => Err(format!("Unknown action '{other}'")),
-    }?;
-    // A cancellation is not a change: the operation it stops publishes what it did.
-    let publishes = !matches!(ctx.action, "cancel-operation" | "remove-reconf");
-    if outcome.waiting.is_none() && publishes {
-        reg.publish_content(ctx.action, content.clone());
-    }
-    Ok(outcome)
 }

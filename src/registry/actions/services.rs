@@ -33,7 +33,7 @@ pub(super) fn vds(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outco
     let name = content.id.as_str();
     writable(reg, name)?;
     let service = service_name(ctx, item(ctx, content, "vds")?)?;
-    if ctx.action == "add-vdiskserver" {
+    if ctx.action == Action::AddVdiskserver {
         check_new_service(reg, service)?;
         reg.services.insert(service.into(), name.into());
         get_mut(reg, name).vds.push(Vds {
@@ -73,7 +73,7 @@ pub(super) fn vds_volume(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -
         .iter()
         .find(|s| s.name == service)
         .ok_or_else(|| format!("{service} is not a virtual disk service"))?;
-    if ctx.action == "add-vdiskserverdevice" {
+    if ctx.action == Action::AddVdiskserverdevice {
         let block_dev = required(ctx, item, "block_dev")?;
         if vds.volumes.iter().any(|v| v.name == volume) {
             return Err(format!("Volume {volume} already exists in {service}"));
@@ -149,7 +149,7 @@ pub(super) fn vdisk(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Out
     let item = item(ctx, content, "disk")?;
     let disk = required(ctx, item, "vdisk_name")?;
     check_name("vdisk", disk, NAME_CHARS_MAX)?;
-    if ctx.action == "add-vdisk" {
+    if ctx.action == Action::AddVdisk {
         if domain.vdisks.iter().any(|d| d.name == disk) {
             return Err(format!("Vdisk {disk} already exists in {name}"));
         }
@@ -279,7 +279,7 @@ pub(super) fn vswitch(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> O
         }
     };
     match ctx.action {
-        "add-vswitch" => {
+        Action::AddVswitch => {
             check_new_service(reg, service)?;
             let mac = mac_for(reg, item, None)?;
             reg.services.insert(service.into(), name.into());
@@ -298,7 +298,7 @@ pub(super) fn vswitch(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> O
                 inter_vnet_link: inter_vnet_link.unwrap_or(true),
             });
         }
-        "set-vswitch" => {
+        Action::SetVswitch => {
             own_service(reg, name, service)?;
             let current = get(reg, name)?
                 .vsw
@@ -371,8 +371,8 @@ pub(super) fn vnet(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outc
         .map(|v| vlan_ids(Some(v)))
         .transpose()?;
     match (ctx.action, existing) {
-        ("add-vnet", Some(_)) => return Err(format!("Vnet {net} already exists in {name}")),
-        ("add-vnet", None) => {
+        (Action::AddVnet, Some(_)) => return Err(format!("Vnet {net} already exists in {name}")),
+        (Action::AddVnet, None) => {
             let service = required(ctx, item, "service_name")?;
             let is_vsw = reg
                 .services
@@ -398,7 +398,7 @@ pub(super) fn vnet(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outc
             });
         }
         (_, None) => return Err(format!("Vnet {net} does not exist in {name}")),
-        ("set-vnet", Some(old)) => {
+        (Action::SetVnet, Some(old)) => {
             if let Some(service) = item.property("service_name")
                 && service != old.service
             {

@@ -24,7 +24,7 @@ pub(super) fn spconfig(reg: &mut Registry, ctx: &Ctx<'_>, data: &Data) -> Outcom
     check_name("SP configuration", &name, SPCONFIG_CHARS_MAX)?;
     let exists = name == FACTORY_DEFAULT || reg.sp.saved.iter().any(|c| c.name == name);
     match ctx.action {
-        "add-spconfig" => {
+        Action::AddSpconfig => {
             if exists {
                 return Err(format!("The SP configuration {name} already exists"));
             }
@@ -43,7 +43,7 @@ pub(super) fn spconfig(reg: &mut Registry, ctx: &Ctx<'_>, data: &Data) -> Outcom
             reg.sp.current = name.clone();
             reg.sp.next = None;
         }
-        "set-spconfig" => {
+        Action::SetSpconfig => {
             if !exists {
                 return Err(format!("The SP configuration {name} does not exist"));
             }
@@ -78,6 +78,6 @@ pub(super) fn spconfig(reg: &mut Registry, ctx: &Ctx<'_>, data: &Data) -> Outcom
             sections: vec![section],
         }),
     };
-    reg.publish(crate::ldm::event::EventClass::Hardware, ctx.action, &event);
+    reg.publish(EventClass::Hardware, ctx.action.event_name(), &event);
     Ok(Applied::default())
 }

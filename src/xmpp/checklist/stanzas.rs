@@ -157,7 +157,10 @@ fn ldm_document_is_handed_off_with_the_role_and_answered() {
         })
         .expect("document handed off");
     assert_eq!(role, Role::Write);
-    assert_eq!(document.cmds[0].action.as_deref(), Some("list-domain"));
+    assert_eq!(
+        document.cmds[0].action,
+        Some(crate::ldm::Action::ListDomain.into())
+    );
     let response = crate::ldm::handler::DocumentHandler::handle(
         &mut crate::ldm::handler::Unsupported,
         &document,
