@@ -245,7 +245,10 @@ pub fn config(data: &[u8]) {
     };
     if let Ok(config) = crate::config::Config::from_toml(text, &crate::config::Overrides::default())
     {
-        config.limits.check_relations().expect("a loaded config is consistent");
+        config
+            .limits
+            .check_relations()
+            .expect("a loaded config is consistent");
         assert!(!config.domains.is_empty());
     }
 }

@@ -88,7 +88,7 @@ macro_rules! limits {
 
         impl LimitsFile {
             /// Each value present is checked against its range; an absent one takes its default.
-            pub fn resolve(self) -> Result<Limits, LimitError> {
+            fn resolve_values(&self) -> Result<Limits, LimitError> {
                 let defaults = Limits::default();
                 Ok(Limits {
                     $( $key: checked(stringify!($key), self.$key, defaults.$key, $min as u64, $max as u64)?, )+
@@ -253,6 +253,36 @@ impl Wide for usize {
     }
 }
 
+impl LimitsFile {
+    /// The limits the operator wrote, each checked against its range; an absent one takes its
+    /// default, except that a default that depends on another limit follows it: lowering
+    /// `stanza_bytes_max` lowers the pre-authentication limit with it, raising it raises the
+    /// reply limits, and a small `unix_connections_max` reserves at most half of its slots.
+    /// Values written explicitly are kept, and [`Limits::check_relations`] judges them.
+    pub fn resolve(self) -> Result<Limits, LimitError> {
+        let mut limits = self.resolve_values()?;
+        if self.preauth_stanza_bytes_max.is_none() {
+            limits.preauth_stanza_bytes_max =
+                limits.preauth_stanza_bytes_max.min(limits.stanza_bytes_max);
+        }
+        if self.reply_bytes_max.is_none() {
+            limits.reply_bytes_max = limits
+                .reply_bytes_max
+                .max(limits.stanza_bytes_max.saturating_mul(2));
+        }
+        if self.reply_bytes_in_flight_max.is_none() {
+            limits.reply_bytes_in_flight_max =
+                limits.reply_bytes_in_flight_max.max(limits.reply_bytes_max);
+        }
+        if self.unix_connections_reserved.is_none() {
+            limits.unix_connections_reserved = limits
+                .unix_connections_reserved
+                .min(limits.unix_connections_max / 2);
+        }
+        Ok(limits)
+    }
+}
+
 impl Limits {
     /// Relations between limits that no single range can state.
     pub fn check_relations(&self) -> Result<(), LimitError> {
@@ -366,6 +396,27 @@ mod tests {
         assert!(err.to_string().contains("1 to 5"), "{err}");
         let file: LimitsFile = toml::from_str("idle_timeout_secs = 0").unwrap();
         assert_eq!(file.resolve().unwrap().idle_timeout(), None);
+    }
+
+    #[test]
+    fn defaults_that_depend_on_another_limit_follow_it() {
+        // An operator who lowers stanza_bytes_max must not meet an error about a limit they
+        // never heard of; one who writes both inconsistently does.
+        let file: LimitsFile = toml::from_str("stanza_bytes_max = 4096").unwrap();
+        let limits = file.resolve().unwrap();
+        assert_eq!(limits.preauth_stanza_bytes_max, 4096);
+        limits.check_relations().unwrap();
+        let file: LimitsFile = toml::from_str("stanza_bytes_max = 16777216").unwrap();
+        let limits = file.resolve().unwrap();
+        assert_eq!(limits.reply_bytes_max, 32 * MIB);
+        limits.check_relations().unwrap();
+        let file: LimitsFile = toml::from_str("unix_connections_max = 4").unwrap();
+        let limits = file.resolve().unwrap();
+        assert_eq!(limits.unix_connections_reserved, 2);
+        limits.check_relations().unwrap();
+        let file: LimitsFile =
+            toml::from_str("stanza_bytes_max = 4096\npreauth_stanza_bytes_max = 8192").unwrap();
+        assert!(file.resolve().unwrap().check_relations().is_err());
     }
 
     #[test]
