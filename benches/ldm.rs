@@ -167,7 +167,7 @@ fn answer(reg: &mut Registry, text: &str) -> Response {
     let document = parse(text, &NamespaceScope::client());
     let mut run = Registry::begin(document, Role::Write);
     match reg.advance(&mut run, 0) {
-        Progress::Done(response, _) => response,
+        Progress::Done => run.into_response().0,
         Progress::Waiting(_) => panic!("a long operation in a listing"),
     }
 }
@@ -176,7 +176,7 @@ fn answer(reg: &mut Registry, text: &str) -> Response {
 /// `domains - 1` guests with CPUs and memory).
 fn list_domain_reply(domains: usize) -> Response {
     let machine = Machine::from_config(&MachineConfig::default()).expect("machine");
-    let mut reg = Registry::new(machine, Settings::default(), 7, 0);
+    let mut reg = Registry::new(machine, Settings::default(), 7, 0).expect("registry");
     let items = item("cpu", Some("4"), &[]) + &item("memory", Some("2G"), &[]);
     for i in 1..domains {
         let add = request(&cmd("add-domain", &content(&format!("ldg{i}"), &items)));

@@ -18,6 +18,7 @@ use ldmd::auth::store::{StoreError, UserStore};
 use ldmd::config::{Config, Overrides};
 use ldmd::ldm::Role;
 use ldmd::registry::actor::RegistryActor;
+use ldmd::registry::state::RegistryLimits;
 use ldmd::registry::store::Store;
 use ldmd::registry::{Registry, Settings};
 use ldmd::server::Server;
@@ -128,16 +129,31 @@ fn fail(message: String) -> ExitCode {
 }
 
 /// Opens the durable registry in the state directory: restores it, or creates the machine's
-/// first state.
+/// first state. A store that cannot be opened for writing (a full or failing disk) is read
+/// instead: the daemon starts, serves reads, refuses writes, and retries the store, rather
+/// than exiting at every start until someone frees the disk.
 fn open_registry(config: &Config) -> Result<RegistryActor, String> {
     ldmd::auth::store::create_private_dir(&config.state_dir)
         .map_err(|e| format!("state directory {}: {e}", config.state_dir.display()))?;
-    let store = Store::open(&config.state_dir.join(REGISTRY_FILE)).map_err(|e| e.to_string())?;
+    let path = config.state_dir.join(REGISTRY_FILE);
     let settings = Settings {
         xmpp_enabled: config.xmpp_enabled,
+        limits: RegistryLimits::from_limits(&config.limits),
         ..Settings::default()
     };
-    let registry = match store.load().map_err(|e| e.to_string())? {
+    let (store, records, store_fault) = match Store::open(&path) {
+        Ok(store) => {
+            let records = store.load().map_err(|e| e.to_string())?;
+            (store, records, None)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the registry store for writing: reading it instead; writes are refused until it opens");
+            let records = Store::read_only(&path)
+                .map_err(|read| format!("{e}; reading it failed too: {}", read.message))?;
+            (Store::closed(&path), records, Some(e.message))
+        }
+    };
+    let registry = match records {
         None => {
             let mut seed = [0u8; 8];
             getrandom::fill(&mut seed).map_err(|e| format!("no randomness: {e}"))?;
@@ -147,6 +163,7 @@ fn open_registry(config: &Config) -> Result<RegistryActor, String> {
                 u64::from_le_bytes(seed),
                 ldmd::registry::actor::unix_now(),
             )
+            .map_err(|e| format!("registry: {e}"))?
         }
         Some(records) => {
             let (registry, notes) = Registry::restore(config.machine.clone(), settings, records)
@@ -161,11 +178,10 @@ fn open_registry(config: &Config) -> Result<RegistryActor, String> {
             registry
         }
     };
-    Ok(RegistryActor {
-        registry,
-        store,
-        guest: config.guest,
-    })
+    let mut actor = RegistryActor::new(registry, store, config.guest);
+    actor.store_fault = store_fault;
+    actor.reply_bytes_in_flight_max = config.limits.reply_bytes_in_flight_max;
+    Ok(actor)
 }
 
 fn run(config: Config) -> Result<(), String> {

@@ -94,6 +94,10 @@ pub struct Metrics {
     pub registry_mailbox_depth: Gauge,
     pub registry_batch_size: Histogram,
     pub registry_commit_seconds: Histogram,
+    /// Commits the store refused (a full disk, an I/O error): their batch's writes were refused.
+    pub registry_commit_failures: Counter,
+    /// 1 while the store takes changes, 0 while writes are refused because it cannot.
+    pub registry_store_writable: Gauge,
     pub registry_domains: Gauge,
     /// Counted by the registry, once per committed change, however many streams receive it.
     pub events_published: Counter,
@@ -224,6 +228,12 @@ pub fn get() -> &'static Metrics {
             registry_mailbox_depth: gauge!("ldmd_registry_mailbox_depth"),
             registry_batch_size: metrics::histogram!("ldmd_registry_batch_size"),
             registry_commit_seconds: metrics::histogram!("ldmd_registry_commit_duration_seconds"),
+            registry_commit_failures: metrics::counter!("ldmd_registry_commit_failures_total"),
+            registry_store_writable: {
+                let writable = gauge!("ldmd_registry_store_writable");
+                writable.set(1.0);
+                writable
+            },
             registry_domains: gauge!("ldmd_registry_domains"),
             events_published: metrics::counter!("ldmd_events_published_total"),
             events_delivered: metrics::counter!("ldmd_events_delivered_total"),
@@ -311,6 +321,14 @@ fn describe() {
     describe_gauge!(
         "ldmd_registry_domains",
         "Domains in the registry, the control domain included."
+    );
+    describe_counter!(
+        "ldmd_registry_commit_failures_total",
+        "Registry commits the store refused (full disk, I/O error); their writes were refused, nothing acknowledged."
+    );
+    describe_gauge!(
+        "ldmd_registry_store_writable",
+        "1 while the registry store takes changes; 0 while writes are refused and reads served because it cannot."
     );
     describe_counter!(
         "ldmd_events_published_total",

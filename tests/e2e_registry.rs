@@ -281,7 +281,7 @@ fn full_domain_lifecycle_with_memory_dr_events_and_list_output() {
     assert!(cancelled.contains("was cancelled"), "{cancelled}");
     let mem: u64 = property(&list(&mut admin), "ldg1", "mem").parse().unwrap();
     assert!(
-        mem > 2 << 30 && mem < 10 << 30 && mem % (256 << 20) == 0,
+        mem > 2 << 30 && mem < 10 << 30 && mem.is_multiple_of(256 << 20),
         "{mem}"
     );
     // Each of the three DRs is counted by how it ended.

@@ -58,12 +58,9 @@ impl Ldmd {
             Answers::Registry => {
                 let store = Store::open(&dir.path().join("registry.redb")).unwrap();
                 let registry =
-                    Registry::new(config.machine.clone(), Settings::default(), 7, unix_now());
-                Box::new(RegistryActor {
-                    registry,
-                    store,
-                    guest: config.guest,
-                })
+                    Registry::new(config.machine.clone(), Settings::default(), 7, unix_now())
+                        .expect("registry");
+                Box::new(RegistryActor::new(registry, store, config.guest))
             }
             Answers::Refusals => Box::new(HandlerThread(Box::new(Unsupported))),
         };

@@ -6,6 +6,21 @@
 //! that each is judged on its own. What can be checked without the daemon is checked here,
 //! with the daemon's own wording where it has one (sizes, counts), so a typo never costs a
 //! round trip and reads the same either way.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::fmt;
 

@@ -10,6 +10,21 @@
 //!
 //! "Need more bytes" is `Ok(None)`. Anything the daemon sends that is not XML, or a reply that
 //! cannot be read, is a [`StreamFault`]: the caller ends the connection with a clear message.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use crate::ldm::reply::{EventDoc, Reply, ReplyError, parse_event, parse_reply};
 use crate::xml::{
@@ -119,7 +134,8 @@ impl ClientStream {
             let Some(frame) = self.framer.next(&self.buf).map_err(StreamFault::Frame)? else {
                 return Ok(None);
             };
-            let text = String::from_utf8_lossy(&self.buf[frame.start..frame.end]).into_owned();
+            let bytes = self.buf.get(frame.start..frame.end).unwrap_or_default();
+            let text = String::from_utf8_lossy(bytes).into_owned();
             self.buf.drain(..frame.end);
             match frame.kind {
                 FrameKind::Whitespace => continue,

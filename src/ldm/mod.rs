@@ -1,5 +1,20 @@
 //! The LDM XML interface (ldm-xml-interface.md): the document model, its parser and writer, and
 //! the handler seam through which documents reach whoever answers them. Pure: no I/O.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 pub mod action;
 pub mod document;

@@ -38,11 +38,11 @@ pub fn parse_document(root: &Element<'_>) -> Document {
 
 fn parse_cmd(cmd: &Element<'_>) -> Cmd {
     let mut parsed = Cmd::default();
-    let mut actions = 0;
+    let mut actions = 0u32;
     for child in cmd.elements() {
         match child.local_name() {
             "action" => {
-                actions += 1;
+                actions = actions.saturating_add(1);
                 parsed.action = Some(ActionName::parse(child.text().trim()));
             }
             "option" | "options" => {

@@ -83,6 +83,32 @@ pub fn write_event(out: &mut Vec<u8>, action: &str, data: &Data) {
     w.close("data").close("cmd").close(EVENT_ROOT);
 }
 
+/// The bytes `data` takes as written in a reply (its `data` element and everything in it, not
+/// counting the response elements after it); `scratch` is reused and kept small.
+pub fn data_len(data: &Data, scratch: &mut Vec<u8>) -> usize {
+    scratch.clear();
+    let mut w = XmlWriter::new(scratch);
+    let version = data.version.as_deref().unwrap_or(DATA_VERSION);
+    match &data.envelope {
+        None => {
+            w.empty("data", &[("version", version)]);
+        }
+        Some(envelope) => {
+            w.open("data", &[("version", version)]);
+            write_envelope(&mut w, envelope);
+            w.close("data");
+        }
+    }
+    let len = scratch.len();
+    if scratch.capacity() > SCRATCH_KEPT_BYTES {
+        *scratch = Vec::new(); // one large listing does not pin its size for good
+    }
+    len
+}
+
+/// What [`data_len`]'s scratch buffer may keep between calls.
+const SCRATCH_KEPT_BYTES: usize = 64 * 1024;
+
 /// Writes a complete response document.
 pub fn write_response(out: &mut Vec<u8>, response: &Response) {
     let version = response.version.as_deref().unwrap_or("1.0");

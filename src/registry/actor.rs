@@ -11,26 +11,56 @@
 //! nothing is acknowledged before it is on disk. A batch of reads commits nothing, so a read
 //! waits at most for the batch in progress. Slow work (the modelled guest of a memory DR) runs
 //! in worker tasks that report back as messages; the actor never waits for them.
+//!
+//! **A commit that fails** (a full disk, an I/O error) acknowledges nothing of its batch:
+//!
+//! 1. the registry is rebuilt from the records as last committed (kept in memory, so no read of
+//!    the failing disk is needed), keeping the memory DRs whose workers still run;
+//! 2. every document the batch touched is rewound to where it stood before the batch and
+//!    answered again, with every write refused ("ldmd cannot save changes: ...") and every
+//!    read answered from the rebuilt state; the batch's events and long operations are
+//!    dropped; a memory DR that finished in the batch is kept to be recorded later, its
+//!    document still waiting;
+//! 3. until a commit succeeds again, writes are refused at once and reads served; the store
+//!    is tried again after a back-off (0.1 s, doubling to 5 s) by the next batch with a write or
+//!    a finished memory DR.
+//!
+//! The daemon never exits for a failing store, and a restart on a full disk starts in the same
+//! state (see `main.rs`). A panic, on the other hand, ends the process: nothing it could leave
+//! half-done was acknowledged.
 
-use std::collections::{HashMap, VecDeque};
+// The registry's shell (its thread, its disk): the lints of the pure rules do not apply.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, mpsc};
 
+use crate::ldm::event::Event;
 use crate::registry::actions;
 use crate::registry::machine::MEMDR_GRANULE;
 use crate::registry::model::MemDrKind;
 use crate::registry::run::{Progress, Run};
-use crate::registry::state::{Effect, Registry};
-use crate::registry::store::Store;
+use crate::registry::state::{Effect, Key, Registry};
+use crate::registry::store::{Store, records_of};
 use crate::registry::units::round_down;
-use crate::server::dispatch::{Backend, ConnKey, Request, ToIo};
+use crate::server::dispatch::{Backend, ConnKey, ReplyTicket, Request, ToIo};
 
 /// Requests applied per batch, at most.
 const BATCH_MAX: usize = 256;
+/// The first wait before the store is tried again after a failure; it doubles up to the max.
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(100);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The modelled guest OS that a memory DR waits for.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -52,7 +82,7 @@ impl Default for GuestModel {
 }
 
 /// A memory DR worker's report.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 enum Report {
     Progress { operation: u64, done: u64 },
     Done { operation: u64, done: u64 },
@@ -63,6 +93,23 @@ pub struct RegistryActor {
     pub registry: Registry,
     pub store: Store,
     pub guest: GuestModel,
+    /// Why the store could not be opened for writing at start, if it could not: the daemon
+    /// then starts with writes refused and retries the store.
+    pub store_fault: Option<String>,
+    /// Bytes of replies built and not yet written, all streams together, at most.
+    pub reply_bytes_in_flight_max: usize,
+}
+
+impl RegistryActor {
+    pub fn new(registry: Registry, store: Store, guest: GuestModel) -> RegistryActor {
+        RegistryActor {
+            registry,
+            store,
+            guest,
+            store_fault: None,
+            reply_bytes_in_flight_max: crate::limits::Limits::default().reply_bytes_in_flight_max,
+        }
+    }
 }
 
 impl Backend for RegistryActor {
@@ -83,14 +130,20 @@ impl Backend for RegistryActor {
     }
 }
 
-/// Something owed to an I/O thread, in commit order.
+/// Something owed to an I/O thread, in commit order. (A reply's run is large, but outputs only
+/// wait in one vector for the batch's commit.)
+#[allow(clippy::large_enum_variant)]
 enum Output {
-    Reply(
-        ConnKey,
-        crate::ldm::Response,
-        Option<crate::ldm::event::SubscriptionChange>,
-    ),
-    Event(Arc<crate::ldm::event::Event>),
+    /// An answered document, with the connection it goes to.
+    Reply(ConnKey, Run),
+    Event(Arc<Event>),
+}
+
+/// The store failed: why, and when to try it again.
+struct StoreFault {
+    reason: String,
+    retry_at: Instant,
+    backoff: Duration,
 }
 
 struct Actor {
@@ -98,37 +151,75 @@ struct Actor {
     store: Store,
     guest: GuestModel,
     mailboxes: Vec<mpsc::Sender<ToIo>>,
+    /// Every record as last committed (as the store holds it), to rebuild the registry from
+    /// when a commit fails without reading the failing disk.
+    committed: BTreeMap<Key, Vec<u8>>,
+    /// False until the first commit succeeds: `committed` then holds state not yet on disk.
+    committed_is_durable: bool,
     /// Documents waiting for a long operation, by operation id.
     waiting: HashMap<u64, (ConnKey, Run)>,
-    /// Later documents of a connection whose earlier one waits: answered in order.
-    held: HashMap<ConnKey, VecDeque<Request>>,
+    /// Later documents of a connection whose earlier one is unanswered: answered in order. A
+    /// connection has an entry exactly while one of its documents is unanswered.
+    held: HashMap<ConnKey, VecDeque<Run>>,
     cancels: HashMap<u64, Arc<Notify>>,
     reports_tx: mpsc::UnboundedSender<Report>,
     outputs: Vec<Output>,
+    /// Memory DRs that finished in the batch in progress, to record again if it fails.
+    finished: Vec<Report>,
+    /// Finished memory DRs whose recording a failed commit undid: applied first next time.
+    pending: Vec<Report>,
+    fault: Option<StoreFault>,
+    /// Bytes of replies built and not yet written, shared with the I/O threads.
+    replies_in_flight: Arc<AtomicUsize>,
+    reply_bytes_in_flight_max: usize,
 }
 
 impl RegistryActor {
     async fn run(self, mut requests: mpsc::Receiver<Request>, mailboxes: Vec<mpsc::Sender<ToIo>>) {
         let (reports_tx, mut reports) = mpsc::unbounded_channel();
+        let committed = match self.registry.records() {
+            Ok(records) => records.into_iter().collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "the registry's records do not serialize");
+                BTreeMap::new()
+            }
+        };
         let mut actor = Actor {
             registry: self.registry,
             store: self.store,
             guest: self.guest,
             mailboxes,
+            committed,
+            committed_is_durable: false,
             waiting: HashMap::new(),
             held: HashMap::new(),
             cancels: HashMap::new(),
             reports_tx,
             outputs: Vec::new(),
+            finished: Vec::new(),
+            pending: Vec::new(),
+            fault: None,
+            replies_in_flight: Arc::new(AtomicUsize::new(0)),
+            reply_bytes_in_flight_max: self.reply_bytes_in_flight_max,
         };
+        if let Some(reason) = self.store_fault {
+            actor.store_failed(reason);
+        }
         // A new or rolled-back state is made durable before anything is answered.
-        actor.commit();
+        actor.begin_batch();
+        if let Err(reason) = actor.commit() {
+            actor.store_failed(reason);
+        }
         crate::metrics::get()
             .registry_domains
             .set(actor.registry.domains().count() as f64);
         let mut batch = Vec::with_capacity(BATCH_MAX);
         let mut report_batch = Vec::new();
         loop {
+            let retry_at = actor
+                .retry_wanted()
+                .then(|| actor.fault.as_ref().map(|f| f.retry_at))
+                .flatten();
             tokio::select! {
                 biased;
                 n = reports.recv_many(&mut report_batch, BATCH_MAX) => {
@@ -137,6 +228,7 @@ impl RegistryActor {
                 n = requests.recv_many(&mut batch, BATCH_MAX) => {
                     if n == 0 { return; } // every connection's sender is gone: shutdown
                 }
+                _ = sleep_until(retry_at), if retry_at.is_some() => {}
             }
             // Take whatever else is already waiting, so one commit covers it all.
             while let Ok(report) = reports.try_recv() {
@@ -156,44 +248,67 @@ impl RegistryActor {
                 metrics.registry_batch_size.record(batch.len() as f64);
             }
             let now = unix_now();
+            actor.begin_batch();
+            for report in std::mem::take(&mut actor.pending) {
+                actor.report(report, now);
+            }
             for report in report_batch.drain(..) {
                 actor.report(report, now);
             }
             for request in batch.drain(..) {
                 actor.request(request, now);
             }
-            actor.commit();
+            if let Err(reason) = actor.commit() {
+                actor.roll_back(reason, now);
+            }
+            actor.count_limit_hits();
             actor.flush().await;
         }
     }
 }
 
 impl Actor {
+    /// Sets the registry up for a batch: whether writes are taken, and the room for listings.
+    fn begin_batch(&mut self) {
+        let refusing = self
+            .fault
+            .as_ref()
+            .filter(|f| Instant::now() < f.retry_at)
+            .map(|f| refusal(&f.reason));
+        self.registry.refuse_writes(refusing);
+        let in_flight = self.replies_in_flight.load(Ordering::Acquire);
+        self.registry
+            .set_reply_room(self.reply_bytes_in_flight_max.saturating_sub(in_flight));
+    }
+
+    /// Whether a failed store should be tried again even with no request: something waits to
+    /// be recorded.
+    fn retry_wanted(&self) -> bool {
+        self.fault.is_some() && (!self.pending.is_empty() || self.registry.has_dirty())
+    }
+
     fn request(&mut self, request: Request, now: u64) {
+        let run = Registry::begin(request.document, request.role);
         if let Some(queue) = self.held.get_mut(&request.reply_to) {
-            queue.push_back(request);
+            queue.push_back(run);
             return;
         }
-        let run = Registry::begin(request.document, request.role);
         self.advance(request.reply_to, run, now);
     }
 
-    /// Answers `run` and then, while they do not wait, the documents held behind it. A
-    /// connection has an entry in `held` exactly while one of its documents is unanswered.
+    /// Answers `run` and then, while they do not wait, the documents held behind it.
     fn advance(&mut self, key: ConnKey, run: Run, now: u64) {
         let mut next = Some(run);
         while let Some(mut run) = next.take() {
+            run.checkpoint(None);
             let progress = self.registry.advance(&mut run, now);
             self.collect_events();
             match progress {
-                Progress::Done(response, subscription) => {
-                    self.outputs
-                        .push(Output::Reply(key, response, subscription));
+                Progress::Done => {
+                    self.outputs.push(Output::Reply(key, run));
                     if let Some(queue) = self.held.get_mut(&key) {
                         match queue.pop_front() {
-                            Some(request) => {
-                                next = Some(Registry::begin(request.document, request.role));
-                            }
+                            Some(run) => next = Some(run),
                             None => {
                                 self.held.remove(&key);
                             }
@@ -214,15 +329,21 @@ impl Actor {
                 actions::memdr_progress(&mut self.registry, operation, done);
             }
             Report::Done { operation, done } => {
-                self.cancels.remove(&operation);
+                if self.registry.writes_refused.is_some() {
+                    // The store cannot take the result now: it is recorded at the next try.
+                    self.pending.push(report);
+                    return;
+                }
                 let Some((end, outcome)) =
                     actions::finish_memdr(&mut self.registry, operation, done)
                 else {
                     return;
                 };
+                self.finished.push(report);
                 crate::metrics::get().memdr(end).increment(1);
                 self.collect_events();
                 if let Some((key, mut run)) = self.waiting.remove(&operation) {
+                    run.checkpoint(Some(operation));
                     Registry::resume(&mut run, outcome);
                     self.advance(key, run, now);
                 }
@@ -236,19 +357,43 @@ impl Actor {
         }
     }
 
-    /// Writes the batch's changes durably; without that nothing may be acknowledged, so a
-    /// store that fails ends the daemon (a restart reloads the last committed state).
-    fn commit(&mut self) {
+    /// Writes the batch's changes durably; nothing of the batch may be acknowledged otherwise.
+    fn commit(&mut self) -> Result<(), String> {
         if !self.registry.has_dirty() {
-            return;
+            for report in self.finished.drain(..) {
+                if let Report::Done { operation, .. } = report {
+                    self.cancels.remove(&operation);
+                }
+            }
+            return Ok(());
+        }
+        if crate::fault::point("registry.commit").is_some() {
+            panic!("fault point registry.commit fired");
         }
         let started = Instant::now();
-        let changes = self.registry.take_dirty();
-        if let Err(e) = self.store.commit(&changes) {
-            tracing::error!(error = %e, "cannot make registry changes durable; exiting without acknowledging them");
-            std::process::exit(70);
-        }
+        let changes = self.registry.take_dirty()?;
+        self.store.commit(&changes).map_err(|e| e.to_string())?;
         let elapsed = started.elapsed();
+        for (key, value) in changes {
+            match value {
+                Some(value) => self.committed.insert(key, value),
+                None => self.committed.remove(&key),
+            };
+        }
+        self.committed_is_durable = true;
+        for (_, run) in self.waiting.values_mut() {
+            run.settle();
+        }
+        // The memory DRs recorded as finished are over: their workers are gone.
+        for report in self.finished.drain(..) {
+            if let Report::Done { operation, .. } = report {
+                self.cancels.remove(&operation);
+            }
+        }
+        if let Some(fault) = self.fault.take() {
+            tracing::info!(after = %fault.reason, "the registry store takes changes again");
+            crate::metrics::get().registry_store_writable.set(1.0);
+        }
         let metrics = crate::metrics::get();
         metrics
             .registry_commit_seconds
@@ -256,18 +401,123 @@ impl Actor {
         metrics
             .registry_domains
             .set(self.registry.domains().count() as f64);
-        tracing::trace!(records = changes.len(), ?elapsed, "committed");
+        Ok(())
+    }
+
+    /// Remembers that the store failed, and when to try it again.
+    fn store_failed(&mut self, reason: String) {
+        let backoff = match &self.fault {
+            None => STORE_RETRY_FIRST,
+            Some(fault) => (fault.backoff * 2).min(STORE_RETRY_MAX),
+        };
+        if self.fault.is_none() {
+            tracing::error!(error = %reason, "the registry store cannot take changes: writes are refused and reads served until it can; retrying");
+        }
+        let metrics = crate::metrics::get();
+        metrics.registry_commit_failures.increment(1);
+        metrics.registry_store_writable.set(0.0);
+        self.fault = Some(StoreFault {
+            reason,
+            retry_at: Instant::now() + backoff,
+            backoff,
+        });
+    }
+
+    /// The batch's commit failed: back to the last committed state, and every document the
+    /// batch touched answered again with its writes refused (see the module documentation).
+    fn roll_back(&mut self, reason: String, now: u64) {
+        self.store_failed(reason.clone());
+        let cancels = &self.cancels;
+        let rebuilt = records_of(&self.committed).and_then(|records| {
+            Registry::restore_keeping(
+                self.registry.machine().clone(),
+                self.registry.settings().clone(),
+                records,
+                |operation| cancels.contains_key(&operation),
+            )
+        });
+        match rebuilt {
+            Ok((registry, _)) => self.registry = registry,
+            // Only a record that no longer decodes could get here; keep serving what we have.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot rebuild the registry after a failed commit")
+            }
+        }
+        if !self.committed_is_durable {
+            self.registry.touch_all();
+        }
+        self.pending.append(&mut self.finished);
+
+        // Every document the batch touched, back to where it stood, in the order they were
+        // answered; replies and events of the batch are dropped.
+        let mut again: Vec<(ConnKey, Run)> = Vec::new();
+        for output in self.outputs.drain(..) {
+            if let Output::Reply(key, run) = output {
+                again.push((key, run));
+            }
+        }
+        let touched: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, run))| run.is_touched())
+            .map(|(operation, _)| *operation)
+            .collect();
+        for operation in touched {
+            if let Some(entry) = self.waiting.remove(&operation) {
+                again.push(entry);
+            }
+        }
+        let mut queues: Vec<(ConnKey, Vec<Run>)> = Vec::new();
+        for (key, mut run) in again {
+            match run.rewind() {
+                // Resumed by a memory DR that finished in this batch: it waits for it again.
+                Some(checkpoint) if checkpoint.waiting_for.is_some() => {
+                    let operation = checkpoint.waiting_for.unwrap_or_default();
+                    self.waiting.insert(operation, (key, run));
+                    self.held.entry(key).or_default();
+                }
+                _ => match queues.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, runs)) => runs.push(run),
+                    None => queues.push((key, vec![run])),
+                },
+            }
+        }
+        self.registry.refuse_writes(Some(refusal(&reason)));
+        for (key, runs) in queues {
+            let queue = self.held.entry(key).or_default();
+            for run in runs.into_iter().rev() {
+                queue.push_front(run);
+            }
+            let waits = self.waiting.values().any(|(k, _)| *k == key);
+            if !waits && let Some(run) = self.held.get_mut(&key).and_then(VecDeque::pop_front) {
+                if self.held.get(&key).is_some_and(VecDeque::is_empty) {
+                    self.held.remove(&key);
+                }
+                self.advance(key, run, now);
+            }
+        }
+    }
+
+    fn count_limit_hits(&mut self) {
+        let metrics = crate::metrics::get();
+        for limit in self.registry.take_limit_hits() {
+            metrics.limit_hit(limit).increment(1);
+        }
     }
 
     /// Replies and events go out after the commit, then long operations start.
     async fn flush(&mut self) {
-        for output in self.outputs.drain(..) {
+        for output in std::mem::take(&mut self.outputs) {
             match output {
-                Output::Reply(key, response, subscription) => {
+                Output::Reply(key, run) => {
+                    let ticket =
+                        ReplyTicket::count(run.filled_bytes(), self.replies_in_flight.clone());
+                    let (response, subscription) = run.into_response();
                     let message = ToIo::Response {
                         key,
                         response,
                         subscription,
+                        ticket,
                     };
                     // A closed mailbox means the thread is gone (shutdown): nobody to tell.
                     let _ = self.mailboxes[key.thread].send(message).await;
@@ -310,6 +560,19 @@ impl Actor {
         crate::metrics::get()
             .memdr_in_progress
             .set(self.cancels.len() as f64);
+    }
+}
+
+/// The failure every write gets while the store cannot take changes.
+fn refusal(reason: &str) -> String {
+    format!(
+        "The change was not made: ldmd cannot save changes now ({reason}); reads still work, and the store is retried"
+    )
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
     }
 }
 

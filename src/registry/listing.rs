@@ -208,6 +208,11 @@ fn summary(domain: &Domain, now: u64) -> Item {
     item
 }
 
+/// The core a CPU belongs to (the machine has at least one thread per core).
+fn core_of(cpu: u32, threads_per_core: u32) -> u32 {
+    cpu.checked_div(threads_per_core).unwrap_or(cpu)
+}
+
 fn binding(items: Vec<Item>) -> Vec<Binding> {
     vec![Binding { items }]
 }
@@ -216,13 +221,13 @@ fn binding(items: Vec<Item>) -> Vec<Binding> {
 fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
     let bind = domain.binding.as_ref().filter(|_| bound);
     let tpc = reg.machine().threads_per_core;
-    let mut items = vec![info(domain)];
+    let mut info = info(domain);
     if bound {
-        items[0]
-            .properties
+        info.properties
             .insert(0, prop("state", domain.state.as_str()));
-        items[0].properties.insert(1, prop("flags", flags(domain)));
+        info.properties.insert(1, prop("flags", flags(domain)));
     }
+    let mut items = vec![info];
     let mut cpu = item(
         "cpu",
         Some(domain.vcpus.to_string()),
@@ -237,7 +242,11 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
                     item(
                         "cpu",
                         None,
-                        vec![prop("vid", vid), prop("pid", pid), prop("cid", pid / tpc)],
+                        vec![
+                            prop("vid", vid),
+                            prop("pid", pid),
+                            prop("cid", core_of(*pid, tpc)),
+                        ],
                     )
                 })
                 .collect(),
@@ -426,7 +435,13 @@ fn devices(reg: &Registry) -> Section {
     cpu.bindings = binding(
         free_cpus
             .iter()
-            .map(|pid| item("cpu", None, vec![prop("pid", pid), prop("cid", pid / tpc)]))
+            .map(|pid| {
+                item(
+                    "cpu",
+                    None,
+                    vec![prop("pid", pid), prop("cid", core_of(*pid, tpc))],
+                )
+            })
             .collect(),
     );
     let mau = item("mau", Some(pools.maus.free_count().to_string()), Vec::new());

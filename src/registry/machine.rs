@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use crate::registry::units::{GIB, MIB, parse_size};
+use crate::registry::units::{MIB, parse_size, round_down};
 
 /// `[machine]` in the config file.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -63,14 +63,12 @@ impl Default for MachineConfig {
     /// One SPARC T-series socket: 32 cores of 8 threads, 512 GiB, a MAU per core, four root
     /// complexes with two slots each.
     fn default() -> Self {
-        let root_complexes = (0..4)
-            .map(|i| RootComplexConfig {
-                name: format!("pci_{i}"),
-                path: format!("pci@{:x}", 0x300 + 0x40 * i),
-                slots: vec![
-                    format!("/SYS/MB/PCIE{}", 2 * i),
-                    format!("/SYS/MB/PCIE{}", 2 * i + 1),
-                ],
+        let root_complexes = DEFAULT_ROOT_COMPLEXES
+            .iter()
+            .map(|(name, path, slots)| RootComplexConfig {
+                name: (*name).into(),
+                path: (*path).into(),
+                slots: slots.iter().map(|s| (*s).into()).collect(),
             })
             .collect();
         MachineConfig {
@@ -84,6 +82,17 @@ impl Default for MachineConfig {
         }
     }
 }
+
+/// The largest machine: every address and size the allocator computes stays far below 2^64.
+pub const MEMORY_BYTES_MAX: u64 = 64 << 40;
+
+/// The default machine's root complexes, each with its two slots.
+const DEFAULT_ROOT_COMPLEXES: [(&str, &str, [&str; 2]); 4] = [
+    ("pci_0", "pci@300", ["/SYS/MB/PCIE0", "/SYS/MB/PCIE1"]),
+    ("pci_1", "pci@340", ["/SYS/MB/PCIE2", "/SYS/MB/PCIE3"]),
+    ("pci_2", "pci@380", ["/SYS/MB/PCIE4", "/SYS/MB/PCIE5"]),
+    ("pci_3", "pci@3c0", ["/SYS/MB/PCIE6", "/SYS/MB/PCIE7"]),
+];
 
 /// Physical memory is handed out in these units: the 4 MB rounding of bound domains (§6).
 pub const MEMORY_GRANULE: u64 = 4 * MIB;
@@ -128,19 +137,24 @@ impl Machine {
         let memory_bytes = size("memory", &config.memory)?;
         let hypervisor_bytes = size("hypervisor_memory", &config.hypervisor_memory)?;
         let control_memory = size("control_domain.memory", &config.control_domain.memory)?;
-        let threads = u64::from(config.cores) * u64::from(config.threads_per_core);
+        let threads = u64::from(config.cores).saturating_mul(u64::from(config.threads_per_core));
         if config.cores == 0 || config.threads_per_core == 0 || threads > 4096 {
             return Err("machine: cores × threads_per_core must be between 1 and 4096".into());
         }
-        if memory_bytes % MEMDR_GRANULE != 0 || hypervisor_bytes % MEMDR_GRANULE != 0 {
+        if !memory_bytes.is_multiple_of(MEMDR_GRANULE)
+            || !hypervisor_bytes.is_multiple_of(MEMDR_GRANULE)
+        {
             return Err(
                 "machine.memory and machine.hypervisor_memory must be multiples of 256M".into(),
             );
         }
-        if control_memory % MEMDR_GRANULE != 0 || control_memory == 0 {
+        if !control_memory.is_multiple_of(MEMDR_GRANULE) || control_memory == 0 {
             return Err("machine.control_domain.memory must be a non-zero multiple of 256M".into());
         }
-        if hypervisor_bytes + control_memory > memory_bytes || memory_bytes > 64 * 1024 * GIB {
+        // An operator's sizes may be anything up to 2^64: added checked, and the machine is at
+        // most 64T, so no address or size computed later can overflow.
+        let claimed = hypervisor_bytes.checked_add(control_memory);
+        if claimed.is_none_or(|c| c > memory_bytes) || memory_bytes > MEMORY_BYTES_MAX {
             return Err("machine.memory must hold the hypervisor's and the control domain's memory (and be at most 64T)".into());
         }
         let control = &config.control_domain;
@@ -187,8 +201,9 @@ impl Machine {
         })
     }
 
+    /// Virtual CPUs (threads) of the machine: at most 4096, checked at start.
     pub fn threads(&self) -> u32 {
-        self.cores * self.threads_per_core
+        self.cores.saturating_mul(self.threads_per_core)
     }
 
     /// A device by its name or, for a root complex, its path.
@@ -218,10 +233,11 @@ impl UnitPool {
 
     /// Takes the `count` lowest free units, or none if there are not enough.
     pub fn take(&mut self, count: u32) -> Option<Vec<u32>> {
-        if (count as usize) > self.free.len() {
+        let count = usize::try_from(count).ok()?;
+        if count > self.free.len() {
             return None;
         }
-        let taken: Vec<u32> = self.free.iter().take(count as usize).copied().collect();
+        let taken: Vec<u32> = self.free.iter().take(count).copied().collect();
         taken.iter().for_each(|u| {
             self.free.remove(u);
         });
@@ -230,22 +246,25 @@ impl UnitPool {
 
     /// Takes `cores` whole free cores (every thread of each), lowest first.
     pub fn take_cores(&mut self, cores: u32, threads_per_core: u32) -> Option<Vec<u32>> {
+        let cores = usize::try_from(cores).ok()?;
+        let thread = |core: u32, i: u32| core.checked_mul(threads_per_core)?.checked_add(i);
         let whole: Vec<u32> = self
             .free
             .iter()
-            .filter(|t| *t % threads_per_core == 0)
-            .map(|t| t / threads_per_core)
+            .filter(|t| t.checked_rem(threads_per_core) == Some(0))
+            .filter_map(|t| t.checked_div(threads_per_core))
             .filter(|core| {
-                (0..threads_per_core).all(|i| self.free.contains(&(core * threads_per_core + i)))
+                (0..threads_per_core)
+                    .all(|i| thread(*core, i).is_some_and(|t| self.free.contains(&t)))
             })
-            .take(cores as usize)
+            .take(cores)
             .collect();
-        if whole.len() < cores as usize {
+        if whole.len() < cores {
             return None;
         }
         let taken: Vec<u32> = whole
             .iter()
-            .flat_map(|core| (0..threads_per_core).map(move |i| core * threads_per_core + i))
+            .flat_map(|core| (0..threads_per_core).filter_map(move |i| thread(*core, i)))
             .collect();
         taken.iter().for_each(|u| {
             self.free.remove(u);
@@ -272,6 +291,10 @@ pub struct MemoryBlock {
 }
 
 /// Free physical memory, as disjoint ranges (start → length), merged when freed.
+///
+/// Every range lies inside the machine (at most [`MEMORY_BYTES_MAX`]), so sums of addresses and
+/// lengths stay far from 2^64; they are computed checked anyway, because `claim` also reads
+/// ranges from stored records, and a corrupt record must be refused, not wrap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemoryPool {
     free: BTreeMap<u64, u64>,
@@ -280,32 +303,39 @@ pub struct MemoryPool {
 impl MemoryPool {
     pub fn new(start: u64, end: u64) -> MemoryPool {
         let mut free = BTreeMap::new();
-        if end > start {
-            free.insert(start, end - start);
+        if let Some(len) = end.checked_sub(start).filter(|l| *l > 0) {
+            free.insert(start, len);
         }
         MemoryPool { free }
     }
 
     pub fn free_bytes(&self) -> u64 {
-        self.free.values().sum()
+        self.free
+            .values()
+            .fold(0u64, |sum, len| sum.saturating_add(*len))
+    }
+
+    /// The `align`-aligned part of a free range: where it starts and how long it is, in
+    /// `align` multiples.
+    fn usable(start: u64, len: u64, align: u64) -> (u64, u64) {
+        let aligned = start.checked_next_multiple_of(align).unwrap_or(u64::MAX);
+        let end = start.saturating_add(len);
+        (aligned, round_down(end.saturating_sub(aligned), align))
     }
 
     /// The free bytes usable at `align`-aligned addresses in `align` multiples.
     pub fn free_aligned(&self, align: u64) -> u64 {
         self.free
             .iter()
-            .map(|(&start, &len)| {
-                let aligned = start.next_multiple_of(align);
-                (start + len).saturating_sub(aligned) / align * align
-            })
-            .sum()
+            .map(|(&start, &len)| Self::usable(start, len, align).1)
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Takes `size` bytes (a multiple of `align`) at `align`-aligned addresses, lowest first,
     /// in as few pieces as the free ranges allow. Physical addresses only: the caller assigns
     /// real addresses.
     pub fn take(&mut self, size: u64, align: u64) -> Option<Vec<(u64, u64)>> {
-        debug_assert_eq!(size % align, 0);
+        debug_assert!(size.is_multiple_of(align));
         if self.free_aligned(align) < size {
             return None;
         }
@@ -315,12 +345,11 @@ impl MemoryPool {
             if wanted == 0 {
                 break;
             }
-            let aligned = start.next_multiple_of(align);
-            let usable = (start + len).saturating_sub(aligned) / align * align;
+            let (aligned, usable) = Self::usable(start, len, align);
             let piece = usable.min(wanted);
             if piece > 0 {
                 pieces.push((aligned, piece));
-                wanted -= piece;
+                wanted = wanted.saturating_sub(piece);
             }
         }
         for &(pa, len) in &pieces {
@@ -333,15 +362,18 @@ impl MemoryPool {
         let Some((&start, &free_len)) = self.free.range(..=pa).next_back() else {
             return false;
         };
-        if pa + len > start + free_len {
+        let (Some(end), Some(free_end)) = (pa.checked_add(len), start.checked_add(free_len)) else {
+            return false;
+        };
+        if end > free_end {
             return false;
         }
         self.free.remove(&start);
         if pa > start {
-            self.free.insert(start, pa - start);
+            self.free.insert(start, pa.saturating_sub(start));
         }
-        if start + free_len > pa + len {
-            self.free.insert(pa + len, start + free_len - (pa + len));
+        if free_end > end {
+            self.free.insert(end, free_end.saturating_sub(end));
         }
         true
     }
@@ -352,17 +384,17 @@ impl MemoryPool {
     }
 
     pub fn give_back(&mut self, pa: u64, len: u64) {
-        let end = pa + len;
+        let end = pa.saturating_add(len);
         let (mut start, mut merged) = (pa, len);
         if let Some((&before, &before_len)) = self.free.range(..pa).next_back()
-            && before + before_len == pa
+            && before.checked_add(before_len) == Some(pa)
         {
             self.free.remove(&before);
             start = before;
-            merged += before_len;
+            merged = merged.saturating_add(before_len);
         }
         if let Some(after_len) = self.free.remove(&end) {
-            merged += after_len;
+            merged = merged.saturating_add(after_len);
         }
         self.free.insert(start, merged);
     }
@@ -375,7 +407,7 @@ pub fn blocks_from(pieces: &[(u64, u64)], ra_end: u64) -> Vec<MemoryBlock> {
         .iter()
         .map(|&(pa, size)| {
             let block = MemoryBlock { ra, pa, size };
-            ra += size;
+            ra = ra.saturating_add(size);
             block
         })
         .collect()
@@ -384,6 +416,7 @@ pub fn blocks_from(pieces: &[(u64, u64)], ra_end: u64) -> Vec<MemoryBlock> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::units::GIB;
 
     #[test]
     fn the_default_inventory_is_valid() {

@@ -4,6 +4,21 @@
 //! - [`state`], [`actions`], [`listing`], [`machine`], [`model`], [`units`]: the pure rules.
 //! - [`store`]: durability (redb), one transaction per batch.
 //! - [`actor`]: the single writer, on its own thread, and the memory DR workers.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 pub mod actions;
 pub mod actor;

@@ -112,14 +112,16 @@ pub struct Binding {
 
 impl Binding {
     pub fn memory_bytes(&self) -> u64 {
-        self.memory.iter().map(|b| b.size).sum()
+        self.memory
+            .iter()
+            .fold(0u64, |sum, b| sum.saturating_add(b.size))
     }
 
     /// One past the highest real address bound.
     pub fn ra_end(&self, base: u64) -> u64 {
         self.memory
             .iter()
-            .map(|b| b.ra + b.size)
+            .map(|b| b.ra.saturating_add(b.size))
             .max()
             .unwrap_or(base)
     }

@@ -1,30 +1,128 @@
 //! Answering one document: its cmds in order, each data object on its own, pausing while an
 //! object waits for a long operation (§2.1, §6).
+//!
+//! A [`Run`] only ever appends to its answer, so it can be put back to where it stood when a
+//! batch began ([`Run::checkpoint`], [`Run::rewind`]): when a batch's commit fails, the actor
+//! rewinds every run the batch touched and answers them again against the last committed
+//! state, with the batch's writes refused.
+//!
+//! Every answer is bounded: at most `cmds_per_document_max` cmds and `data_per_document_max`
+//! objects are judged, and the objects a listing fills in stop at the reply's room (its share
+//! of `reply_bytes_max`, and of what `reply_bytes_in_flight_max` leaves); an object past it
+//! fails with a message instead of growing the reply.
 
 use crate::ldm::action::Action;
 use crate::ldm::document::{CmdResponse, Data, DataResponse, Document, Response, Role, Status};
 use crate::ldm::event::{EventMask, SubscriptionChange};
+use crate::limits::Limit;
 use crate::registry::state::{Applied, Outcome, Registry};
+
+/// What a failed object's answer adds to a reply beyond its echoed request: the response
+/// elements and a one-line reason.
+const FAILURE_BYTES_MAX: usize = 1024;
 
 /// A document being answered; it waits while one of its objects runs a long operation.
 #[derive(Debug)]
 pub struct Run {
     pub document: Document,
     pub role: Role,
+    at: Position,
     cmds: Vec<CmdResponse>,
+    /// Why the document is refused as a whole (too many cmds or objects), decided at its start.
+    refusal: Option<String>,
+    /// Where the run stood when the batch in progress first touched it.
+    checkpoint: Option<Checkpoint>,
+}
+
+/// Where a run stands, all but its answer so far.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Position {
     cmd: usize,
     /// The action of cmd `cmd`, once it has been checked; `None` while the cmd is refused.
     action: Option<Action>,
     data: usize,
     subscription: SubscriptionChange,
+    /// Bytes of objects a listing filled in, so far.
+    filled_bytes: usize,
 }
 
-/// Where a [`Run`] stands.
+/// A run's position and the length of its answer, to go back to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Checkpoint {
+    at: Position,
+    cmds: usize,
+    /// Objects answered in the last cmd response.
+    last_cmd_data: usize,
+    /// The run was waiting for this long operation when the checkpoint was taken.
+    pub waiting_for: Option<u64>,
+}
+
+/// Where a [`Run`] stands after [`Registry::advance`].
 #[derive(Debug, PartialEq)]
 pub enum Progress {
-    Done(Response, Option<SubscriptionChange>),
+    /// Answered: take the answer with [`Run::into_response`].
+    Done,
     /// Waiting for the long operation with this id.
     Waiting(u64),
+}
+
+impl Run {
+    /// Marks where the run stands, unless the batch in progress already did
+    /// (`waiting_for`: the long operation it is waiting for, if any).
+    pub fn checkpoint(&mut self, waiting_for: Option<u64>) {
+        if self.checkpoint.is_none() {
+            self.checkpoint = Some(Checkpoint {
+                at: self.at,
+                cmds: self.cmds.len(),
+                last_cmd_data: self.cmds.last().map_or(0, |c| c.data.len()),
+                waiting_for,
+            });
+        }
+    }
+
+    /// Forgets the checkpoint: the batch that took it is durable.
+    pub fn settle(&mut self) {
+        self.checkpoint = None;
+    }
+
+    /// Goes back to the checkpoint; returns it (`None`: the batch never touched this run).
+    pub fn rewind(&mut self) -> Option<Checkpoint> {
+        let checkpoint = self.checkpoint.take()?;
+        self.at = checkpoint.at;
+        self.cmds.truncate(checkpoint.cmds);
+        if let Some(last) = self.cmds.last_mut() {
+            last.data.truncate(checkpoint.last_cmd_data);
+        }
+        Some(checkpoint)
+    }
+
+    /// The answer, once [`Registry::advance`] said [`Progress::Done`]; and the subscription
+    /// change the document made, if any.
+    pub fn into_response(self) -> (Response, Option<SubscriptionChange>) {
+        let subscription = self.at.subscription;
+        let malformed = self.document.malformed.clone().or(self.refusal);
+        let cmds = if malformed.is_some() {
+            Vec::new()
+        } else {
+            self.cmds
+        };
+        let response = Response {
+            version: self.document.version,
+            cmds,
+            malformed,
+        };
+        (response, (!subscription.is_empty()).then_some(subscription))
+    }
+
+    /// Bytes of the objects listings filled in, to count against the bytes of replies in flight.
+    pub fn filled_bytes(&self) -> usize {
+        self.at.filled_bytes
+    }
+
+    /// Whether the batch in progress touched this run (it has a checkpoint to go back to).
+    pub fn is_touched(&self) -> bool {
+        self.checkpoint.is_some()
+    }
 }
 
 impl Registry {
@@ -32,29 +130,32 @@ impl Registry {
         Run {
             document,
             role,
+            at: Position {
+                cmd: 0,
+                action: None,
+                data: 0,
+                subscription: SubscriptionChange::default(),
+                filled_bytes: 0,
+            },
             cmds: Vec::new(),
-            cmd: 0,
-            action: None,
-            data: 0,
-            subscription: SubscriptionChange::default(),
+            refusal: None,
+            checkpoint: None,
         }
     }
 
     /// Answers `run` from where it stands until it is done or waits for a long operation.
     pub fn advance(&mut self, run: &mut Run, now: u64) -> Progress {
-        if let Some(reason) = &run.document.malformed {
-            return Progress::Done(
-                Response {
-                    version: run.document.version.clone(),
-                    cmds: Vec::new(),
-                    malformed: Some(reason.clone()),
-                },
-                None,
-            );
+        if run.document.malformed.is_some() {
+            return Progress::Done;
         }
-        while run.cmd < run.document.cmds.len() {
-            let cmd = &run.document.cmds[run.cmd];
-            if run.data == 0 && run.cmds.len() == run.cmd {
+        if run.at.cmd == 0 && run.cmds.is_empty() && run.refusal.is_none() {
+            run.refusal = self.oversized(&run.document);
+        }
+        if run.refusal.is_some() {
+            return Progress::Done;
+        }
+        while let Some(cmd) = run.document.cmds.get(run.at.cmd) {
+            if run.at.data == 0 && run.cmds.len() == run.at.cmd {
                 let checked = match (&cmd.malformed, &cmd.action) {
                     (Some(reason), _) => Err(reason.clone()),
                     (None, None) => Err("The cmd has no action".into()),
@@ -62,55 +163,135 @@ impl Registry {
                         .authorize(run.role)
                         .and_then(|()| crate::registry::actions::check_action(name)),
                 };
-                run.action = checked.as_ref().ok().copied();
+                run.at.action = checked.as_ref().ok().copied();
                 run.cmds.push(CmdResponse {
                     action: cmd.action.clone(),
                     options: cmd.options.clone(),
                     data: Vec::new(),
                     failure: checked.err(),
                 });
-                if let Some((subscribe, mask)) = run.action.and_then(Action::registration) {
-                    run.subscription = run.subscription.then(registration(subscribe, mask));
+                if let Some((subscribe, mask)) = run.at.action.and_then(Action::registration) {
+                    run.at.subscription = run.at.subscription.then(registration(subscribe, mask));
                 }
             }
-            let Some(action) = run.action else {
+            let Some(action) = run.at.action else {
                 // Refused as a whole: the cmd-level resp_msg says why, and no object is judged.
-                run.cmd += 1;
+                run.at.cmd = run.at.cmd.saturating_add(1);
                 continue;
             };
-            while run.data < cmd.data.len() {
-                let data = &cmd.data[run.data];
-                let outcome = crate::registry::actions::apply(self, action, cmd, data, now);
+            while let Some(data) = cmd.data.get(run.at.data) {
+                let outcome = match &self.writes_refused {
+                    Some(reason) if action.role() == Role::Write => Err(reason.clone()),
+                    _ => crate::registry::actions::apply(self, action, cmd, data, now),
+                };
                 match outcome {
                     Ok(Applied {
                         waiting: Some(operation),
                         ..
                     }) => return Progress::Waiting(operation),
                     outcome => {
+                        let outcome = self.within_reply_room(&mut run.at.filled_bytes, outcome);
                         let response = data_response(data, outcome);
-                        run.cmds[run.cmd].data.push(response);
-                        run.data += 1;
+                        if let Some(answer) = run.cmds.last_mut() {
+                            answer.data.push(response);
+                        }
+                        run.at.data = run.at.data.saturating_add(1);
                     }
                 }
             }
-            run.cmd += 1;
-            run.data = 0;
+            run.at.cmd = run.at.cmd.saturating_add(1);
+            run.at.data = 0;
         }
-        let response = Response {
-            version: run.document.version.clone(),
-            cmds: std::mem::take(&mut run.cmds),
-            malformed: None,
-        };
-        let subscription = (!run.subscription.is_empty()).then_some(run.subscription);
-        Progress::Done(response, subscription)
+        Progress::Done
     }
 
     /// Records the answer of the object `run` waited for, so that `advance` goes on after it.
     pub fn resume(run: &mut Run, outcome: Outcome) {
-        let data = &run.document.cmds[run.cmd].data[run.data];
+        let Some(data) = run
+            .document
+            .cmds
+            .get(run.at.cmd)
+            .and_then(|cmd| cmd.data.get(run.at.data))
+        else {
+            return;
+        };
         let response = data_response(data, outcome);
-        run.cmds[run.cmd].data.push(response);
-        run.data += 1;
+        if let Some(answer) = run.cmds.last_mut() {
+            answer.data.push(response);
+        }
+        run.at.data = run.at.data.saturating_add(1);
+    }
+
+    /// Why `document` is refused as a whole for its size, if it is.
+    fn oversized(&mut self, document: &Document) -> Option<String> {
+        let limits = self.settings.limits.clone();
+        let cmds = document.cmds.len();
+        let objects = document
+            .cmds
+            .iter()
+            .fold(0usize, |n, c| n.saturating_add(c.data.len()));
+        let (limit, message) = if cmds > limits.cmds_per_document_max {
+            (
+                Limit::CmdsPerDocument,
+                format!(
+                    "The document has {cmds} cmd elements; limits.cmds_per_document_max allows {}: send fewer per document",
+                    limits.cmds_per_document_max
+                ),
+            )
+        } else if objects > limits.data_per_document_max {
+            (
+                Limit::DataPerDocument,
+                format!(
+                    "The document has {objects} data elements; limits.data_per_document_max allows {}: send fewer per document",
+                    limits.data_per_document_max
+                ),
+            )
+        } else {
+            return None;
+        };
+        self.limit_hit(limit);
+        Some(message)
+    }
+
+    /// Keeps a listing's answer only if the reply has room for it: its share of
+    /// `reply_bytes_max`, less what a request's echo may take, and of the bytes all replies in
+    /// flight may hold.
+    fn within_reply_room(&mut self, filled_bytes: &mut usize, outcome: Outcome) -> Outcome {
+        let Ok(Applied {
+            data: Some(filled), ..
+        }) = &outcome
+        else {
+            return outcome;
+        };
+        let limits = self.settings.limits.clone();
+        // The echoes of the request and the failures' reasons are bounded by the request's
+        // size and its object count; what listings fill in gets the rest.
+        let echoes = limits.stanza_bytes_max.saturating_add(
+            limits
+                .data_per_document_max
+                .saturating_mul(FAILURE_BYTES_MAX),
+        );
+        let reply_room = limits
+            .reply_bytes_max
+            .saturating_sub(echoes)
+            .saturating_sub(*filled_bytes);
+        let size = crate::ldm::write::data_len(filled, &mut self.scratch);
+        if size > reply_room {
+            self.limit_hit(Limit::ReplyBytes);
+            return Err(format!(
+                "The answer would be larger than limits.reply_bytes_max ({} bytes): name fewer objects, or fewer per document",
+                limits.reply_bytes_max
+            ));
+        }
+        if size > self.reply_room {
+            self.limit_hit(Limit::ReplyBytesInFlight);
+            return Err(
+                "ldmd is holding too many large answers that clients have not read yet (limits.reply_bytes_in_flight_max): try again".into(),
+            );
+        }
+        *filled_bytes = filled_bytes.saturating_add(size);
+        self.reply_room = self.reply_room.saturating_sub(size);
+        outcome
     }
 }
 

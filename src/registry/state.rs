@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::ldm::action::Action;
 use crate::ldm::document::{Content, Data, Envelope};
 use crate::ldm::event::{Event, EventClass};
+use crate::limits::Limit;
 use crate::registry::machine::{GUEST_RA_BASE, MAC_FIRST, MAC_LAST, Machine, MemoryPool, UnitPool};
 use crate::registry::model::{Binding, Domain, DomainState, FACTORY_DEFAULT, SpConfig};
 
@@ -22,6 +23,37 @@ pub struct Settings {
     pub xmpp_enabled: bool,
     /// Configurations the service processor holds, factory-default included.
     pub spconfigs_max: usize,
+    /// The limits the rules enforce (`[limits]`): document sizes, reply sizes, what one domain
+    /// and the machine may hold.
+    pub limits: RegistryLimits,
+}
+
+/// The part of `[limits]` the registry enforces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryLimits {
+    pub cmds_per_document_max: usize,
+    pub data_per_document_max: usize,
+    pub reply_bytes_max: usize,
+    /// The largest request ldmd accepts: one domain's list-constraints must always fit it, so
+    /// that it can be sent back as add-domain.
+    pub stanza_bytes_max: usize,
+    pub domains_max: usize,
+    pub variables_per_domain_max: usize,
+    pub variable_value_bytes_max: usize,
+}
+
+impl RegistryLimits {
+    pub fn from_limits(limits: &crate::limits::Limits) -> RegistryLimits {
+        RegistryLimits {
+            cmds_per_document_max: limits.cmds_per_document_max,
+            data_per_document_max: limits.data_per_document_max,
+            reply_bytes_max: limits.reply_bytes_max,
+            stanza_bytes_max: limits.stanza_bytes_max,
+            domains_max: limits.domains_max,
+            variables_per_domain_max: limits.variables_per_domain_max,
+            variable_value_bytes_max: limits.variable_value_bytes_max,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -29,9 +61,13 @@ impl Default for Settings {
         Settings {
             xmpp_enabled: true,
             spconfigs_max: 8,
+            limits: RegistryLimits::from_limits(&crate::limits::Limits::default()),
         }
     }
 }
+
+/// A record to write (`Some`) or delete (`None`).
+pub type Change = (Key, Option<Vec<u8>>);
 
 /// A durable record, as the store keys it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -110,6 +146,16 @@ pub struct Registry {
     dirty: BTreeSet<Key>,
     events: Vec<Event>,
     effects: Vec<Effect>,
+    /// Limits that fired since the last call to `take_limit_hits`, for the metrics.
+    limit_hits: Vec<Limit>,
+    /// When set, every write is refused with this reason and nothing is changed: the store
+    /// cannot take changes now (the actor sets it while the disk fails).
+    pub(crate) writes_refused: Option<String>,
+    /// Bytes listings may still fill in before the replies in flight reach
+    /// `reply_bytes_in_flight_max` (set by the actor before each batch).
+    pub(crate) reply_room: usize,
+    /// Reused to measure listings as they will be written.
+    pub(crate) scratch: Vec<u8>,
 }
 
 /// What one object's handler did.
@@ -136,12 +182,19 @@ pub type Outcome = Result<Applied, String>;
 impl Registry {
     /// A machine on its first start: the control domain active with its default slice and
     /// services, every other resource free.
-    pub fn new(machine: Machine, settings: Settings, seed: u64, now: u64) -> Registry {
+    /// Fails only for a machine too small for its own control domain, which
+    /// [`Machine::from_config`] already refuses.
+    pub fn new(
+        machine: Machine,
+        settings: Settings,
+        seed: u64,
+        now: u64,
+    ) -> Result<Registry, String> {
         let mut registry = Registry::empty(machine, settings, seed);
-        registry.create_control_domain(now);
+        registry.create_control_domain(now)?;
         registry.dirty.insert(Key::SpConfigs);
         registry.dirty.insert(Key::Meta);
-        registry
+        Ok(registry)
     }
 
     fn empty(machine: Machine, settings: Settings, seed: u64) -> Registry {
@@ -171,11 +224,21 @@ impl Registry {
             dirty: BTreeSet::new(),
             events: Vec::new(),
             effects: Vec::new(),
+            limit_hits: Vec::new(),
+            writes_refused: None,
+            reply_room: usize::MAX,
+            scratch: Vec::new(),
             machine,
         }
     }
 
-    fn create_control_domain(&mut self, now: u64) {
+    fn create_control_domain(&mut self, now: u64) -> Result<(), String> {
+        let too_small = |what: &str| {
+            format!(
+                "the machine has too little {what} for {}",
+                crate::registry::CONTROL_DOMAIN
+            )
+        };
         let mut primary = self.new_domain(crate::registry::CONTROL_DOMAIN);
         primary.vcpus = self.machine.control_vcpus;
         primary.mau = self.machine.control_crypto_units;
@@ -184,7 +247,9 @@ impl Registry {
             name: "primary-vds0".into(),
             volumes: Vec::new(),
         });
-        let vsw_mac = self.allocate_mac().expect("a fresh machine has free MACs");
+        let vsw_mac = self
+            .allocate_mac()
+            .ok_or_else(|| too_small("MAC addresses"))?;
         primary.vsw.push(crate::registry::model::Vsw {
             name: "primary-vsw0".into(),
             mac: vsw_mac,
@@ -208,13 +273,21 @@ impl Registry {
             .filter(|d| d.parent.is_none())
             .map(|d| d.name.clone())
             .collect();
-        let cpus = self.pools.cpus.take(primary.vcpus).expect("validated");
-        let maus = self.pools.maus.take(primary.mau).expect("validated");
+        let cpus = self
+            .pools
+            .cpus
+            .take(primary.vcpus)
+            .ok_or_else(|| too_small("CPUs"))?;
+        let maus = self
+            .pools
+            .maus
+            .take(primary.mau)
+            .ok_or_else(|| too_small("crypto units"))?;
         let pieces = self
             .pools
             .memory
             .take(primary.memory, crate::registry::machine::MEMDR_GRANULE)
-            .expect("validated");
+            .ok_or_else(|| too_small("memory"))?;
         primary.binding = Some(Binding {
             cpus,
             maus,
@@ -231,6 +304,7 @@ impl Registry {
         }
         self.dirty.insert(Key::Domain(primary.name.clone()));
         self.domains.insert(primary.name.clone(), primary);
+        Ok(())
     }
 
     /// Rebuilds the registry from its records. Allocations are derived from the bindings, and
@@ -242,6 +316,17 @@ impl Registry {
         settings: Settings,
         records: Records,
     ) -> Result<(Registry, Vec<String>), String> {
+        Registry::restore_keeping(machine, settings, records, |_| false)
+    }
+
+    /// Like [`Registry::restore`], but a memory DR whose operation is `live` (its worker still
+    /// runs: the registry is rebuilt while the daemon runs, after a failed commit) is kept.
+    pub fn restore_keeping(
+        machine: Machine,
+        settings: Settings,
+        records: Records,
+        live: impl Fn(u64) -> bool,
+    ) -> Result<(Registry, Vec<String>), String> {
         let Some(meta) = records.meta else {
             return Err("the store has domains but no meta record".into());
         };
@@ -252,7 +337,7 @@ impl Registry {
         }
         let mut notes = Vec::new();
         for mut domain in records.domains {
-            if let Some(dr) = domain.memdr.take() {
+            if let Some(dr) = domain.memdr.take_if(|dr| !live(dr.id)) {
                 notes.push(format!(
                     "the memory DR ({} {}) on {} was interrupted by a restart and rolled back",
                     dr.action,
@@ -321,7 +406,13 @@ impl Registry {
             if !self.pools.maus.claim(&binding.maus) {
                 return Err(corrupt("a crypto unit"));
             }
-            let reserved = domain.reconf.iter().flat_map(|r| r.reserved.iter());
+            // Memory set aside for the control domain's reboot, or for a memory DR that is
+            // still running (kept only when the registry is rebuilt while the daemon runs).
+            let reserved = domain
+                .reconf
+                .iter()
+                .flat_map(|r| r.reserved.iter())
+                .chain(domain.memdr.iter().flat_map(|m| m.reserved.iter()));
             for block in binding.memory.iter().chain(reserved) {
                 if !self.pools.memory.claim(block.pa, block.size) {
                     return Err(corrupt("memory"));
@@ -358,18 +449,37 @@ impl Registry {
     }
 
     /// The records changed since the last call, with their new values (`None`: deleted).
-    pub fn take_dirty(&mut self) -> Vec<(Key, Option<Vec<u8>>)> {
+    pub fn take_dirty(&mut self) -> Result<Vec<Change>, String> {
         std::mem::take(&mut self.dirty)
             .into_iter()
             .map(|key| {
                 let value = match &key {
-                    Key::Domain(name) => self.domains.get(name).map(to_json),
-                    Key::SpConfigs => Some(to_json(&self.sp)),
-                    Key::Meta => Some(to_json(&self.meta)),
+                    Key::Domain(name) => self.domains.get(name).map(to_json).transpose()?,
+                    Key::SpConfigs => Some(to_json(&self.sp)?),
+                    Key::Meta => Some(to_json(&self.meta)?),
                 };
-                (key, value)
+                Ok((key, value))
             })
             .collect()
+    }
+
+    /// Every record, serialized as the store keeps it.
+    pub fn records(&self) -> Result<Vec<(Key, Vec<u8>)>, String> {
+        let mut records = Vec::new();
+        for (name, domain) in &self.domains {
+            records.push((Key::Domain(name.clone()), to_json(domain)?));
+        }
+        records.push((Key::SpConfigs, to_json(&self.sp)?));
+        records.push((Key::Meta, to_json(&self.meta)?));
+        Ok(records)
+    }
+
+    /// Marks every record as changed: all of them are written at the next commit.
+    pub fn touch_all(&mut self) {
+        let names: Vec<String> = self.domains.keys().cloned().collect();
+        self.dirty.extend(names.into_iter().map(Key::Domain));
+        self.dirty.insert(Key::SpConfigs);
+        self.dirty.insert(Key::Meta);
     }
 
     pub fn has_dirty(&self) -> bool {
@@ -383,6 +493,25 @@ impl Registry {
 
     pub fn take_effects(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.effects)
+    }
+
+    /// The limits that fired since the last call.
+    pub fn take_limit_hits(&mut self) -> Vec<Limit> {
+        std::mem::take(&mut self.limit_hits)
+    }
+
+    pub(crate) fn limit_hit(&mut self, limit: Limit) {
+        self.limit_hits.push(limit);
+    }
+
+    /// Refuses every write with `reason` from now on (`None`: writes are taken again).
+    pub fn refuse_writes(&mut self, reason: Option<String>) {
+        self.writes_refused = reason;
+    }
+
+    /// How many bytes listings may fill in before the replies in flight reach their limit.
+    pub fn set_reply_room(&mut self, room: usize) {
+        self.reply_room = room;
     }
 
     pub(crate) fn effect(&mut self, effect: Effect) {
@@ -446,22 +575,29 @@ impl Registry {
 
     /// The next free automatic MAC address, searching from the persisted cursor.
     pub(crate) fn allocate_mac(&mut self) -> Option<u64> {
-        let span = MAC_LAST - MAC_FIRST + 1;
-        if self.macs.len() as u64 >= span {
+        if self.free_macs() == 0 {
             return None;
         }
         let mut mac = self.meta.mac_cursor.clamp(MAC_FIRST, MAC_LAST);
+        let after = |mac: u64| {
+            if mac >= MAC_LAST {
+                MAC_FIRST
+            } else {
+                mac.saturating_add(1)
+            }
+        };
         while self.macs.contains(&mac) {
-            mac = if mac == MAC_LAST { MAC_FIRST } else { mac + 1 };
+            mac = after(mac);
         }
         self.macs.insert(mac);
-        self.meta.mac_cursor = if mac == MAC_LAST { MAC_FIRST } else { mac + 1 };
+        self.meta.mac_cursor = after(mac);
         self.touch_meta();
         Some(mac)
     }
 
     pub(crate) fn free_macs(&self) -> u64 {
-        (MAC_LAST - MAC_FIRST + 1).saturating_sub(self.macs.len() as u64)
+        const SPAN: u64 = MAC_LAST - MAC_FIRST + 1;
+        SPAN.saturating_sub(u64::try_from(self.macs.len()).unwrap_or(u64::MAX))
     }
 
     /// A version 4 UUID from the registry's generator (identifiers, not secrets).
@@ -496,7 +632,8 @@ impl Registry {
 
     pub(crate) fn next_operation(&mut self) -> u64 {
         let id = self.meta.next_operation;
-        self.meta.next_operation += 1;
+        // Ids only need to differ from those of operations still running.
+        self.meta.next_operation = id.wrapping_add(1);
         self.touch_meta();
         id
     }
@@ -562,6 +699,8 @@ pub fn hostid_of(mac: u64) -> u32 {
     0x8400_0000 | (mac & 0x00ff_ffff) as u32
 }
 
-fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("registry records always serialize")
+/// A record's bytes. Our records always serialize; should one not, the batch is refused like
+/// one the disk could not take, never half-written.
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(value).map_err(|e| format!("a registry record does not serialize: {e}"))
 }

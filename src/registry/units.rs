@@ -39,20 +39,24 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// The largest unit that states `bytes` exactly: `4G`, `1536M`, `12K`, `100`.
 pub fn format_size(bytes: u64) -> String {
     for (scale, unit) in [(TIB, "T"), (GIB, "G"), (MIB, "M"), (KIB, "K")] {
-        if bytes >= scale && bytes % scale == 0 {
-            return format!("{}{unit}", bytes / scale);
+        if bytes >= scale && bytes.is_multiple_of(scale) {
+            return format!("{}{unit}", bytes.checked_div(scale).unwrap_or_default());
         }
     }
     bytes.to_string()
 }
 
-/// Rounds `bytes` up to a multiple of `align` (a power of two).
-pub fn round_up(bytes: u64, align: u64) -> u64 {
-    bytes.div_ceil(align) * align
+/// Rounds `bytes` up to a multiple of `align` (not 0); `None` when that passes `u64::MAX`
+/// (a size within `align` of 2^64 used to wrap to 0).
+pub fn round_up(bytes: u64, align: u64) -> Option<u64> {
+    bytes.checked_next_multiple_of(align)
 }
 
+/// Rounds `bytes` down to a multiple of `align` (0 for an `align` of 0).
 pub fn round_down(bytes: u64, align: u64) -> u64 {
-    bytes / align * align
+    bytes
+        .checked_rem(align)
+        .map_or(0, |rest| bytes.saturating_sub(rest))
 }
 
 /// Longest name of a domain, service, volume, disk, network or variable (§3).
@@ -132,6 +136,18 @@ mod tests {
         for bad in ["", "G", "4X", "-1G", "1.5G", "99999999999999999999T", "4 G"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rounding_never_wraps() {
+        // A size within 4 MiB of 2^64 used to round up to 0.
+        assert_eq!(round_up(u64::MAX - MIB, 4 * MIB), None);
+        assert_eq!(round_up(u64::MAX, 1), Some(u64::MAX));
+        assert_eq!(round_up(5 * MIB, 4 * MIB), Some(8 * MIB));
+        assert_eq!(round_up(0, 4 * MIB), Some(0));
+        assert_eq!(round_down(u64::MAX, 4 * MIB), u64::MAX - (4 * MIB - 1));
+        assert_eq!(round_down(7 * MIB, 4 * MIB), 4 * MIB);
+        assert_eq!(round_down(7, 0), 0);
     }
 
     #[test]

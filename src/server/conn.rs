@@ -23,7 +23,7 @@ use crate::auth::verifier::{Immediate, Reply, VerifyRequest};
 use crate::limits::Limit;
 use crate::metrics::Phase;
 use crate::server::admission::Ticket;
-use crate::server::dispatch::{ConnKey, Request, ToIo};
+use crate::server::dispatch::{ConnKey, ReplyTicket, Request, ToIo};
 use crate::server::io_thread::{BUFFER_BYTES, ConnShared, Inbound, ThreadCtx};
 use crate::xmpp::connection::{Connection, Event};
 use crate::xmpp::error::{StreamError, StreamErrorCondition};
@@ -138,8 +138,9 @@ struct Actor {
     last_read: Instant,
     /// Reading is paused at `requests_in_flight_max` (counted once per pause).
     in_flight_full: bool,
-    /// Replies handed to the connection and not yet written: their action label and arrival.
-    answered: Vec<(usize, Instant)>,
+    /// Replies handed to the connection and not yet written: their action label, arrival, and
+    /// count in the replies in flight (released when written).
+    answered: Vec<(usize, Instant, Option<ReplyTicket>)>,
     /// Where logins on this connection come from, for the failed-login limits.
     source: LoginSource,
 }
@@ -356,12 +357,13 @@ impl Actor {
             };
 
             match message {
-                Inbound::Response(response) => {
+                Inbound::Response(response, ticket) => {
                     metrics.answered(&response);
                     debug_assert!(!self.received.is_empty(), "a reply to no document");
                     if let Some(received) = self.received.pop_front() {
                         let first = response.cmds.first().and_then(|c| c.action.as_ref());
-                        self.answered.push((metrics.action(first), received));
+                        self.answered
+                            .push((metrics.action(first), received, ticket));
                     }
                     self.core.handle_response(now, &response);
                 }
@@ -405,7 +407,7 @@ impl Actor {
             return;
         }
         let metrics = self.ctx.shared.metrics;
-        for (action, received) in self.answered.drain(..) {
+        for (action, received, _written) in self.answered.drain(..) {
             metrics.request_latency(action, now - received);
         }
         if self.received.is_empty() {

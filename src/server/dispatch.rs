@@ -7,6 +7,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
@@ -33,6 +34,32 @@ pub struct Request {
     pub reply_to: ConnKey,
 }
 
+/// The bytes a reply's listings fill in, counted in the replies in flight
+/// (`limits.reply_bytes_in_flight_max`) from the moment the registry builds the reply until
+/// the I/O thread has written it: dropping the ticket takes them off the count.
+#[derive(Debug)]
+pub struct ReplyTicket {
+    bytes: usize,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl ReplyTicket {
+    /// Counts `bytes` in `in_flight`; no ticket for a reply that filled nothing in.
+    pub fn count(bytes: usize, in_flight: Arc<AtomicUsize>) -> Option<ReplyTicket> {
+        if bytes == 0 {
+            return None;
+        }
+        in_flight.fetch_add(bytes, Ordering::AcqRel);
+        Some(ReplyTicket { bytes, in_flight })
+    }
+}
+
+impl Drop for ReplyTicket {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// Messages to an I/O thread.
 pub enum ToIo {
     Response {
@@ -41,6 +68,8 @@ pub enum ToIo {
         /// Set when the document (un)registered for events: applied before the response is
         /// delivered, so that the stream receives exactly the events committed after it.
         subscription: Option<SubscriptionChange>,
+        /// Held until the reply is written.
+        ticket: Option<ReplyTicket>,
     },
     /// A committed change, for every stream on the thread subscribed to its class.
     Event(Arc<Event>),
@@ -96,6 +125,7 @@ fn spawn_handler(
                         key,
                         response,
                         subscription: None,
+                        ticket: None,
                     });
                 }
             }

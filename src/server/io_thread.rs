@@ -35,7 +35,7 @@ use crate::ldm::event::{Event, SubscriptionChange};
 use crate::metrics::Metrics;
 use crate::server::admission::Admission;
 use crate::server::conn::{self, Transport};
-use crate::server::dispatch::{ConnKey, Request, ToIo};
+use crate::server::dispatch::{ConnKey, ReplyTicket, Request, ToIo};
 use crate::server::pool::BufferPool;
 use crate::server::subscribers::{Offer, Subscription};
 use crate::xmpp::connection::ConnectionConfig;
@@ -72,7 +72,8 @@ pub struct ThreadSetup {
 
 /// Something delivered to a connection by the router.
 pub enum Inbound {
-    Response(Response),
+    /// An answer, and its count in the replies in flight, released once it is written.
+    Response(Response, Option<ReplyTicket>),
     AuthVerdict(Result<Identity, SaslFailure>),
     /// The user store changed (delivered to every connection, behind any verdict in flight).
     Accounts(Arc<crate::auth::Accounts>),
@@ -193,13 +194,13 @@ async fn route(ctx: &Rc<ThreadCtx>, mut mailbox: mpsc::Receiver<ToIo>) {
                 }
                 for message in batch.drain(..) {
                     match message {
-                        ToIo::Response { key, response, subscription } => {
+                        ToIo::Response { key, response, subscription, ticket } => {
                             // First, so that the stream gets exactly the events committed after
                             // its registration (they follow this response in the mailbox).
                             if let Some(change) = subscription {
                                 ctx.change_subscription(key, change);
                             }
-                            ctx.deliver(key, Inbound::Response(response));
+                            ctx.deliver(key, Inbound::Response(response, ticket));
                         }
                         ToIo::Event(event) => ctx.publish(&event),
                         ToIo::AuthVerdict { key, verdict } => ctx.deliver(key, Inbound::AuthVerdict(verdict)),

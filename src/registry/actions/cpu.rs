@@ -41,13 +41,10 @@ pub(super) fn cpu_count(
         None => (vcpus, "virtual CPUs"),
     };
     let next = match change {
-        Change::Add => current.checked_add(count).ok_or("too many")?,
-        Change::Remove if count > current => {
-            return Err(format!(
-                "Cannot remove {count} {unit}: the domain has {current}"
-            ));
-        }
-        Change::Remove => current - count,
+        Change::Add => current.saturating_add(count),
+        Change::Remove => current
+            .checked_sub(count)
+            .ok_or_else(|| format!("Cannot remove {count} {unit}: the domain has {current}"))?,
         Change::Set => count,
     };
     if count == 0 && change != Change::Set {
@@ -63,8 +60,9 @@ pub(super) fn cpu_count(
             "The machine has {limit} {unit}: {next} cannot be assigned to one domain"
         ));
     }
+    // `next` is at most the machine's cores here, and cores × threads fit (checked at start).
     Ok(match cores {
-        Some(_) => (next * tpc, next),
+        Some(_) => (next.saturating_mul(tpc), next),
         None => (next, 0),
     })
 }
@@ -82,15 +80,15 @@ pub(super) fn vcpu(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outc
     }
     let tpc = reg.machine.threads_per_core;
     reg.atomically(&[name], |reg| {
-        if let Some(binding) = get_mut(reg, name).binding.as_mut() {
+        if let Some(binding) = get_mut(reg, name)?.binding.as_mut() {
             let mut cpus = std::mem::take(&mut binding.cpus);
-            if wcore > 0 || (cpus.len() as u32) > vcpus {
+            let keep = if wcore > 0 { 0 } else { to_index(vcpus) };
+            if keep < cpus.len() {
                 // Shrinking, or moving to whole cores: give back and take again.
-                let keep = if wcore > 0 { 0 } else { vcpus as usize };
-                reg.pools.cpus.give_back(&cpus[keep..]);
+                reg.pools.cpus.give_back(cpus.get(keep..).unwrap_or_default());
                 cpus.truncate(keep);
             }
-            let wanted = vcpus - cpus.len() as u32;
+            let wanted = vcpus.saturating_sub(to_count(cpus.len()));
             let free = reg.pools.cpus.free_count();
             let more = if wcore > 0 {
                 reg.pools.cpus.take_cores(wcore, tpc).ok_or_else(|| format!("Not enough free whole cores for {name}: {wcore} requested"))?
@@ -98,9 +96,9 @@ pub(super) fn vcpu(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outc
                 reg.pools.cpus.take(wanted).ok_or_else(|| format!("Not enough free virtual CPUs for {name}: {wanted} more requested, {free} available"))?
             };
             cpus.extend(more);
-            get_mut(reg, name).binding.as_mut().expect("bound").cpus = cpus;
+            bound_mut(reg, name)?.cpus = cpus;
         }
-        let domain = get_mut(reg, name);
+        let domain = get_mut(reg, name)?;
         domain.vcpus = vcpus;
         domain.wcore = wcore;
         Ok(())
@@ -117,37 +115,51 @@ pub(super) fn mau(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outco
         units(ctx, item(ctx, content, "mau")?)?,
     )?;
     let current = domain.mau;
+    let installed = reg.machine.crypto_units;
     let next = match ctx.change() {
-        Change::Add => current + count,
-        Change::Remove if count > current => {
-            return Err(format!(
-                "Cannot remove {count} crypto units: {name} has {current}"
-            ));
-        }
-        Change::Remove => current - count,
+        // Past u32::MAX is past the machine too: an add never wraps into a removal.
+        Change::Add => current.saturating_add(count),
+        Change::Remove => current
+            .checked_sub(count)
+            .ok_or_else(|| format!("Cannot remove {count} crypto units: {name} has {current}"))?,
         Change::Set => count,
     };
-    if next > reg.machine.crypto_units {
+    if next > installed {
         return Err(format!(
-            "The machine has {} crypto units",
-            reg.machine.crypto_units
+            "The machine has {installed} crypto units: {name} cannot have {}",
+            if ctx.change() == Change::Add {
+                format!("{count} more than its {current}")
+            } else {
+                next.to_string()
+            }
         ));
     }
     reg.atomically(&[name], |reg| {
-        if let Some(mut maus) = get_mut(reg, name).binding.as_mut().map(|b| std::mem::take(&mut b.maus)) {
-            if maus.len() as u32 > next {
-                reg.pools.maus.give_back(&maus[next as usize..]);
-                maus.truncate(next as usize);
+        if let Some(mut maus) = get_mut(reg, name)?.binding.as_mut().map(|b| std::mem::take(&mut b.maus)) {
+            let keep = to_index(next);
+            if keep < maus.len() {
+                reg.pools.maus.give_back(maus.get(keep..).unwrap_or_default());
+                maus.truncate(keep);
             } else {
-                let wanted = next - maus.len() as u32;
+                let wanted = next.saturating_sub(to_count(maus.len()));
                 let free = reg.pools.maus.free_count();
                 maus.extend(reg.pools.maus.take(wanted).ok_or_else(|| format!("Not enough free crypto units for {name}: {wanted} more requested, {free} available"))?);
             }
-            get_mut(reg, name).binding.as_mut().expect("bound").maus = maus;
+            bound_mut(reg, name)?.maus = maus;
         }
-        get_mut(reg, name).mau = next;
+        get_mut(reg, name)?.mau = next;
         Ok(())
     })?;
     reg.touch(name);
     Ok(Applied::default())
+}
+
+/// A count of units as a vector length (u32 always fits usize on our targets).
+fn to_index(count: u32) -> usize {
+    usize::try_from(count).unwrap_or(usize::MAX)
+}
+
+/// A vector length as a count of units (never more than the machine's 4096 threads).
+fn to_count(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
 }

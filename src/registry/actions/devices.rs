@@ -43,7 +43,7 @@ pub(super) fn vconscon(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> 
                 return Err(format!("Ports {min}-{max} overlap those of {other}"));
             }
             reg.services.insert(service.into(), name.into());
-            get_mut(reg, name).vcc.push(Vcc {
+            get_mut(reg, name)?.vcc.push(Vcc {
                 name: service.into(),
                 min_port: min,
                 max_port: max,
@@ -68,11 +68,11 @@ pub(super) fn vconscon(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> 
             if let Some(other) = overlaps(reg, min, max) {
                 return Err(format!("Ports {min}-{max} overlap those of {other}"));
             }
-            let vcc = get_mut(reg, name)
+            let vcc = get_mut(reg, name)?
                 .vcc
                 .iter_mut()
                 .find(|v| v.name == service)
-                .expect("found");
+                .ok_or_else(|| format!("{service} is not a virtual console concentrator"))?;
             vcc.min_port = min;
             vcc.max_port = max;
         }
@@ -95,7 +95,7 @@ pub(super) fn vconscon(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> 
             {
                 return Err(format!("The console of {} names {service}", client.name));
             }
-            get_mut(reg, name).vcc.retain(|v| v.name != service);
+            get_mut(reg, name)?.vcc.retain(|v| v.name != service);
             reg.services.remove(service);
         }
     }
@@ -147,7 +147,7 @@ pub(super) fn vconsole(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> 
         ));
     }
     let console = console_settings(reg, item, domain.console.clone())?;
-    get_mut(reg, name).console = console;
+    get_mut(reg, name)?.console = console;
     reg.touch(name);
     Ok(Applied::default())
 }
@@ -180,7 +180,7 @@ pub(super) fn variable(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> 
             )),
         }
     }
-    let domain = get_mut(reg, name);
+    let domain = get_mut(reg, name)?;
     for (key, value) in changes {
         match value {
             Some(v) => domain.variables.insert(key, v),
@@ -225,7 +225,7 @@ pub(super) fn io(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcom
             ));
         }
         reg.io_owner.insert(device.name.clone(), name.into());
-        let domain = get_mut(reg, name);
+        let domain = get_mut(reg, name)?;
         if control_active {
             domain
                 .reconf
@@ -245,7 +245,7 @@ pub(super) fn io(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcom
             return Err(format!("{} is not owned by {name}", device.name));
         }
         if control_active {
-            let reconf = get_mut(reg, name)
+            let reconf = get_mut(reg, name)?
                 .reconf
                 .get_or_insert_with(DelayedReconf::default);
             if !reconf.io_remove.contains(&device.name) {
@@ -259,7 +259,7 @@ pub(super) fn io(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcom
             });
         }
         reg.io_owner.remove(&device.name);
-        get_mut(reg, name).io.retain(|d| *d != device.name);
+        get_mut(reg, name)?.io.retain(|d| *d != device.name);
     }
     reg.touch(name);
     Ok(Applied::default())

@@ -11,42 +11,62 @@ pub(super) fn check_failure_policy(policy: &str) -> Result<(), String> {
     }
 }
 
-/// The ldom_info settings of `item`, checked against the registry; applied by `apply_info`.
+/// One checked ldom_info setting, ready to apply.
+pub(super) enum Setting {
+    FailurePolicy(String),
+    Master(Vec<String>),
+    Hostid(u32),
+    Mac(u64),
+    /// extended-mapin-space, perf-counters, rc-add-policy: kept as written.
+    Other(String, String),
+}
+
+/// The ldom_info settings of `item`, checked against the registry; `apply_info` applies them
+/// and cannot fail.
 pub(super) fn check_info(
     reg: &Registry,
     name: &str,
     item: &Item,
     creating: bool,
-) -> Result<(), String> {
+) -> Result<Vec<Setting>, String> {
+    let mut settings = Vec::new();
     for property in &item.properties {
         let value = property.value.trim();
-        match property.key.as_str() {
-            "failure-policy" => check_failure_policy(value)?,
+        settings.push(match property.key.as_str() {
+            "failure-policy" => {
+                check_failure_policy(value)?;
+                Setting::FailurePolicy(value.into())
+            }
             "master" => {
-                let masters: Vec<&str> = value
+                let masters: Vec<String> = value
                     .split(',')
                     .map(str::trim)
                     .filter(|m| !m.is_empty())
+                    .map(String::from)
                     .collect();
                 if masters.len() > 4 {
                     return Err(format!("LDom {name} can have at most 4 master domains"));
                 }
-                for master in masters {
+                for master in &masters {
                     if master == name {
                         return Err(format!("LDom {name} cannot be its own master"));
                     }
                     get(reg, master)?;
                 }
+                Setting::Master(masters)
             }
-            "extended-mapin-space" | "perf-counters" | "rc-add-policy" => {}
+            key @ ("extended-mapin-space" | "perf-counters" | "rc-add-policy") => {
+                check_option_value(key, value)?;
+                Setting::Other(key.into(), value.into())
+            }
             "hostid" => {
                 if !creating && get(reg, name)?.state != DomainState::Inactive {
                     return Err(format!("LDom {name} must be inactive to change its hostid"));
                 }
-                parse_hostid(value)?;
+                Setting::Hostid(parse_hostid(value)?)
             }
             other => return Err(format!("Unknown ldom_info property '{other}'")),
-        }
+        });
     }
     if let Some(address) = &item.address {
         if !creating && get(reg, name)?.state != DomainState::Inactive {
@@ -59,6 +79,18 @@ pub(super) fn check_info(
         if reg.macs.contains(&mac) && !own {
             return Err(format!("MAC address {} is already in use", format_mac(mac)));
         }
+        settings.push(Setting::Mac(mac));
+    }
+    Ok(settings)
+}
+
+/// The other settings are short keywords (`on`, `global,strand`, `iov`): kept as written, but
+/// never longer than a name.
+fn check_option_value(key: &str, value: &str) -> Result<(), String> {
+    if value.chars().count() > NAME_CHARS_MAX {
+        return Err(format!(
+            "Invalid {key}: at most {NAME_CHARS_MAX} characters are allowed"
+        ));
     }
     Ok(())
 }
@@ -69,31 +101,22 @@ pub(super) fn parse_hostid(text: &str) -> Result<u32, String> {
         .map_err(|_| format!("Invalid hostid '{text}': expected hexadecimal"))
 }
 
-pub(super) fn apply_info(reg: &mut Registry, domain: &mut Domain, item: &Item) {
-    for property in &item.properties {
-        let value = property.value.trim();
-        match property.key.as_str() {
-            "failure-policy" => domain.failure_policy = value.into(),
-            "master" => {
-                domain.master = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|m| !m.is_empty())
-                    .map(String::from)
-                    .collect();
+pub(super) fn apply_info(reg: &mut Registry, domain: &mut Domain, settings: Vec<Setting>) {
+    for setting in settings {
+        match setting {
+            Setting::FailurePolicy(policy) => domain.failure_policy = policy,
+            Setting::Master(masters) => domain.master = masters,
+            Setting::Hostid(hostid) => domain.hostid = hostid,
+            Setting::Other(key, value) => {
+                domain.options.insert(key, value);
             }
-            "hostid" => domain.hostid = parse_hostid(value).expect("checked"),
-            key => {
-                domain.options.insert(key.into(), value.into());
+            Setting::Mac(mac) => {
+                if mac != domain.mac {
+                    reg.macs.remove(&domain.mac);
+                    reg.macs.insert(mac);
+                    domain.mac = mac;
+                }
             }
-        }
-    }
-    if let Some(address) = &item.address {
-        let mac = parse_mac(address.trim()).expect("checked");
-        if mac != domain.mac {
-            reg.macs.remove(&domain.mac);
-            reg.macs.insert(mac);
-            domain.mac = mac;
         }
     }
 }
@@ -107,12 +130,13 @@ pub(super) fn add_domain(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -
     reg.check_not_in_delayed_reconf(name)?;
     // Constraints may come with the domain, as list-constraints writes them.
     let mut domain = crate::registry::model::Domain::constraints_only(name);
+    let mut settings = Vec::new();
     for item in content.sections.iter().flat_map(|s| &s.items) {
         match item.resource_type.as_str() {
-            "ldom_info" => check_info(reg, name, item, true)?,
+            "ldom_info" => settings.extend(check_info(reg, name, item, true)?),
             "cpu" => (domain.vcpus, domain.wcore) = cpu_count(reg, ctx, item, 0, 0)?,
             "mau" => domain.mau = parse_number("number of crypto units", units(ctx, item)?)?,
-            "memory" => domain.memory = parse_size(units(ctx, item)?)?,
+            "memory" => domain.memory = memory_size(units(ctx, item)?)?,
             "var" => {
                 let key = required(ctx, item, "name")?;
                 let value = item.property("value").unwrap_or_default();
@@ -141,10 +165,9 @@ pub(super) fn add_domain(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -
     domain.uuid = fresh.uuid;
     domain.mac = fresh.mac;
     domain.hostid = fresh.hostid;
-    for item in items(content, "ldom_info") {
-        apply_info(reg, &mut domain, item);
-    }
-    if items(content, "ldom_info").all(|i| i.property("hostid").is_none()) {
+    let hostid_given = settings.iter().any(|s| matches!(s, Setting::Hostid(_)));
+    apply_info(reg, &mut domain, settings);
+    if !hostid_given {
         domain.hostid = crate::registry::state::hostid_of(domain.mac);
     }
     reg.touch(name);
@@ -210,8 +233,11 @@ pub(super) fn check_removable(reg: &Registry, name: &str, leaving: &[&str]) -> R
     dependents(reg, name, leaving)
 }
 
+/// Removes `name` and everything it held from the registry (it was checked removable).
 pub(super) fn forget_domain(reg: &mut Registry, name: &str) {
-    let domain = reg.domains.remove(name).expect("checked");
+    let Some(domain) = reg.domains.remove(name) else {
+        return;
+    };
     for mac in std::iter::once(domain.mac)
         .chain(domain.vnets.iter().map(|v| v.mac))
         .chain(domain.vsw.iter().map(|v| v.mac))
@@ -308,9 +334,9 @@ pub(super) fn set_domain(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -
     let name = content.id.as_str();
     writable(reg, name)?;
     let item = item(ctx, content, "ldom_info")?;
-    check_info(reg, name, item, false)?;
-    let mut domain = reg.domains.remove(name).expect("checked");
-    apply_info(reg, &mut domain, item);
+    let settings = check_info(reg, name, item, false)?;
+    let mut domain = reg.domains.remove(name).ok_or_else(|| not_found(name))?;
+    apply_info(reg, &mut domain, settings);
     reg.domains.insert(name.into(), domain);
     reg.touch(name);
     Ok(Applied::default())
@@ -341,7 +367,7 @@ pub(super) fn bind_domain(reg: &mut Registry, name: &str) -> Outcome {
         domain.memory,
         domain.console.port,
     );
-    let rounded = round_up(memory, MEMORY_GRANULE);
+    let rounded = rounded_to_granule(memory)?;
     reg.atomically(&[name], |reg| {
         let tpc = reg.machine.threads_per_core;
         let cpus = if wcore > 0 {
@@ -375,7 +401,7 @@ pub(super) fn bind_domain(reg: &mut Registry, name: &str) -> Outcome {
                 )
             })?;
         let port = console_port(reg, &console, wanted_port)?;
-        let domain = get_mut(reg, name);
+        let domain = get_mut(reg, name)?;
         domain.binding = Some(crate::registry::model::Binding {
             cpus,
             maus,
@@ -423,11 +449,11 @@ pub(super) fn console_port(
     Ok(port)
 }
 
-pub(super) fn release_binding(reg: &mut Registry, name: &str) {
-    let console = reg.console_service(get(reg, name).expect("checked"));
-    let domain = get_mut(reg, name);
+pub(super) fn release_binding(reg: &mut Registry, name: &str) -> Result<(), String> {
+    let console = reg.console_service(get(reg, name)?);
+    let domain = get_mut(reg, name)?;
     let Some(binding) = domain.binding.take() else {
-        return;
+        return Ok(());
     };
     reg.pools.cpus.give_back(&binding.cpus);
     reg.pools.maus.give_back(&binding.maus);
@@ -437,6 +463,7 @@ pub(super) fn release_binding(reg: &mut Registry, name: &str) {
     if let (Some(port), Some(service)) = (binding.console_port, console) {
         reg.console_ports.remove(&(service, port));
     }
+    Ok(())
 }
 
 pub(super) fn unbind_domain(reg: &mut Registry, name: &str) -> Outcome {
@@ -455,8 +482,8 @@ pub(super) fn unbind_domain(reg: &mut Registry, name: &str) -> Outcome {
         }
         DomainState::Inactive => return Err(format!("LDom {name} is not bound")),
     }
-    release_binding(reg, name);
-    get_mut(reg, name).state = DomainState::Inactive;
+    release_binding(reg, name)?;
+    get_mut(reg, name)?.state = DomainState::Inactive;
     reg.touch(name);
     Ok(Applied::default())
 }
@@ -472,7 +499,7 @@ pub(super) fn start_domain(reg: &mut Registry, name: &str, now: u64) -> Outcome 
             ));
         }
     }
-    let domain = get_mut(reg, name);
+    let domain = get_mut(reg, name)?;
     domain.state = DomainState::Active;
     domain.started_at = Some(now);
     reg.touch(name);
@@ -494,13 +521,13 @@ pub(super) fn stop_domain(reg: &mut Registry, ctx: &Ctx<'_>, name: &str) -> Outc
                 "The control domain {CONTROL_DOMAIN} cannot be stopped; use the reboot option (-r) to reboot it"
             ));
         }
-        apply_reconf(reg);
-        get_mut(reg, name).started_at = Some(ctx.now);
+        apply_reconf(reg)?;
+        get_mut(reg, name)?.started_at = Some(ctx.now);
         reg.touch(name);
         return Ok(Applied::default());
     }
     reg.check_not_in_delayed_reconf(name)?;
-    let domain = get_mut(reg, name);
+    let domain = get_mut(reg, name)?;
     if reboot {
         domain.started_at = Some(ctx.now);
     } else {
@@ -522,7 +549,7 @@ pub(super) fn panic_domain(reg: &mut Registry, name: &str, now: u64) -> Outcome 
         return Err(format!("LDom {name} is not active"));
     }
     // The guest reboots after its panic; its slaves follow their failure policy.
-    get_mut(reg, name).started_at = Some(now);
+    get_mut(reg, name)?.started_at = Some(now);
     reg.touch(name);
     let slaves: Vec<(String, String)> = reg
         .domains
@@ -537,7 +564,7 @@ pub(super) fn panic_domain(reg: &mut Registry, name: &str, now: u64) -> Outcome 
             "stop" => Action::StopDomain.event_name(),
             _ => continue,
         };
-        let d = get_mut(reg, &slave);
+        let d = get_mut(reg, &slave)?;
         if policy == "stop" {
             d.state = DomainState::Bound;
             d.started_at = None;

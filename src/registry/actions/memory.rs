@@ -3,25 +3,52 @@
 
 use super::*;
 
+/// A memory size from a request. An inactive domain's constraint may exceed what this machine
+/// has (binding refuses it), but no size passes the largest machine there is, so nothing
+/// computed from it can overflow.
+pub(super) fn memory_size(text: &str) -> Result<u64, String> {
+    let size = parse_size(text)?;
+    if size > MEMORY_BYTES_MAX {
+        return Err(format!(
+            "Invalid memory size {}: at most {} can be assigned to a domain",
+            format_size(size),
+            format_size(MEMORY_BYTES_MAX)
+        ));
+    }
+    Ok(size)
+}
+
 pub(super) fn memory(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcome {
     let name = content.id.as_str();
     let domain = writable(reg, name)?;
-    let size = parse_size(units(ctx, item(ctx, content, "memory")?)?)?;
+    let size = memory_size(units(ctx, item(ctx, content, "memory")?)?)?;
     let current = domain.memory;
     let change = ctx.change();
     if size == 0 && change != Change::Set {
         return Err(format!("{} needs a size above 0", ctx.action));
     }
     let target = match change {
-        Change::Add => current.checked_add(size).ok_or("Invalid memory size")?,
-        Change::Remove if size >= current => {
-            return Err(format!(
-                "Cannot remove {} of memory from {name}: it has {}",
-                format_size(size),
-                format_size(current)
-            ));
-        }
-        Change::Remove => current - size,
+        Change::Add => current
+            .checked_add(size)
+            .filter(|t| *t <= MEMORY_BYTES_MAX)
+            .ok_or_else(|| {
+                format!(
+                    "Invalid memory size: {} more than {} is over {}",
+                    format_size(size),
+                    format_size(current),
+                    format_size(MEMORY_BYTES_MAX)
+                )
+            })?,
+        Change::Remove => current
+            .checked_sub(size)
+            .filter(|t| *t > 0)
+            .ok_or_else(|| {
+                format!(
+                    "Cannot remove {} of memory from {name}: it has {}",
+                    format_size(size),
+                    format_size(current)
+                )
+            })?,
         Change::Set => size,
     };
     if target == 0 {
@@ -29,7 +56,7 @@ pub(super) fn memory(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Ou
     }
     match (domain.state, name == CONTROL_DOMAIN) {
         (DomainState::Inactive, _) => {
-            get_mut(reg, name).memory = target;
+            get_mut(reg, name)?.memory = target;
             reg.touch(name);
             Ok(Applied::default())
         }
@@ -41,14 +68,20 @@ pub(super) fn memory(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Ou
 
 /// A bound domain's memory changes at once, in 4 MB units.
 pub(super) fn resize_bound(reg: &mut Registry, name: &str, target: u64) -> Outcome {
-    let rounded = round_up(target, MEMORY_GRANULE);
+    let rounded = rounded_to_granule(target)?;
     reg.atomically(&[name], |reg| {
         grow_or_shrink(reg, name, rounded, MEMORY_GRANULE)?;
-        get_mut(reg, name).memory = rounded;
+        get_mut(reg, name)?.memory = rounded;
         Ok(())
     })?;
     reg.touch(name);
     Ok(rounding_warning(name, target, rounded))
+}
+
+/// `bytes` rounded up to the 4 MB of bound memory.
+pub(super) fn rounded_to_granule(bytes: u64) -> Result<u64, String> {
+    round_up(bytes, MEMORY_GRANULE)
+        .ok_or_else(|| format!("Invalid memory size {}: too large", format_size(bytes)))
 }
 
 /// The warning of a bound domain whose memory was rounded up to 4 MB (§6).
@@ -71,11 +104,11 @@ pub(super) fn grow_or_shrink(
     target: u64,
     align: u64,
 ) -> Result<(), String> {
-    let binding = get_mut(reg, name).binding.take().expect("bound");
-    let mut binding = binding;
+    let Some(mut binding) = get_mut(reg, name)?.binding.take() else {
+        return Err(format!("LDom {name} is not bound"));
+    };
     let bound = binding.memory_bytes();
-    if target > bound {
-        let wanted = target - bound;
+    if let Some(wanted) = target.checked_sub(bound).filter(|w| *w > 0) {
         let free = reg.pools.memory.free_aligned(align);
         let pieces = reg.pools.memory.take(wanted, align).ok_or_else(|| {
             format!(
@@ -90,17 +123,17 @@ pub(super) fn grow_or_shrink(
                 binding.memory.extend(blocks_from(&pieces, ra_end));
             }
             Err(e) => {
-                get_mut(reg, name).binding = Some(binding);
+                get_mut(reg, name)?.binding = Some(binding);
                 return Err(e);
             }
         }
     } else {
-        let released = take_from_top(&mut binding.memory, bound - target);
+        let released = take_from_top(&mut binding.memory, bound.saturating_sub(target));
         for block in released {
             reg.pools.memory.give_back(block.pa, block.size);
         }
     }
-    get_mut(reg, name).binding = Some(binding);
+    get_mut(reg, name)?.binding = Some(binding);
     Ok(())
 }
 
@@ -115,13 +148,14 @@ pub(super) fn take_from_top(
     while left > 0 {
         let Some(last) = blocks.last_mut() else { break };
         if last.size <= left {
-            left -= last.size;
-            removed.push(blocks.pop().expect("non-empty"));
+            left = left.saturating_sub(last.size);
+            removed.extend(blocks.pop());
         } else {
-            last.size -= left;
+            // Addresses lie inside the machine (at most 64T): these sums cannot overflow.
+            last.size = last.size.saturating_sub(left);
             removed.push(crate::registry::machine::MemoryBlock {
-                ra: last.ra + last.size,
-                pa: last.pa + last.size,
+                ra: last.ra.saturating_add(last.size),
+                pa: last.pa.saturating_add(last.size),
                 size: left,
             });
             left = 0;
@@ -134,7 +168,7 @@ pub(super) const DELAYED_RECONF_WARNING: &str = "Initiating a delayed reconfigur
 
 /// The control domain's memory changes at its next reboot; growth is reserved now.
 pub(super) fn delayed_memory(reg: &mut Registry, name: &str, target: u64) -> Outcome {
-    let rounded = round_up(target, MEMORY_GRANULE);
+    let rounded = rounded_to_granule(target)?;
     let domain = get(reg, name)?;
     let first = domain.reconf.is_none();
     let mut reconf = domain.reconf.clone().unwrap_or_default();
@@ -143,8 +177,7 @@ pub(super) fn delayed_memory(reg: &mut Registry, name: &str, target: u64) -> Out
         for block in reconf.reserved.drain(..) {
             reg.pools.memory.give_back(block.pa, block.size);
         }
-        if rounded > bound {
-            let wanted = rounded - bound;
+        if let Some(wanted) = rounded.checked_sub(bound).filter(|w| *w > 0) {
             let free = reg.pools.memory.free_aligned(MEMORY_GRANULE);
             let pieces = reg
                 .pools
@@ -160,7 +193,7 @@ pub(super) fn delayed_memory(reg: &mut Registry, name: &str, target: u64) -> Out
             reconf.reserved = blocks_from(&pieces, 0);
         }
         reconf.memory = Some(rounded);
-        let domain = get_mut(reg, name);
+        let domain = get_mut(reg, name)?;
         domain.reconf = Some(reconf);
         domain.memory = rounded;
         Ok(())
@@ -174,10 +207,10 @@ pub(super) fn delayed_memory(reg: &mut Registry, name: &str, target: u64) -> Out
 }
 
 /// Applies the control domain's delayed reconfiguration (at its reboot).
-pub(super) fn apply_reconf(reg: &mut Registry) {
+pub(super) fn apply_reconf(reg: &mut Registry) -> Result<(), String> {
     let name = CONTROL_DOMAIN;
-    let Some(reconf) = get_mut(reg, name).reconf.take() else {
-        return;
+    let Some(reconf) = get_mut(reg, name)?.reconf.take() else {
+        return Ok(());
     };
     if let Some(target) = reconf.memory {
         for block in &reconf.reserved {
@@ -186,12 +219,13 @@ pub(super) fn apply_reconf(reg: &mut Registry) {
         // The reservation was just returned, so this cannot fail.
         let _ = grow_or_shrink(reg, name, target, MEMORY_GRANULE);
     }
-    let domain = get_mut(reg, name);
+    let domain = get_mut(reg, name)?;
     domain.io.retain(|d| !reconf.io_remove.contains(d));
     domain.io.extend(reconf.io_add.iter().cloned());
     for device in &reconf.io_remove {
         reg.io_owner.remove(device);
     }
+    Ok(())
 }
 
 pub(super) fn remove_reconf(reg: &mut Registry, name: &str) -> Result<(), String> {
@@ -206,7 +240,7 @@ pub(super) fn remove_reconf(reg: &mut Registry, name: &str) -> Result<(), String
     for device in &reconf.io_add {
         reg.io_owner.remove(device);
     }
-    let domain = get_mut(reg, name);
+    let domain = get_mut(reg, name)?;
     domain.reconf = None;
     domain.memory = bound;
     reg.touch(name);
@@ -220,10 +254,9 @@ pub(super) fn start_memdr(reg: &mut Registry, ctx: &Ctx<'_>, name: &str, target:
     let domain = get(reg, name)?;
     let bound = domain.binding.as_ref().map_or(0, |b| b.memory_bytes());
     let adjust = ctx.flag(&["auto-adj", "--auto-adj", "auto-adjust"]);
-    let (kind, asked) = if target >= bound {
-        (MemDrKind::Add, target - bound)
-    } else {
-        (MemDrKind::Remove, bound - target)
+    let (kind, asked) = match target.checked_sub(bound) {
+        Some(growth) => (MemDrKind::Add, growth),
+        None => (MemDrKind::Remove, bound.saturating_sub(target)),
     };
     let mut bytes = asked;
     let mut warning = None;
@@ -235,7 +268,8 @@ pub(super) fn start_memdr(reg: &mut Registry, ctx: &Ctx<'_>, name: &str, target:
             ));
         }
         bytes = match kind {
-            MemDrKind::Add => round_up(bytes, MEMDR_GRANULE),
+            // At most the machine's memory (checked in `memory`): never past u64::MAX.
+            MemDrKind::Add => round_up(bytes, MEMDR_GRANULE).unwrap_or(bytes),
             MemDrKind::Remove => round_down(bytes, MEMDR_GRANULE),
         };
         warning = Some(format!(
@@ -250,7 +284,7 @@ pub(super) fn start_memdr(reg: &mut Registry, ctx: &Ctx<'_>, name: &str, target:
             format_size(asked)
         ));
     }
-    if kind == MemDrKind::Remove && bytes + MEMDR_GRANULE > bound {
+    if kind == MemDrKind::Remove && bytes.saturating_add(MEMDR_GRANULE) > bound {
         return Err(format!(
             "Cannot remove {} from {name}: it has {} bound and must keep at least 256M",
             format_size(bytes),
@@ -271,7 +305,7 @@ pub(super) fn start_memdr(reg: &mut Registry, ctx: &Ctx<'_>, name: &str, target:
         Vec::new()
     };
     let operation = reg.next_operation();
-    get_mut(reg, name).memdr = Some(MemDr {
+    get_mut(reg, name)?.memdr = Some(MemDr {
         id: operation,
         kind,
         action: ctx.action,
@@ -305,28 +339,39 @@ pub fn finish_memdr(reg: &mut Registry, operation: u64, done: u64) -> Option<(Me
         .find(|d| d.memdr.as_ref().is_some_and(|m| m.id == operation))?
         .name
         .clone();
-    let dr = get_mut(reg, &name).memdr.take().expect("found");
+    let dr = reg.domains.get_mut(&name)?.memdr.take()?;
     let done = round_down(done.min(dr.bytes), MEMDR_GRANULE);
+    let domain = reg.domains.get_mut(&name)?;
+    // An active domain has a binding: without one there is nothing to move, and the answer
+    // says nothing was done rather than the registry stopping.
+    let Some(binding) = domain.binding.as_mut() else {
+        for block in &dr.reserved {
+            reg.pools.memory.give_back(block.pa, block.size);
+        }
+        reg.touch(&name);
+        return Some((
+            MemDrEnd::Refused,
+            Err(format!("{name} is no longer bound: nothing was moved")),
+        ));
+    };
     match dr.kind {
         MemDrKind::Add => {
             let mut reserved = dr.reserved.clone();
-            let unused = take_from_top(&mut reserved, dr.bytes - done);
-            for block in unused {
-                reg.pools.memory.give_back(block.pa, block.size);
-            }
-            let binding = get_mut(reg, &name).binding.as_mut().expect("active");
+            let unused = take_from_top(&mut reserved, dr.bytes.saturating_sub(done));
             let ra_end = binding.ra_end(crate::registry::machine::GUEST_RA_BASE);
             let pieces: Vec<(u64, u64)> = reserved.iter().map(|b| (b.pa, b.size)).collect();
             binding.memory.extend(blocks_from(&pieces, ra_end));
-            get_mut(reg, &name).memory += done;
+            domain.memory = domain.memory.saturating_add(done);
+            for block in unused {
+                reg.pools.memory.give_back(block.pa, block.size);
+            }
         }
         MemDrKind::Remove => {
-            let binding = get_mut(reg, &name).binding.as_mut().expect("active");
             let released = take_from_top(&mut binding.memory, done);
+            domain.memory = domain.memory.saturating_sub(done);
             for block in released {
                 reg.pools.memory.give_back(block.pa, block.size);
             }
-            get_mut(reg, &name).memory -= done;
         }
     }
     reg.touch(&name);
@@ -421,10 +466,12 @@ pub(super) fn cancel_operation(reg: &mut Registry, ctx: &Ctx<'_>, content: &Cont
                 ));
             };
             let id = dr.id;
-            get_mut(reg, name)
+            get_mut(reg, name)?
                 .memdr
                 .as_mut()
-                .expect("checked")
+                .ok_or_else(|| {
+                    format!("No memory dynamic reconfiguration is in progress on {name}")
+                })?
                 .cancel_requested = true;
             reg.effect(Effect::CancelMemDr { operation: id });
             Ok(Applied::default())

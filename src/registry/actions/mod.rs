@@ -24,7 +24,7 @@ use crate::ldm::document::{Cmd, Content, Data, Item, Section};
 use crate::ldm::event::{DOMAIN_RESET, EventClass};
 use crate::registry::CONTROL_DOMAIN;
 use crate::registry::listing;
-use crate::registry::machine::{MEMDR_GRANULE, MEMORY_GRANULE, blocks_from};
+use crate::registry::machine::{MEMDR_GRANULE, MEMORY_BYTES_MAX, MEMORY_GRANULE, blocks_from};
 use crate::registry::model::{
     Console, DelayedReconf, Domain, DomainState, FACTORY_DEFAULT, MemDr, MemDrEnd, MemDrKind,
     SpConfig, VDisk, VNet, Vcc, Vds, Volume, Vsw,
@@ -283,8 +283,21 @@ fn get<'r>(reg: &'r Registry, name: &str) -> Result<&'r Domain, String> {
     reg.domains.get(name).ok_or_else(|| not_found(name))
 }
 
-fn get_mut<'r>(reg: &'r mut Registry, name: &str) -> &'r mut Domain {
-    reg.domains.get_mut(name).expect("checked before")
+/// The domain `name`, to change. Handlers check before they change, so a missing domain here
+/// is a broken invariant: it is reported as a refusal, never a panic.
+fn get_mut<'r>(reg: &'r mut Registry, name: &str) -> Result<&'r mut Domain, String> {
+    reg.domains.get_mut(name).ok_or_else(|| not_found(name))
+}
+
+/// The binding of `name`, which the caller found bound.
+fn bound_mut<'r>(
+    reg: &'r mut Registry,
+    name: &str,
+) -> Result<&'r mut crate::registry::model::Binding, String> {
+    get_mut(reg, name)?
+        .binding
+        .as_mut()
+        .ok_or_else(|| format!("LDom {name} is not bound"))
 }
 
 /// A domain that may be changed now: it exists, runs no memory DR, and is not locked out by the

@@ -36,7 +36,7 @@ pub(super) fn vds(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outco
     if ctx.action == Action::AddVdiskserver {
         check_new_service(reg, service)?;
         reg.services.insert(service.into(), name.into());
-        get_mut(reg, name).vds.push(Vds {
+        get_mut(reg, name)?.vds.push(Vds {
             name: service.into(),
             volumes: Vec::new(),
         });
@@ -46,7 +46,7 @@ pub(super) fn vds(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outco
             .vds
             .iter()
             .find(|s| s.name == service)
-            .expect("owned");
+            .ok_or_else(|| format!("{service} is not a virtual disk service"))?;
         if let Some(volume) = vds.volumes.first() {
             return Err(format!(
                 "The service {service} still exports volume {}: remove its volumes first",
@@ -54,7 +54,7 @@ pub(super) fn vds(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outco
             ));
         }
         reg.services.remove(service);
-        get_mut(reg, name).vds.retain(|s| s.name != service);
+        get_mut(reg, name)?.vds.retain(|s| s.name != service);
     }
     reg.touch(name);
     Ok(Applied::default())
@@ -108,11 +108,11 @@ pub(super) fn vds_volume(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -
             opts,
             mpgroup: item.property("mpgroup").map(String::from),
         };
-        get_mut(reg, name)
+        get_mut(reg, name)?
             .vds
             .iter_mut()
             .find(|s| s.name == service)
-            .expect("found")
+            .ok_or_else(|| format!("{service} is not a virtual disk service"))?
             .volumes
             .push(volume);
     } else {
@@ -131,11 +131,11 @@ pub(super) fn vds_volume(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -
                 ));
             }
         }
-        get_mut(reg, name)
+        get_mut(reg, name)?
             .vds
             .iter_mut()
             .find(|s| s.name == service)
-            .expect("found")
+            .ok_or_else(|| format!("{service} is not a virtual disk service"))?
             .volumes
             .retain(|v| v.name != volume);
     }
@@ -170,9 +170,8 @@ pub(super) fn vdisk(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Out
             .property("timeout")
             .map(|t| parse_number("timeout", t))
             .transpose()?;
-        let domain = get_mut(reg, name);
-        let id = domain.next_device_id;
-        domain.next_device_id += 1;
+        let domain = get_mut(reg, name)?;
+        let id = next_device_id(domain)?;
         domain.vdisks.push(VDisk {
             name: disk.into(),
             service: service.into(),
@@ -184,7 +183,7 @@ pub(super) fn vdisk(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Out
         if !domain.vdisks.iter().any(|d| d.name == disk) {
             return Err(format!("Vdisk {disk} does not exist in {name}"));
         }
-        get_mut(reg, name).vdisks.retain(|d| d.name != disk);
+        get_mut(reg, name)?.vdisks.retain(|d| d.name != disk);
     }
     reg.touch(name);
     Ok(Applied::default())
@@ -283,7 +282,7 @@ pub(super) fn vswitch(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> O
             check_new_service(reg, service)?;
             let mac = mac_for(reg, item, None)?;
             reg.services.insert(service.into(), name.into());
-            get_mut(reg, name).vsw.push(Vsw {
+            get_mut(reg, name)?.vsw.push(Vsw {
                 name: service.into(),
                 mac,
                 net_dev: item
@@ -307,11 +306,11 @@ pub(super) fn vswitch(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> O
                 .ok_or_else(|| format!("{service} is not a virtual switch"))?
                 .mac;
             let mac = mac_for(reg, item, Some(current))?;
-            let vsw = get_mut(reg, name)
+            let vsw = get_mut(reg, name)?
                 .vsw
                 .iter_mut()
                 .find(|s| s.name == service)
-                .expect("found");
+                .ok_or_else(|| format!("{service} is not a virtual switch"))?;
             vsw.mac = mac;
             if let Some(dev) = item.property("dev_path").or(item.property("net-dev")) {
                 vsw.net_dev = Some(dev.into());
@@ -342,12 +341,12 @@ pub(super) fn vswitch(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> O
                     ));
                 }
             }
-            let domain = get_mut(reg, name);
+            let domain = get_mut(reg, name)?;
             let mac = domain
                 .vsw
                 .iter()
                 .find(|s| s.name == service)
-                .expect("found")
+                .ok_or_else(|| format!("{service} is not a virtual switch"))?
                 .mac;
             domain.vsw.retain(|s| s.name != service);
             reg.macs.remove(&mac);
@@ -383,9 +382,8 @@ pub(super) fn vnet(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outc
                 return Err(format!("The virtual switch {service} does not exist"));
             }
             let mac = mac_for(reg, item, None)?;
-            let domain = get_mut(reg, name);
-            let id = domain.next_device_id;
-            domain.next_device_id += 1;
+            let domain = get_mut(reg, name)?;
+            let id = next_device_id(domain)?;
             domain.vnets.push(VNet {
                 name: net.into(),
                 service: service.into(),
@@ -408,11 +406,11 @@ pub(super) fn vnet(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outc
                 ));
             }
             let mac = mac_for(reg, item, Some(old.mac))?;
-            let vnet = get_mut(reg, name)
+            let vnet = get_mut(reg, name)?
                 .vnets
                 .iter_mut()
                 .find(|n| n.name == net)
-                .expect("found");
+                .ok_or_else(|| format!("Vnet {net} does not exist in {name}"))?;
             vnet.mac = mac;
             vnet.pvid = pvid.unwrap_or(vnet.pvid);
             vnet.vid = vid.unwrap_or_else(|| vnet.vid.clone());
@@ -425,9 +423,18 @@ pub(super) fn vnet(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outc
         }
         (_, Some(old)) => {
             reg.macs.remove(&old.mac);
-            get_mut(reg, name).vnets.retain(|n| n.name != net);
+            get_mut(reg, name)?.vnets.retain(|n| n.name != net);
         }
     }
     reg.touch(name);
     Ok(Applied::default())
+}
+
+/// The next virtual device id of `domain` (`disk@N`, `network@N`), never reused.
+fn next_device_id(domain: &mut Domain) -> Result<u32, String> {
+    let id = domain.next_device_id;
+    domain.next_device_id = id
+        .checked_add(1)
+        .ok_or_else(|| format!("LDom {} has used every virtual device id", domain.name))?;
+    Ok(id)
 }

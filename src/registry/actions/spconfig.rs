@@ -28,7 +28,7 @@ pub(super) fn spconfig(reg: &mut Registry, ctx: &Ctx<'_>, data: &Data) -> Outcom
             if exists {
                 return Err(format!("The SP configuration {name} already exists"));
             }
-            if reg.sp.saved.len() + 1 >= reg.settings.spconfigs_max {
+            if reg.sp.saved.len().saturating_add(1) >= reg.settings.spconfigs_max {
                 return Err(format!(
                     "The service processor holds at most {} configurations: remove one first",
                     reg.settings.spconfigs_max
