@@ -41,3 +41,13 @@ fn sasl_plain_corpus() {
 fn config_corpus() {
     replay("config", ldmd::fuzz::config);
 }
+
+#[test]
+fn ldm_document_corpus() {
+    replay("ldm_document", ldmd::fuzz::ldm_document);
+}
+
+#[test]
+fn registry_corpus() {
+    replay("registry", ldmd::fuzz::registry);
+}

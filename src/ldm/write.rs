@@ -7,7 +7,8 @@
 //! are declared, to keep event documents small (that client reads 1 KiB at a time).
 
 use crate::ldm::document::{
-    Binding, CmdResponse, Data, DataResponse, Document, Envelope, Item, Response, Section, Status,
+    Binding, CmdResponse, Content, Data, DataResponse, Document, Envelope, Item, Response, Section,
+    Status,
 };
 use crate::ldm::parse::REQUEST_ROOT;
 use crate::xml::XmlWriter;
@@ -102,6 +103,18 @@ pub fn data_len(data: &Data, scratch: &mut Vec<u8>) -> usize {
     let len = scratch.len();
     if scratch.capacity() > SCRATCH_KEPT_BYTES {
         *scratch = Vec::new(); // one large listing does not pin its size for good
+    }
+    len
+}
+
+/// The bytes `content` takes as written in an Envelope; `scratch` as for [`data_len`].
+pub fn content_len(content: &Content, scratch: &mut Vec<u8>) -> usize {
+    scratch.clear();
+    let mut w = XmlWriter::new(scratch);
+    write_content(&mut w, content);
+    let len = scratch.len();
+    if scratch.capacity() > SCRATCH_KEPT_BYTES {
+        *scratch = Vec::new();
     }
     len
 }
@@ -218,17 +231,21 @@ fn write_status(w: &mut XmlWriter<'_>, status: Status, message: Option<&str>) {
 pub fn write_envelope(w: &mut XmlWriter<'_>, envelope: &Envelope) {
     w.open("Envelope", &[]).empty("References", &[]);
     for content in &envelope.contents {
-        let attrs = [("xsi:type", CONTENT_TYPE), ("id", content.id.as_str())];
-        if content.sections.is_empty() {
-            w.empty("Content", &attrs);
-        } else {
-            w.open("Content", &attrs);
-            content.sections.iter().for_each(|s| write_section(w, s));
-            w.close("Content");
-        }
+        write_content(w, content);
     }
     envelope.sections.iter().for_each(|s| write_section(w, s));
     w.close("Envelope");
+}
+
+fn write_content(w: &mut XmlWriter<'_>, content: &Content) {
+    let attrs = [("xsi:type", CONTENT_TYPE), ("id", content.id.as_str())];
+    if content.sections.is_empty() {
+        w.empty("Content", &attrs);
+    } else {
+        w.open("Content", &attrs);
+        content.sections.iter().for_each(|s| write_section(w, s));
+        w.close("Content");
+    }
 }
 
 fn write_section(w: &mut XmlWriter<'_>, section: &Section) {

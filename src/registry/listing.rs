@@ -29,6 +29,19 @@ pub fn list_constraints(reg: &Registry, data: &Data) -> Outcome {
     answer(data, contents, Vec::new())
 }
 
+/// The bytes `domain`'s constraints take as one object of a list-constraints reply (and so,
+/// sent back, of an add-domain request).
+pub fn constraints_len(reg: &Registry, domain: &Domain, scratch: &mut Vec<u8>) -> usize {
+    let data = Data {
+        version: Some(crate::ldm::write::DATA_VERSION.into()),
+        envelope: Some(Envelope {
+            contents: vec![content(domain, constraints(reg, domain, false))],
+            sections: Vec::new(),
+        }),
+    };
+    crate::ldm::write::data_len(&data, scratch)
+}
+
 pub fn list_bindings(reg: &Registry, data: &Data) -> Outcome {
     let domains = requested(reg, data)?;
     let contents = domains

@@ -154,41 +154,76 @@ pub(super) fn vconsole(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> 
 
 pub(super) fn variable(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcome {
     let name = content.id.as_str();
-    let domain = writable(reg, name)?;
+    let mut variables = writable(reg, name)?.variables.clone();
     let mut found = items(content, "var").peekable();
     if found.peek().is_none() {
         return Err(format!("{} needs a 'var' Item", ctx.action));
     }
-    let mut changes = Vec::new();
     for item in found {
-        let key = required(ctx, item, "name")?;
-        if key.len() > NAME_CHARS_MAX || key.contains(['=', '\0']) {
-            return Err(format!("Invalid variable name '{key}'"));
-        }
-        let exists = domain.variables.contains_key(key);
-        match ctx.action {
-            Action::AddVariable if exists => {
-                return Err(format!("Variable {key} already exists in {name}"));
-            }
-            Action::RemoveVariable if !exists => {
+        if ctx.action == Action::RemoveVariable {
+            let key = variable_name(ctx, item)?;
+            if variables.remove(key).is_none() {
                 return Err(format!("Variable {key} does not exist in {name}"));
             }
-            Action::RemoveVariable => changes.push((key.to_owned(), None)),
-            _ => changes.push((
-                key.to_owned(),
-                Some(item.property("value").unwrap_or_default().to_owned()),
-            )),
+            continue;
+        }
+        let (key, value) = variable_setting(reg, ctx, item)?;
+        let previous = variables.insert(key.to_owned(), value.to_owned());
+        if ctx.action == Action::AddVariable && previous.is_some() {
+            return Err(format!("Variable {key} already exists in {name}"));
         }
     }
-    let domain = get_mut(reg, name)?;
-    for (key, value) in changes {
-        match value {
-            Some(v) => domain.variables.insert(key, v),
-            None => domain.variables.remove(&key),
-        };
-    }
+    check_variable_count(reg, name, variables.len())?;
+    get_mut(reg, name)?.variables = variables;
     reg.touch(name);
     Ok(Applied::default())
+}
+
+/// A variable's name, checked.
+pub(super) fn variable_name<'i>(ctx: &Ctx<'_>, item: &'i Item) -> Result<&'i str, String> {
+    let key = required(ctx, item, "name")?;
+    if key.chars().count() > NAME_CHARS_MAX || key.contains(['=', '\0']) {
+        return Err(format!(
+            "Invalid variable name '{}'",
+            key.chars().take(64).collect::<String>()
+        ));
+    }
+    Ok(key)
+}
+
+/// A variable's name and value, checked against the limits.
+pub(super) fn variable_setting<'i>(
+    reg: &mut Registry,
+    ctx: &Ctx<'_>,
+    item: &'i Item,
+) -> Result<(&'i str, &'i str), String> {
+    let key = variable_name(ctx, item)?;
+    let value = item.property("value").unwrap_or_default();
+    let max = reg.settings.limits.variable_value_bytes_max;
+    if value.len() > max {
+        reg.limit_hit(crate::limits::Limit::VariableValueBytes);
+        return Err(format!(
+            "The value of variable {key} is {} bytes; limits.variable_value_bytes_max allows {max}",
+            value.len()
+        ));
+    }
+    Ok((key, value))
+}
+
+/// A domain may hold at most `variables_per_domain_max` variables.
+pub(super) fn check_variable_count(
+    reg: &mut Registry,
+    name: &str,
+    count: usize,
+) -> Result<(), String> {
+    let max = reg.settings.limits.variables_per_domain_max;
+    if count > max {
+        reg.limit_hit(crate::limits::Limit::VariablesPerDomain);
+        return Err(format!(
+            "LDom {name} would have {count} variables; limits.variables_per_domain_max allows {max}"
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn io(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcome {

@@ -127,6 +127,13 @@ pub(super) fn add_domain(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -
     if reg.domains.contains_key(name) {
         return Err(format!("LDom {name} already exists"));
     }
+    let domains_max = reg.settings.limits.domains_max;
+    if reg.domains.len() >= domains_max {
+        reg.limit_hit(crate::limits::Limit::Domains);
+        return Err(format!(
+            "The machine holds at most {domains_max} domains (limits.domains_max): remove one first"
+        ));
+    }
     reg.check_not_in_delayed_reconf(name)?;
     // Constraints may come with the domain, as list-constraints writes them.
     let mut domain = crate::registry::model::Domain::constraints_only(name);
@@ -138,9 +145,9 @@ pub(super) fn add_domain(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -
             "mau" => domain.mau = parse_number("number of crypto units", units(ctx, item)?)?,
             "memory" => domain.memory = memory_size(units(ctx, item)?)?,
             "var" => {
-                let key = required(ctx, item, "name")?;
-                let value = item.property("value").unwrap_or_default();
+                let (key, value) = variable_setting(reg, ctx, item)?;
                 domain.variables.insert(key.into(), value.into());
+                check_variable_count(reg, name, domain.variables.len())?;
             }
             "console" => domain.console = console_settings(reg, item, Console::default())?,
             other => {

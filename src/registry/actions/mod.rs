@@ -159,11 +159,121 @@ fn apply_and_publish(
     content: Cow<'_, Content>,
     change: impl FnOnce(&mut Registry, &Ctx<'_>, &Content) -> Outcome,
 ) -> Outcome {
+    if grows_constraints(ctx.action) {
+        check_constraints_room(reg, &content)?;
+    }
     let outcome = change(reg, ctx, &content)?;
     if outcome.waiting.is_none() {
         reg.publish_content(ctx.action, content.into_owned());
     }
     Ok(outcome)
+}
+
+/// What a one-domain list-constraints reply holds beside the domain's own object: the root
+/// with its namespace declarations, the cmd, and the response elements.
+const CONSTRAINTS_REPLY_OVERHEAD: usize = 1024;
+/// What one Item can gain between request and listing: the values the registry fills in (a
+/// MAC address, a device id, defaults).
+const ITEM_GROWTH_MAX: usize = 512;
+
+/// Whether an action can make a domain's constraints longer (it adds or sets strings or
+/// items). Every action is listed, so that a new one must say.
+fn grows_constraints(action: Action) -> bool {
+    match action {
+        Action::AddDomain
+        | Action::SetDomain
+        | Action::AddVdiskserver
+        | Action::AddVdiskserverdevice
+        | Action::AddVdisk
+        | Action::AddVswitch
+        | Action::SetVswitch
+        | Action::AddVnet
+        | Action::SetVnet
+        | Action::AddVconscon
+        | Action::SetVconscon
+        | Action::SetVconsole
+        | Action::AddVariable
+        | Action::SetVariable
+        | Action::AddIo => true,
+        // Counts and sizes (at most 20 digits), lifecycle, removals, listings, events.
+        Action::RemoveDomain
+        | Action::ListDomain
+        | Action::BindDomain
+        | Action::UnbindDomain
+        | Action::StartDomain
+        | Action::StopDomain
+        | Action::PanicDomain
+        | Action::AddVcpu
+        | Action::SetVcpu
+        | Action::RemoveVcpu
+        | Action::AddMau
+        | Action::SetMau
+        | Action::RemoveMau
+        | Action::AddMemory
+        | Action::SetMemory
+        | Action::RemoveMemory
+        | Action::RemoveVdiskserver
+        | Action::RemoveVdiskserverdevice
+        | Action::RemoveVdisk
+        | Action::RemoveVswitch
+        | Action::RemoveVnet
+        | Action::RemoveVconscon
+        | Action::RemoveVariable
+        | Action::ListVariable
+        | Action::RemoveIo
+        | Action::AddSpconfig
+        | Action::SetSpconfig
+        | Action::RemoveSpconfig
+        | Action::ListSpconfig
+        | Action::ListBindings
+        | Action::ListConstraints
+        | Action::ListDevices
+        | Action::ListServices
+        | Action::MigrateDomain
+        | Action::CancelOperation
+        | Action::RemoveReconf
+        | Action::RegDomainEvents
+        | Action::UnregDomainEvents
+        | Action::RegResourceEvents
+        | Action::UnregResourceEvents
+        | Action::RegHardwareEvents
+        | Action::UnregHardwareEvents
+        | Action::RegAllEvents
+        | Action::UnregAllEvents => false,
+    }
+}
+
+/// One domain's list-constraints must always fit the largest request ldmd accepts, so that it
+/// can be sent back as add-domain (§4): a change that could outgrow it is refused before it is
+/// made. Its growth is bounded by the size of the request's own object plus what the registry
+/// fills in per Item.
+fn check_constraints_room(reg: &mut Registry, content: &Content) -> Result<(), String> {
+    let budget = reg
+        .settings
+        .limits
+        .stanza_bytes_max
+        .saturating_sub(CONSTRAINTS_REPLY_OVERHEAD);
+    let mut scratch = std::mem::take(&mut reg.scratch);
+    let current = reg
+        .domains
+        .get(&content.id)
+        .map_or(0, |d| listing::constraints_len(reg, d, &mut scratch));
+    let items = content
+        .sections
+        .iter()
+        .map(|s| s.items.len())
+        .sum::<usize>();
+    let growth = crate::ldm::write::content_len(content, &mut scratch)
+        .saturating_add(items.saturating_mul(ITEM_GROWTH_MAX));
+    reg.scratch = scratch;
+    if current.saturating_add(growth) > budget {
+        reg.limit_hit(crate::limits::Limit::StanzaBytes);
+        return Err(format!(
+            "LDom {}'s constraints would outgrow limits.stanza_bytes_max ({} bytes), and its list-constraints could no longer be sent back as a request: the change is refused",
+            content.id, reg.settings.limits.stanza_bytes_max
+        ));
+    }
+    Ok(())
 }
 
 /// The one domain a data object names: its Content, or with `services`, the control domain
