@@ -524,7 +524,7 @@ fn walk_item(action: crate::ldm::action::Action, a: usize, b: usize) -> Option<c
         A::AddVcpu | A::SetVcpu | A::RemoveVcpu => (
             "cpu",
             Some(NUMBERS[a % NUMBERS.len()]),
-            if b % 3 == 0 {
+            if b.is_multiple_of(3) {
                 vec![prop("wcore", NUMBERS[b % NUMBERS.len()])]
             } else {
                 Vec::new()
