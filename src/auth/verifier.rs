@@ -101,8 +101,9 @@ struct Account {
 
 struct Shared {
     users_file: PathBuf,
-    /// (modified, length, inode) of the file the users were read from.
-    stamp: Option<(SystemTime, u64, u64)>,
+    /// (modified, length, inode) of the file the users were read from; `Some(None)` when it
+    /// did not exist, `None` before the first load.
+    stamp: Option<Option<(SystemTime, u64, u64)>>,
     users: HashMap<String, Account>,
     /// Digests of credentials that verified since the last reload.
     remembered: HashSet<[u8; 32]>,
@@ -362,7 +363,7 @@ impl Shared {
                 m.ino(),
             )
         });
-        if stamp == self.stamp && self.stamp.is_some() {
+        if self.stamp == Some(stamp) {
             return;
         }
         match UserStore::load(&self.users_file) {
@@ -379,7 +380,7 @@ impl Shared {
                         (u.name.clone(), account)
                     })
                     .collect();
-                self.stamp = stamp;
+                self.stamp = Some(stamp);
                 self.remembered.clear();
                 self.generation = self.generation.wrapping_add(1);
 
@@ -623,6 +624,18 @@ mod tests {
         let accounts = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(accounts.get("alice"), None);
         verifier.join();
+    }
+
+    #[test]
+    fn a_missing_user_file_is_loaded_once_not_at_every_look() {
+        // The watcher looks every second: without a file it must not report a change each time.
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared_for(&dir.path().join("users.toml"));
+        shared.lock().unwrap().reload_if_changed();
+        let generation = shared.lock().unwrap().generation;
+        shared.lock().unwrap().reload_if_changed();
+        shared.lock().unwrap().reload_if_changed();
+        assert_eq!(shared.lock().unwrap().generation, generation);
     }
 
     #[test]

@@ -18,8 +18,8 @@ use crate::limits::Limit;
 use crate::registry::state::{Applied, Outcome, Registry};
 
 /// What a failed object's answer adds to a reply beyond its echoed request: the response
-/// elements and a one-line reason.
-const FAILURE_BYTES_MAX: usize = 1024;
+/// elements and a one-line reason (a name of at most 256 characters in it).
+const FAILURE_BYTES_MAX: usize = 512;
 
 /// A document being answered; it waits while one of its objects runs a long operation.
 #[derive(Debug)]
@@ -44,6 +44,9 @@ struct Position {
     subscription: SubscriptionChange,
     /// Bytes of objects a listing filled in, so far.
     filled_bytes: usize,
+    /// A listing of this document already found the reply full: later ones fail at once,
+    /// without being built.
+    reply_full: bool,
 }
 
 /// A run's position and the length of its answer, to go back to.
@@ -136,6 +139,7 @@ impl Registry {
                 data: 0,
                 subscription: SubscriptionChange::default(),
                 filled_bytes: 0,
+                reply_full: false,
             },
             cmds: Vec::new(),
             refusal: None,
@@ -179,9 +183,17 @@ impl Registry {
                 run.at.cmd = run.at.cmd.saturating_add(1);
                 continue;
             };
+            let objects = run
+                .document
+                .cmds
+                .iter()
+                .fold(0usize, |n, c| n.saturating_add(c.data.len()));
             while let Some(data) = cmd.data.get(run.at.data) {
                 let outcome = match &self.writes_refused {
                     Some(reason) if action.role() == Role::Write => Err(reason.clone()),
+                    _ if action.is_list() && (run.at.reply_full || self.replies_full) => {
+                        Err(self.full_reply_message(run.at.reply_full))
+                    }
                     _ => crate::registry::actions::apply(self, action, cmd, data, now),
                 };
                 match outcome {
@@ -190,7 +202,7 @@ impl Registry {
                         ..
                     }) => return Progress::Waiting(operation),
                     outcome => {
-                        let outcome = self.within_reply_room(&mut run.at.filled_bytes, outcome);
+                        let outcome = self.within_reply_room(&mut run.at, objects, outcome);
                         let response = data_response(data, outcome);
                         if let Some(answer) = run.cmds.last_mut() {
                             answer.data.push(response);
@@ -256,7 +268,12 @@ impl Registry {
     /// Keeps a listing's answer only if the reply has room for it: its share of
     /// `reply_bytes_max`, less what a request's echo may take, and of the bytes all replies in
     /// flight may hold.
-    fn within_reply_room(&mut self, filled_bytes: &mut usize, outcome: Outcome) -> Outcome {
+    fn within_reply_room(
+        &mut self,
+        at: &mut Position,
+        objects: usize,
+        outcome: Outcome,
+    ) -> Outcome {
         let Ok(Applied {
             data: Some(filled), ..
         }) = &outcome
@@ -266,32 +283,39 @@ impl Registry {
         let limits = self.settings.limits.clone();
         // The echoes of the request and the failures' reasons are bounded by the request's
         // size and its object count; what listings fill in gets the rest.
-        let echoes = limits.stanza_bytes_max.saturating_add(
-            limits
-                .data_per_document_max
-                .saturating_mul(FAILURE_BYTES_MAX),
-        );
+        let echoes = limits
+            .stanza_bytes_max
+            .saturating_add(objects.saturating_mul(FAILURE_BYTES_MAX));
         let reply_room = limits
             .reply_bytes_max
             .saturating_sub(echoes)
-            .saturating_sub(*filled_bytes);
+            .saturating_sub(at.filled_bytes);
         let size = crate::ldm::write::data_len(filled, &mut self.scratch);
         if size > reply_room {
             self.limit_hit(Limit::ReplyBytes);
-            return Err(format!(
-                "The answer would be larger than limits.reply_bytes_max ({} bytes): name fewer objects, or fewer per document",
-                limits.reply_bytes_max
-            ));
+            at.reply_full = true;
+            return Err(self.full_reply_message(true));
         }
         if size > self.reply_room {
             self.limit_hit(Limit::ReplyBytesInFlight);
-            return Err(
-                "ldmd is holding too many large answers that clients have not read yet (limits.reply_bytes_in_flight_max): try again".into(),
-            );
+            self.replies_full = true;
+            return Err(self.full_reply_message(false));
         }
-        *filled_bytes = filled_bytes.saturating_add(size);
+        at.filled_bytes = at.filled_bytes.saturating_add(size);
         self.reply_room = self.reply_room.saturating_sub(size);
         outcome
+    }
+
+    /// Why a listing is not answered: this reply is full, or all replies in flight are.
+    fn full_reply_message(&self, this_reply: bool) -> String {
+        if this_reply {
+            format!(
+                "The answer would be larger than limits.reply_bytes_max ({} bytes): name fewer objects, or fewer per document",
+                self.settings.limits.reply_bytes_max
+            )
+        } else {
+            "ldmd is holding too many large answers that clients have not read yet (limits.reply_bytes_in_flight_max): try again".into()
+        }
     }
 }
 

@@ -154,6 +154,8 @@ pub struct Registry {
     /// Bytes listings may still fill in before the replies in flight reach
     /// `reply_bytes_in_flight_max` (set by the actor before each batch).
     pub(crate) reply_room: usize,
+    /// A listing found no room left in `reply_room`: later ones of the batch fail at once.
+    pub(crate) replies_full: bool,
     /// Reused to measure listings as they will be written.
     pub(crate) scratch: Vec<u8>,
 }
@@ -227,6 +229,7 @@ impl Registry {
             limit_hits: Vec::new(),
             writes_refused: None,
             reply_room: usize::MAX,
+            replies_full: false,
             scratch: Vec::new(),
             machine,
         }
@@ -512,6 +515,7 @@ impl Registry {
     /// How many bytes listings may fill in before the replies in flight reach their limit.
     pub fn set_reply_room(&mut self, room: usize) {
         self.reply_room = room;
+        self.replies_full = false;
     }
 
     pub(crate) fn effect(&mut self, effect: Effect) {

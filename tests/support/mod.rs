@@ -48,7 +48,23 @@ impl Daemon {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
-        Daemon::spawn(dir, config, None)
+        Daemon::spawn(dir, config, None, &[])
+    }
+
+    /// Starts `ldmd` with extra environment variables (fault points: `LDMD_FAULTS`).
+    pub fn start_with_env(
+        config: &str,
+        users: &[(&str, &str, &str)],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        add_users(&dir.path().join("state"), users);
+        Daemon::spawn(dir, config, None, env)
+    }
+
+    /// Starts `ldmd` in `dir` (state in `dir/state`), with extra environment variables.
+    pub fn start_in_with_env(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn(dir, config, None, env)
     }
 
     /// Starts `ldmd` serving /metrics on a free port.
@@ -56,10 +72,15 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         add_users(&dir.path().join("state"), users);
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        Daemon::spawn(dir, config, Some(addr))
+        Daemon::spawn(dir, config, Some(addr), &[])
     }
 
-    fn spawn(dir: tempfile::TempDir, config: &str, metrics: Option<SocketAddr>) -> Daemon {
+    fn spawn(
+        dir: tempfile::TempDir,
+        config: &str,
+        metrics: Option<SocketAddr>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let state = dir.path().join("state");
         let config_path = dir.path().join("ldmd.toml");
         let full = format!(
@@ -73,6 +94,7 @@ impl Daemon {
             .arg(&state)
             .args(["--listen", "127.0.0.1:0", "--metrics-listen"])
             .arg(metrics.map_or_else(|| "off".to_owned(), |a| a.to_string()))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -144,6 +166,21 @@ impl Daemon {
         let _ = self.child.wait();
         // Drop still runs and needs a directory to own; an empty one costs nothing.
         std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
+    /// Waits (bounded) for the process to end by itself: its exit status and stderr text, and
+    /// the directory, for a daemon to start again on the same state.
+    pub fn wait_for_exit(mut self) -> (std::process::ExitStatus, String, tempfile::TempDir) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let stderr = self.stderr.take().unwrap().join().unwrap();
+                let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+                return (status, stderr, dir);
+            }
+            assert!(Instant::now() < deadline, "ldmd did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends SIGTERM and waits for the exit status (and the stderr text).
