@@ -36,8 +36,8 @@ pub struct Connect {
     #[arg(long)]
     pub insecure: bool,
     /// Spread client source addresses over 127.0.0.1 .. 127.0.0.1+N-1 (loopback IPv4 targets
-    /// only). Without it, a run that holds more sessions than one address has ephemeral ports
-    /// for spreads them by itself.
+    /// only). Without it, a run keeps at most 200 sessions per address (ldmd allows 256 from
+    /// one source by default) and spreads the rest by itself.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16_777_214))]
     pub source_ips: Option<u32>,
     /// Full TLS handshakes only (rustls clients resume sessions by default).
@@ -115,9 +115,14 @@ const DESCRIPTORS_SPARE: u64 = 64;
 /// connections in TIME_WAIT and for other programs.
 const PORT_SHARE_PERCENT: usize = 80;
 
-/// Source addresses enough for `sessions` at once when each has `ports` ephemeral ports.
+/// Sessions per source address at most, so that a run stays within ldmd's default
+/// `limits.connections_per_source_max` (256) without being told.
+const SESSIONS_PER_SOURCE_MAX: usize = 200;
+
+/// Source addresses enough for `sessions` at once when each has `ports` ephemeral ports, and
+/// no more than [`SESSIONS_PER_SOURCE_MAX`] sessions on one.
 fn sources_needed(sessions: usize, ports: usize) -> u32 {
-    let per_source = (ports * PORT_SHARE_PERCENT / 100).max(1);
+    let per_source = (ports * PORT_SHARE_PERCENT / 100).clamp(1, SESSIONS_PER_SOURCE_MAX);
     u32::try_from(sessions.div_ceil(per_source).max(1)).unwrap_or(u32::MAX)
 }
 
@@ -183,14 +188,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sessions_spread_over_loopback_sources_only_past_the_port_range() {
-        // 28,232 ports (Linux's default range): 80% of them per address.
+    fn sessions_spread_over_loopback_sources_past_200_each_or_the_port_range() {
+        // 28,232 ports (Linux's default range): 80% of them per address, 200 at most.
         let ports = 28_232;
-        assert_eq!(sources_needed(10_000, ports), 1);
-        assert_eq!(sources_needed(22_585, ports), 1);
-        assert_eq!(sources_needed(22_586, ports), 2);
-        assert_eq!(sources_needed(100_000, ports), 5);
+        // At most 200 per source: ldmd's default allows 256 connections from one address.
+        assert_eq!(sources_needed(200, ports), 1);
+        assert_eq!(sources_needed(201, ports), 2);
+        assert_eq!(sources_needed(10_000, ports), 50);
+        assert_eq!(sources_needed(100_000, ports), 500);
         assert_eq!(sources_needed(0, ports), 1);
+        // A small port range still decides when it is the tighter bound.
+        assert_eq!(sources_needed(1000, 100), 13);
     }
 
     #[test]
