@@ -326,8 +326,9 @@ fn read_password(name: &str) -> Result<Zeroizing<String>, String> {
 fn prompt_hidden(prompt: &str) -> Result<Zeroizing<String>, String> {
     eprint!("{prompt}");
     let fd = libc::STDIN_FILENO;
-    // SAFETY: termios calls on stdin with a zeroed struct they fill in.
+    // SAFETY: termios is plain data; all zeroes is a valid value that tcgetattr overwrites.
     let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr on stdin with a struct we own.
     let have_tty = unsafe { libc::tcgetattr(fd, &mut saved) } == 0;
     if have_tty {
         let mut quiet = saved;

@@ -329,6 +329,7 @@ fn one_source_cannot_take_every_connection() {
 fn local_users_cannot_lock_root_out_of_the_unix_socket() {
     // A uid mapped to read is exempt from the idle timeout, so it could hold every Unix slot
     // forever. It gets connections_per_uid_max, never the reserved slots; root still gets in.
+    // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         println!("skipped: switching to uid 65534 needs root");
         return;
@@ -398,6 +399,7 @@ fn as_uid(
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // SAFETY: dropping privileges in the forked child.
             assert_eq!(unsafe { libc::setgid(uid) }, 0);
+            // SAFETY: as above.
             assert_eq!(unsafe { libc::setuid(uid) }, 0);
             body(&socket, tls)
         }));
@@ -885,6 +887,7 @@ impl Drop for SmallDisk {
 fn a_full_disk_refuses_writes_serves_reads_and_recovers_and_a_restart_serves_reads() {
     // A failed commit used to exit the daemon, and every restart exited again at its first
     // write: a crash loop on a full disk. Run on a tmpfs of 16 MiB that the test fills.
+    // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         println!("skipped: mounting a small tmpfs to fill needs root");
         return;

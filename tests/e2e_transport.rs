@@ -171,6 +171,7 @@ fn as_nobody_over_unix(daemon: &Daemon) -> String {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // SAFETY: dropping privileges in the forked child.
             assert_eq!(unsafe { libc::setgid(65534) }, 0);
+            // SAFETY: as above.
             assert_eq!(unsafe { libc::setuid(65534) }, 0);
             let stream = UnixStream::connect(&socket).expect("connect as nobody");
             let mut client = Client::over(stream, tls);

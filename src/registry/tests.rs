@@ -740,3 +740,79 @@ fn a_run_rewinds_to_where_the_batch_found_it() {
     assert_eq!(response.cmds[0].status(), Status::Success);
     assert_eq!(response.cmds[1].data[0].messages, ["no space"]);
 }
+
+#[test]
+fn list_bindings_of_a_fully_allocated_machine_fits_the_default_reply_limit() {
+    // The default reply_bytes_max (16 MiB) must answer an operator's `ldm list-bindings` of a
+    // whole machine. Fully allocated: every one of the 240 threads the control domain leaves
+    // bound to a guest of its own, each with 2G, a crypto unit where there is one left, a
+    // vdisk, a vnet and a console port.
+    let mut reg = registry();
+    let ports = prop_item(
+        "vcc",
+        &[
+            ("service_name", "primary-vcc0"),
+            ("min_port", "5000"),
+            ("max_port", "5300"),
+        ],
+    );
+    ok(&mut reg, &cmd("set-vconscon", "primary", &ports));
+    for n in 0..240 {
+        let name = format!("guest-{n:03}");
+        let volume = prop_item(
+            "vds_volume",
+            &[
+                ("service_name", "primary-vds0"),
+                ("vol_name", &format!("vol-{n:03}")),
+                ("block_dev", &format!("/dev/zvol/dsk/ldoms/{name}/disk0")),
+            ],
+        );
+        ok(&mut reg, &cmd("add-vdiskserverdevice", "primary", &volume));
+        let mau = if n < 30 {
+            units("mau", "1")
+        } else {
+            String::new()
+        };
+        ok(
+            &mut reg,
+            &cmd(
+                "add-domain",
+                &name,
+                &(units("cpu", "1") + &units("memory", "2G") + &mau),
+            ),
+        );
+        let disk = prop_item(
+            "disk",
+            &[
+                ("vdisk_name", "vdisk0"),
+                ("service_name", "primary-vds0"),
+                ("vol_name", &format!("vol-{n:03}")),
+            ],
+        );
+        ok(&mut reg, &cmd("add-vdisk", &name, &disk));
+        let net = prop_item(
+            "network",
+            &[("vnet_name", "vnet0"), ("service_name", "primary-vsw0")],
+        );
+        ok(&mut reg, &cmd("add-vnet", &name, &net));
+        ok(&mut reg, &cmd("bind-domain", &name, ""));
+    }
+    assert_eq!(reg.pools().cpus.free_count(), 0, "every thread is bound");
+    let reply = respond(
+        &mut reg,
+        "<LDM_interface version='1.0'><cmd><action>list-bindings</action><data version='3.0'/></cmd></LDM_interface>",
+        Role::Read,
+    );
+    assert_eq!(reply.status(), Status::Success);
+    let mut out = Vec::new();
+    crate::ldm::write_response(&mut out, &reply);
+    println!(
+        "list-bindings of a fully allocated machine: {} bytes",
+        out.len()
+    );
+    assert!(
+        out.len() < crate::limits::REPLY_BYTES_MAX_DEFAULT / 4,
+        "{} bytes",
+        out.len()
+    );
+}
