@@ -820,11 +820,12 @@ fn a_daemon_that_cannot_open_its_store_for_writing_starts_and_serves_reads() {
 }
 
 /// SIGTERM, then the exit status and the directory to start again in.
-fn first_terminate(daemon: Daemon) -> ((std::process::ExitStatus, tempfile::TempDir), ()) {
+#[cfg(feature = "fault-points")]
+fn stop(daemon: Daemon) -> (std::process::ExitStatus, tempfile::TempDir) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
     let (status, _, dir) = daemon.wait_for_exit();
-    ((status, dir), ())
+    (status, dir)
 }
 
 /// A tmpfs of `bytes` mounted at `path` for the life of the value (root only).
