@@ -803,10 +803,9 @@ fn a_daemon_that_cannot_open_its_store_for_writing_starts_and_serves_reads() {
         document_status(&local(&first).request(&add_domain("g"))).0,
         "success"
     );
-    let (status, _) = first_terminate(first);
-    assert!(status.0.success());
-    let daemon =
-        Daemon::start_in_with_env(status.1, REMOTE, &[("LDMD_FAULTS", "store.open=enospc*2")]);
+    let (status, dir) = stop(first);
+    assert!(status.success());
+    let daemon = Daemon::start_in_with_env(dir, REMOTE, &[("LDMD_FAULTS", "store.open=enospc*2")]);
     let mut client = local(&daemon);
     assert!(listed(&mut client).contains(&"g".to_owned()), "reads work");
     let (status, message) = document_status(&client.request(&add_domain("h")));
