@@ -957,3 +957,25 @@ fn a_full_disk_refuses_writes_serves_reads_and_recovers_and_a_restart_serves_rea
     drop(disk);
     drop(daemon);
 }
+
+#[cfg(feature = "fault-points")]
+#[test]
+fn a_first_start_whose_first_commit_fails_saves_its_whole_state_later() {
+    // The machine's first state (the control domain, the counters) is not on disk until a
+    // commit takes it: when the disk refuses the first ones, none of it may be forgotten.
+    let daemon = Daemon::start_with_env(REMOTE, &[], &[("LDMD_FAULTS", "store.commit=enospc*1")]);
+    let mut client = local(&daemon);
+    assert!(listed(&mut client).contains(&"primary".to_owned()));
+    let deadline = Instant::now() + BYSTANDER_BOUND * 2;
+    while document_status(&client.request(&add_domain("g"))).0 != "success" {
+        assert!(Instant::now() < deadline, "the store was never taken back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dir = daemon.crash();
+    let daemon = Daemon::start_in(dir, REMOTE);
+    let names = listed(&mut local(&daemon));
+    assert!(
+        names.contains(&"primary".to_owned()) && names.contains(&"g".to_owned()),
+        "{names:?}"
+    );
+}

@@ -205,9 +205,11 @@ impl RegistryActor {
         if let Some(reason) = self.store_fault {
             actor.store_failed(reason);
         }
-        // A new or rolled-back state is made durable before anything is answered.
+        // A new or rolled-back state is made durable before anything is answered. If the store
+        // cannot take it, every record stays marked: none of this state is on disk yet.
         actor.begin_batch();
         if let Err(reason) = actor.commit() {
+            actor.registry.touch_all();
             actor.store_failed(reason);
         }
         crate::metrics::get()
@@ -359,7 +361,9 @@ impl Actor {
 
     /// Writes the batch's changes durably; nothing of the batch may be acknowledged otherwise.
     fn commit(&mut self) -> Result<(), String> {
-        if !self.registry.has_dirty() {
+        // While writes are refused nothing new is dirty but what a rebuild rolled back; the
+        // store is not touched before its retry time.
+        if !self.registry.has_dirty() || self.registry.writes_refused.is_some() {
             for report in self.finished.drain(..) {
                 if let Report::Done { operation, .. } = report {
                     self.cancels.remove(&operation);
