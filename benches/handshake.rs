@@ -213,6 +213,7 @@ impl Login {
                 user: c.authcid.clone(),
                 role: Role::Write,
                 credential: 1,
+                generation: 0,
             };
             server.handle_auth_result(now, Ok(identity));
             c

@@ -194,6 +194,7 @@ fn answer_work(pair: &mut Pair) {
                             user: credentials.authcid.clone(),
                             role: Role::Write,
                             credential: 1,
+                            generation: 0,
                         })
                     } else {
                         Err(crate::xmpp::SaslFailure::NotAuthorized)

@@ -141,11 +141,9 @@ fn open_registry(config: &Config) -> Result<RegistryActor, String> {
         limits: RegistryLimits::from_limits(&config.limits),
         ..Settings::default()
     };
-    let (store, records, store_fault) = match Store::open(&path) {
-        Ok(store) => {
-            let records = store.load().map_err(|e| e.to_string())?;
-            (store, records, None)
-        }
+    let opened = Store::open(&path).and_then(|store| Ok((store.load()?, store)));
+    let (store, records, store_fault) = match opened {
+        Ok((records, store)) => (store, records, None),
         Err(e) => {
             tracing::error!(error = %e, "cannot open the registry store for writing: reading it instead; writes are refused until it opens");
             let records = Store::read_only(&path)

@@ -268,6 +268,7 @@ impl Pair {
             user: "alice".into(),
             role: Role::Write,
             credential: 1,
+            generation: 0,
         }));
         assert_eq!(
             self.recv(),

@@ -95,11 +95,15 @@ impl LoginGuard {
         Ok(())
     }
 
-    /// Records a failed login.
-    pub fn failed(&mut self, now: Instant, source: LoginSource, user: &str) {
+    /// Records a failed login; `account` is the user name when such an account exists. Only
+    /// existing accounts are counted per user: names an attacker makes up cannot fill the table
+    /// and push a real user's count out of it.
+    pub fn failed(&mut self, now: Instant, source: LoginSource, account: Option<&str>) {
         let (window, entries_max) = (self.window, self.entries_max);
         count(&mut self.sources, source, now, window, entries_max);
-        count(&mut self.users, user.to_owned(), now, window, entries_max);
+        if let Some(user) = account {
+            count(&mut self.users, user.to_owned(), now, window, entries_max);
+        }
     }
 
     fn failures<K, Q>(&self, table: &HashMap<K, Window>, key: &Q, now: Instant) -> u32
@@ -162,7 +166,7 @@ mod tests {
         let t0 = Instant::now();
         for _ in 0..3 {
             assert_eq!(guard.check(t0, ip(1), "alice"), Ok(()));
-            guard.failed(t0, ip(1), "alice");
+            guard.failed(t0, ip(1), Some("alice"));
         }
         assert_eq!(
             guard.check(t0, ip(1), "bob"),
@@ -179,7 +183,7 @@ mod tests {
         let mut guard = LoginGuard::new(WINDOW, 100, 5);
         let t0 = Instant::now();
         for attacker in 10..20 {
-            guard.failed(t0, ip(attacker), "alice");
+            guard.failed(t0, ip(attacker), Some("alice"));
         }
         assert_eq!(
             guard.check(t0, ip(10), "alice"),
@@ -190,13 +194,28 @@ mod tests {
     }
 
     #[test]
+    fn made_up_user_names_are_counted_per_source_only() {
+        let mut guard = LoginGuard::new(WINDOW, 100, 1);
+        let t0 = Instant::now();
+        for n in 0..50u8 {
+            guard.failed(t0, ip(n), None);
+        }
+        assert!(guard.users.is_empty());
+        guard.failed(t0, ip(1), Some("alice"));
+        assert_eq!(
+            guard.check(t0, ip(1), "alice"),
+            Err(Limit::LoginFailuresPerUser)
+        );
+    }
+
+    #[test]
     fn tables_stay_bounded() {
         let mut guard = LoginGuard::new(WINDOW, 3, 3);
         guard.entries_max = 8;
         let t0 = Instant::now();
         for n in 0..100u8 {
             let at = t0 + Duration::from_millis(u64::from(n));
-            guard.failed(at, ip(n), &format!("user{n}"));
+            guard.failed(at, ip(n), Some(&format!("user{n}")));
         }
         assert!(guard.sources.len() <= 8);
         assert!(guard.users.len() <= 8);

@@ -46,14 +46,18 @@ pub struct VerifyRequest {
     pub reply: Reply,
 }
 
-/// What the accounts are now, for the streams already logged in: user → (role, credential).
+/// What the accounts are now, for the streams already logged in: user → (role, credential),
+/// as of one version (`generation`) of the user store.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Accounts(HashMap<String, (Role, u64)>);
+pub struct Accounts {
+    pub generation: u64,
+    users: HashMap<String, (Role, u64)>,
+}
 
 impl Accounts {
     /// The role and credential tag of `user`, if the account exists.
     pub fn get(&self, user: &str) -> Option<(Role, u64)> {
-        self.0.get(user).copied()
+        self.users.get(user).copied()
     }
 }
 
@@ -234,9 +238,10 @@ fn work(shared: &Mutex<Shared>, requests: &Mutex<Receiver<VerifyRequest>>) {
         };
         let verdict = verify(shared, &request.credentials);
         if verdict == Err(SaslFailure::NotAuthorized) {
-            lock(shared)
-                .guard
-                .failed(Instant::now(), request.source, &request.credentials.authcid);
+            let mut state = lock(shared);
+            let user = &request.credentials.authcid;
+            let account = state.users.contains_key(user).then_some(user.as_str());
+            state.guard.failed(Instant::now(), request.source, account);
         }
         (request.reply)(verdict);
     }
@@ -339,6 +344,7 @@ fn finish(
                 user,
                 role: account.role,
                 credential: account.credential,
+                generation: state.generation,
             }),
             _ => Err(SaslFailure::NotAuthorized),
         };
@@ -351,6 +357,7 @@ fn finish(
         user,
         role: pending.role,
         credential: pending.credential,
+        generation: pending.generation,
     })
 }
 
@@ -403,16 +410,19 @@ impl Shared {
             user: credentials.authcid.clone(),
             role: account.role,
             credential: account.credential,
+            generation: self.generation,
         })
     }
 
     fn accounts(&self) -> Accounts {
-        Accounts(
-            self.users
+        Accounts {
+            generation: self.generation,
+            users: self
+                .users
                 .iter()
                 .map(|(name, a)| (name.clone(), (a.role, a.credential)))
                 .collect(),
-        )
+        }
     }
 
     /// HMAC(secret, name NUL password): remembers a success without keeping the password.

@@ -49,8 +49,8 @@ use tokio::sync::{Notify, mpsc};
 use crate::ldm::event::Event;
 use crate::registry::actions;
 use crate::registry::machine::MEMDR_GRANULE;
-use crate::registry::model::MemDrKind;
-use crate::registry::run::{Progress, Run};
+use crate::registry::model::{MemDrEnd, MemDrKind};
+use crate::registry::run::{Checkpoint, Progress, Run};
 use crate::registry::state::{Effect, Key, Registry};
 use crate::registry::store::{Store, records_of};
 use crate::registry::units::round_down;
@@ -135,8 +135,45 @@ impl Backend for RegistryActor {
 #[allow(clippy::large_enum_variant)]
 enum Output {
     /// An answered document, with the connection it goes to.
-    Reply(ConnKey, Run),
+    Reply(Answer),
     Event(Arc<Event>),
+}
+
+/// A document being answered, for one connection, with the bytes its listings filled in
+/// counted in the replies in flight from the moment they are built (a document that then waits
+/// for a memory DR holds them all that time).
+struct Answer {
+    key: ConnKey,
+    run: Run,
+    counted: Option<ReplyTicket>,
+}
+
+impl Answer {
+    fn new(key: ConnKey, run: Run) -> Answer {
+        Answer {
+            key,
+            run,
+            counted: None,
+        }
+    }
+
+    /// Counts what the run filled in since the last call.
+    fn count(&mut self, in_flight: &Arc<AtomicUsize>) {
+        let counted = self.counted.as_ref().map_or(0, ReplyTicket::bytes);
+        let filled = self.run.filled_bytes();
+        if filled > counted {
+            let more = ReplyTicket::count(filled - counted, in_flight.clone());
+            self.counted = ReplyTicket::join(self.counted.take(), more);
+        }
+    }
+
+    /// Back to where the batch found it, counted anew.
+    fn rewind(&mut self, in_flight: &Arc<AtomicUsize>) -> Option<Checkpoint> {
+        let checkpoint = self.run.rewind();
+        self.counted = None;
+        self.count(in_flight);
+        checkpoint
+    }
 }
 
 /// The store failed: why, and when to try it again.
@@ -157,18 +194,21 @@ struct Actor {
     /// False until the first commit succeeds: `committed` then holds state not yet on disk.
     committed_is_durable: bool,
     /// Documents waiting for a long operation, by operation id.
-    waiting: HashMap<u64, (ConnKey, Run)>,
+    waiting: HashMap<u64, Answer>,
     /// Later documents of a connection whose earlier one is unanswered: answered in order. A
     /// connection has an entry exactly while one of its documents is unanswered.
     held: HashMap<ConnKey, VecDeque<Run>>,
     cancels: HashMap<u64, Arc<Notify>>,
     reports_tx: mpsc::UnboundedSender<Report>,
     outputs: Vec<Output>,
-    /// Memory DRs that finished in the batch in progress, to record again if it fails.
-    finished: Vec<Report>,
+    /// Memory DRs that finished in the batch in progress (and how), to record again if it fails.
+    finished: Vec<(Report, MemDrEnd)>,
     /// Finished memory DRs whose recording a failed commit undid: applied first next time.
     pending: Vec<Report>,
     fault: Option<StoreFault>,
+    /// A commit failed since the store last took one: the next commit rewrites every record
+    /// and deletes what it does not name (the failed commit may have reached the disk).
+    resync: bool,
     /// Bytes of replies built and not yet written, shared with the I/O threads.
     replies_in_flight: Arc<AtomicUsize>,
     reply_bytes_in_flight_max: usize,
@@ -199,10 +239,12 @@ impl RegistryActor {
             finished: Vec::new(),
             pending: Vec::new(),
             fault: None,
+            resync: false,
             replies_in_flight: Arc::new(AtomicUsize::new(0)),
             reply_bytes_in_flight_max: self.reply_bytes_in_flight_max,
         };
         if let Some(reason) = self.store_fault {
+            actor.resync = true;
             actor.store_failed(reason);
         }
         // A new or rolled-back state is made durable before anything is answered. If the store
@@ -210,6 +252,7 @@ impl RegistryActor {
         actor.begin_batch();
         if let Err(reason) = actor.commit() {
             actor.registry.touch_all();
+            actor.resync = true;
             actor.store_failed(reason);
         }
         crate::metrics::get()
@@ -295,22 +338,24 @@ impl Actor {
             queue.push_back(run);
             return;
         }
-        self.advance(request.reply_to, run, now);
+        self.advance(Answer::new(request.reply_to, run), now);
     }
 
-    /// Answers `run` and then, while they do not wait, the documents held behind it.
-    fn advance(&mut self, key: ConnKey, run: Run, now: u64) {
-        let mut next = Some(run);
-        while let Some(mut run) = next.take() {
-            run.checkpoint(None);
-            let progress = self.registry.advance(&mut run, now);
+    /// Answers `answer` and then, while they do not wait, the documents held behind it.
+    fn advance(&mut self, answer: Answer, now: u64) {
+        let key = answer.key;
+        let mut next = Some(answer);
+        while let Some(mut answer) = next.take() {
+            answer.run.checkpoint(None);
+            let progress = self.registry.advance(&mut answer.run, now);
+            answer.count(&self.replies_in_flight);
             self.collect_events();
             match progress {
                 Progress::Done => {
-                    self.outputs.push(Output::Reply(key, run));
+                    self.outputs.push(Output::Reply(answer));
                     if let Some(queue) = self.held.get_mut(&key) {
                         match queue.pop_front() {
-                            Some(run) => next = Some(run),
+                            Some(run) => next = Some(Answer::new(key, run)),
                             None => {
                                 self.held.remove(&key);
                             }
@@ -319,7 +364,7 @@ impl Actor {
                 }
                 Progress::Waiting(operation) => {
                     self.held.entry(key).or_default();
-                    self.waiting.insert(operation, (key, run));
+                    self.waiting.insert(operation, answer);
                 }
             }
         }
@@ -341,13 +386,12 @@ impl Actor {
                 else {
                     return;
                 };
-                self.finished.push(report);
-                crate::metrics::get().memdr(end).increment(1);
+                self.finished.push((report, end));
                 self.collect_events();
-                if let Some((key, mut run)) = self.waiting.remove(&operation) {
-                    run.checkpoint(Some(operation));
-                    Registry::resume(&mut run, outcome);
-                    self.advance(key, run, now);
+                if let Some(mut answer) = self.waiting.remove(&operation) {
+                    answer.run.checkpoint(Some(operation));
+                    Registry::resume(&mut answer.run, outcome);
+                    self.advance(answer, now);
                 }
             }
         }
@@ -364,19 +408,21 @@ impl Actor {
         // While writes are refused nothing new is dirty but what a rebuild rolled back; the
         // store is not touched before its retry time.
         if !self.registry.has_dirty() || self.registry.writes_refused.is_some() {
-            for report in self.finished.drain(..) {
-                if let Report::Done { operation, .. } = report {
-                    self.cancels.remove(&operation);
-                }
-            }
+            self.settle_finished();
             return Ok(());
         }
         if crate::fault::point("registry.commit").is_some() {
             panic!("fault point registry.commit fired");
         }
         let started = Instant::now();
+        if self.resync {
+            self.registry.touch_all();
+        }
         let changes = self.registry.take_dirty()?;
-        self.store.commit(&changes).map_err(|e| e.to_string())?;
+        self.store
+            .commit(&changes, self.resync)
+            .map_err(|e| e.to_string())?;
+        self.resync = false;
         let elapsed = started.elapsed();
         for (key, value) in changes {
             match value {
@@ -385,15 +431,10 @@ impl Actor {
             };
         }
         self.committed_is_durable = true;
-        for (_, run) in self.waiting.values_mut() {
-            run.settle();
+        for answer in self.waiting.values_mut() {
+            answer.run.settle();
         }
-        // The memory DRs recorded as finished are over: their workers are gone.
-        for report in self.finished.drain(..) {
-            if let Report::Done { operation, .. } = report {
-                self.cancels.remove(&operation);
-            }
-        }
+        self.settle_finished();
         if let Some(fault) = self.fault.take() {
             tracing::info!(after = %fault.reason, "the registry store takes changes again");
             crate::metrics::get().registry_store_writable.set(1.0);
@@ -406,6 +447,17 @@ impl Actor {
             .registry_domains
             .set(self.registry.domains().count() as f64);
         Ok(())
+    }
+
+    /// The memory DRs recorded as finished in a batch that is durable: their workers are gone,
+    /// and their outcomes count.
+    fn settle_finished(&mut self) {
+        for (report, end) in self.finished.drain(..) {
+            if let Report::Done { operation, .. } = report {
+                self.cancels.remove(&operation);
+            }
+            crate::metrics::get().memdr(end).increment(1);
+        }
     }
 
     /// Remembers that the store failed, and when to try it again.
@@ -431,6 +483,7 @@ impl Actor {
     /// batch touched answered again with its writes refused (see the module documentation).
     fn roll_back(&mut self, reason: String, now: u64) {
         self.store_failed(reason.clone());
+        self.resync = true;
         let cancels = &self.cancels;
         let rebuilt = records_of(&self.committed).and_then(|records| {
             Registry::restore_keeping(
@@ -442,47 +495,59 @@ impl Actor {
         });
         match rebuilt {
             Ok((registry, _)) => self.registry = registry,
-            // Only a record that no longer decodes could get here; keep serving what we have.
+            // Only a record that no longer decodes could get here. The state then keeps the
+            // batch's changes: all of it is written at the next commit, and nothing it started
+            // runs.
             Err(e) => {
-                tracing::error!(error = %e, "cannot rebuild the registry after a failed commit")
+                tracing::error!(error = %e, "cannot rebuild the registry after a failed commit");
+                self.registry.touch_all();
+                let _ = self.registry.take_effects();
+                let _ = self.registry.take_events();
             }
         }
         if !self.committed_is_durable {
             self.registry.touch_all();
         }
-        self.pending.append(&mut self.finished);
+        // The rebuilt registry starts with no room figures: give it the batch's again. Its
+        // limit hits are counted anew as the documents are answered again.
+        let in_flight = self.replies_in_flight.load(Ordering::Acquire);
+        self.registry
+            .set_reply_room(self.reply_bytes_in_flight_max.saturating_sub(in_flight));
+        self.pending
+            .extend(self.finished.drain(..).map(|(report, _)| report));
 
         // Every document the batch touched, back to where it stood, in the order they were
         // answered; replies and events of the batch are dropped.
-        let mut again: Vec<(ConnKey, Run)> = Vec::new();
+        let mut again: Vec<Answer> = Vec::new();
         for output in self.outputs.drain(..) {
-            if let Output::Reply(key, run) = output {
-                again.push((key, run));
+            if let Output::Reply(answer) = output {
+                again.push(answer);
             }
         }
         let touched: Vec<u64> = self
             .waiting
             .iter()
-            .filter(|(_, (_, run))| run.is_touched())
+            .filter(|(_, answer)| answer.run.is_touched())
             .map(|(operation, _)| *operation)
             .collect();
         for operation in touched {
-            if let Some(entry) = self.waiting.remove(&operation) {
-                again.push(entry);
+            if let Some(answer) = self.waiting.remove(&operation) {
+                again.push(answer);
             }
         }
         let mut queues: Vec<(ConnKey, Vec<Run>)> = Vec::new();
-        for (key, mut run) in again {
-            match run.rewind() {
+        for mut answer in again {
+            let key = answer.key;
+            match answer.rewind(&self.replies_in_flight) {
                 // Resumed by a memory DR that finished in this batch: it waits for it again.
                 Some(checkpoint) if checkpoint.waiting_for.is_some() => {
                     let operation = checkpoint.waiting_for.unwrap_or_default();
-                    self.waiting.insert(operation, (key, run));
+                    self.waiting.insert(operation, answer);
                     self.held.entry(key).or_default();
                 }
                 _ => match queues.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, runs)) => runs.push(run),
-                    None => queues.push((key, vec![run])),
+                    Some((_, runs)) => runs.push(answer.run),
+                    None => queues.push((key, vec![answer.run])),
                 },
             }
         }
@@ -492,12 +557,12 @@ impl Actor {
             for run in runs.into_iter().rev() {
                 queue.push_front(run);
             }
-            let waits = self.waiting.values().any(|(k, _)| *k == key);
+            let waits = self.waiting.values().any(|answer| answer.key == key);
             if !waits && let Some(run) = self.held.get_mut(&key).and_then(VecDeque::pop_front) {
                 if self.held.get(&key).is_some_and(VecDeque::is_empty) {
                     self.held.remove(&key);
                 }
-                self.advance(key, run, now);
+                self.advance(Answer::new(key, run), now);
             }
         }
     }
@@ -513,15 +578,14 @@ impl Actor {
     async fn flush(&mut self) {
         for output in std::mem::take(&mut self.outputs) {
             match output {
-                Output::Reply(key, run) => {
-                    let ticket =
-                        ReplyTicket::count(run.filled_bytes(), self.replies_in_flight.clone());
-                    let (response, subscription) = run.into_response();
+                Output::Reply(answer) => {
+                    let key = answer.key;
+                    let (response, subscription) = answer.run.into_response();
                     let message = ToIo::Response {
                         key,
                         response,
                         subscription,
-                        ticket,
+                        ticket: answer.counted,
                     };
                     // A closed mailbox means the thread is gone (shutdown): nobody to tell.
                     let _ = self.mailboxes[key.thread].send(message).await;

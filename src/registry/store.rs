@@ -14,7 +14,10 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::backends::InMemoryBackend;
+use redb::{
+    Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition,
+};
 
 use crate::registry::model::Domain;
 use crate::registry::state::{Key, Records};
@@ -39,16 +42,19 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the database at `path`, creating it if it does not exist.
+    /// Opens the database at `path`, creating it if it does not exist. A new database is made
+    /// beside it and renamed into place once complete, so a disk that fails while it is being
+    /// made never leaves a half-written file at `path` for every later start to trip on.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        crate::fault::io_point("store.open").map_err(|e| StoreError {
+        let error = |e: &dyn std::fmt::Display| StoreError {
             path: path.to_owned(),
             message: e.to_string(),
-        })?;
-        let db = Database::create(path).map_err(|e| StoreError {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        };
+        crate::fault::io_point("store.open").map_err(|e| error(&e))?;
+        if !path.exists() {
+            create_in_place(path).map_err(|e| error(&e))?;
+        }
+        let db = Database::create(path).map_err(|e| error(&e))?;
         Ok(Store {
             db: Some(db),
             path: path.to_owned(),
@@ -64,19 +70,41 @@ impl Store {
         }
     }
 
-    /// Reads every record without opening the database for writing, as a daemon that starts
-    /// on a full disk must: `None` for a store that does not exist or holds nothing yet.
+    /// Reads every record without writing to the disk, as a daemon that starts on a full or
+    /// failing disk must: `None` for a store that does not exist or holds nothing yet.
+    ///
+    /// redb's read-only open refuses a file that was not closed cleanly (a crash, or the
+    /// failure itself, leaves it so): such a file is then read into memory, where redb's
+    /// recovery may write what it needs to.
     pub fn read_only(path: &Path) -> Result<Option<Records>, StoreError> {
         let error = |e: &dyn std::fmt::Display| StoreError {
             path: path.to_owned(),
             message: e.to_string(),
         };
-        if !path.exists() {
-            return Ok(None);
+        let length = match std::fs::metadata(path) {
+            Ok(metadata) => metadata.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(error(&e)),
+        };
+        if length == 0 {
+            return Ok(None); // created, never written
         }
-        let db = ReadOnlyDatabase::open(path).map_err(|e| error(&e))?;
         let store = Store::closed(path);
-        store.load_from(&db)
+        match ReadOnlyDatabase::open(path) {
+            Ok(db) => store.load_from(&db),
+            Err(read_only) => {
+                let bytes = std::fs::read(path).map_err(|e| error(&e))?;
+                let backend = InMemoryBackend::new();
+                backend
+                    .set_len(bytes.len() as u64)
+                    .and_then(|()| backend.write(0, &bytes))
+                    .map_err(|e| error(&e))?;
+                let db = redb::Builder::new()
+                    .create_with_backend(backend)
+                    .map_err(|e| error(&format!("{read_only}; and in memory: {e}")))?;
+                store.load_from(&db)
+            }
+        }
     }
 
     /// Whether the database is open for writing now.
@@ -138,15 +166,22 @@ impl Store {
     }
 
     /// Writes `changes` in one durable transaction: when this returns, they survive a crash.
-    /// On failure nothing of them is stored, and the database is closed to be opened again at
-    /// the next commit.
-    pub fn commit(&mut self, changes: &[(Key, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+    /// On failure nothing of them may be stored, and the database is closed to be opened again
+    /// at the next commit. With `whole`, `changes` is every record there is, and any domain the
+    /// store holds beyond them is deleted in the same transaction: after a failed commit the
+    /// disk may hold that commit after all (an error from the last fsync), and this puts it
+    /// back to what was acknowledged.
+    pub fn commit(
+        &mut self,
+        changes: &[(Key, Option<Vec<u8>>)],
+        whole: bool,
+    ) -> Result<(), StoreError> {
         if self.db.is_none() {
             let reopened = Store::open(&self.path)?;
             self.db = reopened.db;
         }
         let outcome = match &self.db {
-            Some(db) => self.write(db, changes),
+            Some(db) => self.write(db, changes, whole),
             None => Err(self.error("the store is not open")),
         };
         if outcome.is_err() {
@@ -155,12 +190,36 @@ impl Store {
         outcome
     }
 
-    fn write(&self, db: &Database, changes: &[(Key, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+    fn write(
+        &self,
+        db: &Database,
+        changes: &[(Key, Option<Vec<u8>>)],
+        whole: bool,
+    ) -> Result<(), StoreError> {
         crate::fault::io_point("store.commit").map_err(|e| self.error(e))?;
         let txn = db.begin_write().map_err(|e| self.error(e))?;
         {
             let mut domains = txn.open_table(DOMAINS).map_err(|e| self.error(e))?;
             let mut state = txn.open_table(STATE).map_err(|e| self.error(e))?;
+            if whole {
+                let kept: std::collections::HashSet<&str> = changes
+                    .iter()
+                    .filter_map(|(key, value)| match (key, value) {
+                        (Key::Domain(name), Some(_)) => Some(name.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                let mut stale = Vec::new();
+                for entry in domains.iter().map_err(|e| self.error(e))? {
+                    let (name, _) = entry.map_err(|e| self.error(e))?;
+                    if !kept.contains(name.value()) {
+                        stale.push(name.value().to_owned());
+                    }
+                }
+                for name in stale {
+                    domains.remove(name.as_str()).map_err(|e| self.error(e))?;
+                }
+            }
             for (key, value) in changes {
                 let (table, name) = match key {
                     Key::Domain(name) => (&mut domains, name.as_str()),
@@ -176,6 +235,27 @@ impl Store {
         }
         txn.commit().map_err(|e| self.error(e))
     }
+}
+
+/// Makes a new, empty database at `path`: built at `path.new`, closed, then renamed into place
+/// with the directory synced.
+fn create_in_place(path: &Path) -> std::io::Result<()> {
+    let fresh = path.with_extension("redb.new");
+    let _ = std::fs::remove_file(&fresh);
+    // Closed explicitly: a clean close writes what a later read-only open needs, and its
+    // error (a full disk) is ours to see.
+    let made = Database::create(&fresh)
+        .and_then(Database::close)
+        .map_err(std::io::Error::other);
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&fresh);
+        return Err(e);
+    }
+    std::fs::rename(&fresh, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The records behind `committed`: what the store holds after the last good commit.
@@ -194,4 +274,98 @@ pub fn records_of(committed: &std::collections::BTreeMap<Key, Vec<u8>>) -> Resul
         }
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain_record(name: &str) -> (Key, Option<Vec<u8>>) {
+        let domain = Domain::constraints_only(name);
+        (
+            Key::Domain(name.into()),
+            Some(serde_json::to_vec(&domain).unwrap()),
+        )
+    }
+
+    fn meta_record() -> (Key, Option<Vec<u8>>) {
+        let meta = crate::registry::state::Meta {
+            mac_cursor: 0,
+            next_operation: 1,
+            rng: 7,
+        };
+        (Key::Meta, Some(serde_json::to_vec(&meta).unwrap()))
+    }
+
+    fn names(records: &Records) -> Vec<String> {
+        records.domains.iter().map(|d| d.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_new_store_is_made_beside_and_renamed_into_place() {
+        // A disk that fails while the store is made must not leave a half-written file where
+        // every later start would trip on it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.redb");
+        let store = Store::open(&path).unwrap();
+        assert!(path.exists());
+        assert!(!path.with_extension("redb.new").exists());
+        assert!(store.load().unwrap().is_none());
+        drop(store);
+        // An empty file (made, never written) reads as no store at all.
+        let empty = dir.path().join("empty.redb");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(Store::read_only(&empty).unwrap().is_none());
+        assert!(
+            Store::read_only(&dir.path().join("missing.redb"))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    #[allow(clippy::mem_forget)]
+    fn a_store_left_unclean_is_still_read_without_writing_the_disk() {
+        // redb's read-only open refuses a file a crash left unclean; the records are then read
+        // through a copy in memory, where recovery may write.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.redb");
+        let mut store = Store::open(&path).unwrap();
+        store
+            .commit(&[domain_record("a"), meta_record()], false)
+            .unwrap();
+        // A crash: the database is never closed (its lock is still held, as another process's
+        // would be: redb's read-only open fails either way, so the copy in memory is read).
+        std::mem::forget(store);
+        assert!(ReadOnlyDatabase::open(&path).is_err());
+        let before = std::fs::read(&path).unwrap();
+        let records = Store::read_only(&path).unwrap().unwrap();
+        assert_eq!(names(&records), ["a"]);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file is untouched"
+        );
+    }
+
+    #[test]
+    fn a_whole_commit_deletes_what_it_does_not_name() {
+        // After a failed commit the disk may hold that commit after all: the next one rewrites
+        // every record and removes the domains the registry does not have.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.redb");
+        let mut store = Store::open(&path).unwrap();
+        store
+            .commit(
+                &[domain_record("a"), domain_record("b"), meta_record()],
+                false,
+            )
+            .unwrap();
+        store
+            .commit(&[domain_record("a"), meta_record()], true)
+            .unwrap();
+        assert_eq!(names(&store.load().unwrap().unwrap()), ["a"]);
+        store.commit(&[domain_record("c")], false).unwrap();
+        assert_eq!(names(&store.load().unwrap().unwrap()), ["a", "c"]);
+    }
 }

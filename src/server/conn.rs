@@ -367,7 +367,18 @@ impl Actor {
                     }
                     self.core.handle_response(now, &response);
                 }
-                Inbound::AuthVerdict(verdict) => self.core.handle_auth_result(now, verdict),
+                Inbound::AuthVerdict(verdict) => {
+                    self.core.handle_auth_result(now, verdict);
+                    // The store may have changed between the verdict and its arrival: the
+                    // change was announced to every stream, but this one was not logged in yet.
+                    let latest = self.ctx.accounts.borrow().clone();
+                    if let (Some(accounts), Some(identity)) = (latest, self.core.identity())
+                        && accounts.generation > identity.generation
+                    {
+                        let account = accounts.get(&identity.user);
+                        self.core.handle_account(now, account);
+                    }
+                }
                 Inbound::Accounts(accounts) => {
                     if let Some(user) = self.core.sasl_user() {
                         let account = accounts.get(user);

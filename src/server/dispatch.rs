@@ -52,6 +52,22 @@ impl ReplyTicket {
         in_flight.fetch_add(bytes, Ordering::AcqRel);
         Some(ReplyTicket { bytes, in_flight })
     }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// One ticket for what two counted.
+    pub fn join(a: Option<ReplyTicket>, b: Option<ReplyTicket>) -> Option<ReplyTicket> {
+        match (a, b) {
+            (Some(mut a), Some(mut b)) => {
+                // `b`'s bytes move to `a`, so `b` gives nothing back when it goes.
+                a.bytes = a.bytes.saturating_add(std::mem::take(&mut b.bytes));
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 impl Drop for ReplyTicket {

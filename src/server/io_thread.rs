@@ -118,6 +118,9 @@ pub struct ThreadCtx {
     slot_freed: Notify,
     /// Wakes the Unix accept loop at shutdown.
     stop_accepting: Notify,
+    /// The accounts as last announced: a password verdict made against an older user store
+    /// that arrives after the announcement is checked against them.
+    pub accounts: RefCell<Option<Arc<crate::auth::Accounts>>>,
 }
 
 /// Runs the thread until shutdown has drained its connections.
@@ -138,6 +141,7 @@ pub fn run(setup: ThreadSetup) {
             shutting_down: Cell::new(false),
             slot_freed: Notify::new(),
             stop_accepting: Notify::new(),
+            accounts: RefCell::new(None),
         });
         for listener in setup.tcp {
             let listener = tokio_uring::net::TcpListener::from_std(listener);
@@ -204,7 +208,10 @@ async fn route(ctx: &Rc<ThreadCtx>, mut mailbox: mpsc::Receiver<ToIo>) {
                         }
                         ToIo::Event(event) => ctx.publish(&event),
                         ToIo::AuthVerdict { key, verdict } => ctx.deliver(key, Inbound::AuthVerdict(verdict)),
-                        ToIo::Accounts(accounts) => ctx.broadcast(|| Inbound::Accounts(accounts.clone())),
+                        ToIo::Accounts(accounts) => {
+                            *ctx.accounts.borrow_mut() = Some(accounts.clone());
+                            ctx.broadcast(|| Inbound::Accounts(accounts.clone()));
+                        }
                         ToIo::Shutdown if drain_until.is_none() => {
                             let drain = ctx.shared.config.limits.shutdown_drain();
                             // Connections get the drain time; the thread a little more to close.

@@ -251,6 +251,11 @@ impl Connection {
         self.pipe.stream.sasl_user()
     }
 
+    /// The identity this connection authenticated as with SASL, if it did.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.pipe.stream.identity()
+    }
+
     /// The user store changed; see [`Stream::handle_account`].
     pub fn handle_account(&mut self, _now: Instant, account: Option<(Role, u64)>) {
         if self.lifecycle != Lifecycle::Open {

@@ -468,17 +468,17 @@ impl<'s, 'a> Builder<'s, 'a> {
     /// Every prefixed attribute's prefix is declared (or tolerated), and no two attributes have
     /// the same expanded name (Namespaces in XML 1.0 §6.3).
     fn check_attribute_names(&self, attrs: &[Attr<'a>]) -> Result<(), ParseError> {
-        // (namespace URI, or the prefix itself when undeclared and tolerated; local name)
-        let mut expanded: Vec<(&str, &str)> = Vec::new();
+        // (the namespace: its URI, or, undeclared and tolerated, the prefix itself; local name)
+        let mut expanded: Vec<(Result<&str, &str>, &str)> = Vec::new();
         for attr in attrs {
             let Some((prefix, local)) = attr.name.split_once(':') else {
                 continue; // unprefixed: no namespace; quick-xml refuses duplicates
             };
             let identity = match self.resolve(prefix) {
-                Some(uri) => uri,
+                Some(uri) => Ok(uri),
                 None => {
                     self.undeclared("attribute", attr.name)?;
-                    prefix
+                    Err(prefix)
                 }
             };
             if expanded.contains(&(identity, local)) {

@@ -676,11 +676,12 @@ impl Framer {
         rest.get(..name_run(rest)).unwrap_or_default()
     }
 
-    /// The stanza's root element has the stream header's name.
+    /// The stanza's root element has the stream header's local name (`stream`), whatever its
+    /// prefix: no stanza is named so, and a client that restarts on its own may pick another.
     fn names_the_header(&self, buf: &[u8]) -> bool {
-        self.open
-            .first()
-            .is_some_and(|&root| self.open_name(buf, root) == &*self.header_name)
+        self.open.first().is_some_and(|&root| {
+            local_part(self.open_name(buf, root)) == local_part(&self.header_name)
+        })
     }
 
     fn attr_value(&mut self, buf: &[u8], quote: u8) -> Result<(), FrameError> {
@@ -834,6 +835,15 @@ impl Framer {
         }
         Ok(())
     }
+}
+
+/// A name without its prefix.
+fn local_part(name: &[u8]) -> &[u8] {
+    let after = name
+        .iter()
+        .rposition(|&b| b == b':')
+        .map_or(0, |colon| colon.saturating_add(1));
+    name.get(after..).unwrap_or_default()
 }
 
 #[cfg(test)]

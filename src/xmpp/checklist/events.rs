@@ -95,6 +95,7 @@ fn event_never_lands_between_success_and_the_new_stream() {
         user: "alice".into(),
         role: Role::Write,
         credential: 1,
+        generation: 0,
     }));
     assert!(!publish(&mut pair));
     assert_eq!(

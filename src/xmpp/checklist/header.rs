@@ -207,6 +207,7 @@ fn restart_resets_the_parser_in_the_same_step() {
         user: "alice".into(),
         role: Role::Write,
         credential: 1,
+        generation: 0,
     }));
     assert_eq!(
         pair.recv(),

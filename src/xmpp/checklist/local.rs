@@ -133,6 +133,7 @@ fn auth_waits_for_answers_to_documents_in_flight() {
         user: "alice".into(),
         role: Role::Write,
         credential: 1,
+        generation: 0,
     }));
     assert_eq!(
         pair.recv(),

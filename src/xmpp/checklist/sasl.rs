@@ -173,6 +173,7 @@ fn busy_verifier_does_not_spend_the_clients_attempts() {
         user: "alice".into(),
         role: Role::Write,
         credential: 1,
+        generation: 0,
     }));
     assert_eq!(
         pair.recv(),
@@ -218,6 +219,7 @@ fn go_xmpp_login_with_trailing_newlines_reaches_bind() {
         user: "alice".into(),
         role: Role::Write,
         credential: 1,
+        generation: 0,
     }));
     assert_eq!(
         pair.recv(),

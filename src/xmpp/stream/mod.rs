@@ -72,6 +72,9 @@ pub struct Identity {
     /// Identifies the password the user logged in with: a stream opened with a password that
     /// has since changed is ended.
     pub credential: u64,
+    /// The version of the user store the verdict was made against: a change of the store
+    /// announced to the I/O thread before this verdict arrived is applied to it at once.
+    pub generation: u64,
 }
 
 /// What the caller must do after a `handle_*` call.
@@ -249,6 +252,11 @@ impl Stream {
     /// The user this stream authenticated as with SASL, if it did.
     pub fn sasl_user(&self) -> Option<&str> {
         self.identity.as_ref().map(|i| i.user.as_str())
+    }
+
+    /// The identity this stream authenticated as with SASL, if it did.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 
     /// The user store changed: `account` is what it now says of this stream's user (its role
