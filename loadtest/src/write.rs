@@ -289,7 +289,9 @@ mod tests {
 
     #[test]
     fn open_loop_sends_at_the_asked_rate() {
-        // 200 requests a second for 500 ms from two clients: about 100 requests, in whole cycles.
+        // 200 requests a second for 500 ms from two clients: a schedule of about 100 requests,
+        // sent in whole cycles. On a busy machine the server may fall behind: the requests it
+        // missed are then counted, not lost, and the run says so in its exit status.
         let ldmd = Ldmd::start(Answers::Registry);
         let report = run(
             &ldmd,
@@ -297,9 +299,18 @@ mod tests {
         );
         assert_eq!((report.mode, report.rate), ("open", Some(200.0)));
         let total = &report.operations[4];
-        assert!((80..=112).contains(&total.count), "{}", total.count);
+        let scheduled = total.count + report.missed;
+        assert!(
+            (80..=112).contains(&scheduled),
+            "{} + {}",
+            total.count,
+            report.missed
+        );
         assert!(total.count.is_multiple_of(4));
-        assert_eq!(report.exit_code(), 0, "{:?}", report.problems);
+        assert_eq!((report.failures, report.session_errors), (0, 0));
+        let fell_behind = usize::from(report.missed > 0);
+        assert_eq!(report.problems.len(), fell_behind, "{:?}", report.problems);
+        assert_eq!(report.exit_code(), i32::from(report.missed > 0));
         assert_eq!(ldmd.domains(), ["primary"]);
     }
 }
