@@ -217,13 +217,14 @@ struct Actor {
 impl RegistryActor {
     async fn run(self, mut requests: mpsc::Receiver<Request>, mailboxes: Vec<mpsc::Sender<ToIo>>) {
         let (reports_tx, mut reports) = mpsc::unbounded_channel();
-        let committed = match self.registry.records() {
-            Ok(records) => records.into_iter().collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "the registry's records do not serialize");
-                BTreeMap::new()
-            }
-        };
+        // Crash-only: an empty copy here would, after a failed commit, rebuild an empty
+        // registry and then delete every record on disk.
+        let committed = self
+            .registry
+            .records()
+            .expect("the registry's own records serialize")
+            .into_iter()
+            .collect();
         let mut actor = Actor {
             registry: self.registry,
             store: self.store,
@@ -493,18 +494,14 @@ impl Actor {
                 |operation| cancels.contains_key(&operation),
             )
         });
-        match rebuilt {
-            Ok((registry, _)) => self.registry = registry,
-            // Only a record that no longer decodes could get here. The state then keeps the
-            // batch's changes: all of it is written at the next commit, and nothing it started
-            // runs.
-            Err(e) => {
-                tracing::error!(error = %e, "cannot rebuild the registry after a failed commit");
-                self.registry.touch_all();
-                let _ = self.registry.take_effects();
-                let _ = self.registry.take_events();
-            }
-        }
+        // Crash-only: records this process wrote that no longer decode are a defect, and
+        // keeping the batch's changes instead would later save writes that were refused. The
+        // restart reads the disk, which holds exactly what was acknowledged.
+        let (registry, _) = match rebuilt {
+            Ok(rebuilt) => rebuilt,
+            Err(e) => panic!("cannot rebuild the registry after a failed commit: {e}"),
+        };
+        self.registry = registry;
         if !self.committed_is_durable {
             self.registry.touch_all();
         }
