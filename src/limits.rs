@@ -184,8 +184,9 @@ limits! {
         /// Largest LDM reply document, in bytes: an answer that would outgrow it fails with a
         /// message instead (it fits list-bindings of a fully allocated machine).
         ReplyBytes reply_bytes_max: usize = REPLY_BYTES_MAX_DEFAULT, (64 * 1024)..=(1024 * MIB);
-        /// Bytes of LDM replies built and not yet written, all streams together: a listing that
-        /// would go beyond fails with a message instead of growing memory without bound.
+        /// Bytes of LDM replies built and not yet written, all streams together, beyond each
+        /// stream's own share of `stanza_bytes_max`: a listing that would go beyond fails with
+        /// a message instead of growing memory without bound.
         ReplyBytesInFlight reply_bytes_in_flight_max: usize = 256 * MIB, (64 * 1024)..=(64 * 1024 * MIB);
         /// Domains on the machine, the control domain included.
         Domains domains_max: usize = 65_536, 1..=1_048_576;

@@ -145,24 +145,35 @@ enum Output {
 struct Answer {
     key: ConnKey,
     run: Run,
+    /// The connection's bytes of replies not yet written.
+    unwritten: Arc<AtomicUsize>,
     counted: Option<ReplyTicket>,
 }
 
 impl Answer {
-    fn new(key: ConnKey, run: Run) -> Answer {
+    fn new(key: ConnKey, run: Run, unwritten: Arc<AtomicUsize>) -> Answer {
         Answer {
             key,
             run,
+            unwritten,
             counted: None,
         }
     }
 
     /// Counts what the run filled in since the last call.
     fn count(&mut self, in_flight: &Arc<AtomicUsize>) {
-        let counted = self.counted.as_ref().map_or(0, ReplyTicket::bytes);
-        let filled = self.run.filled_bytes();
+        let (counted, counted_shared) = self
+            .counted
+            .as_ref()
+            .map_or((0, 0), |t| (t.bytes(), t.shared_bytes()));
+        let (filled, filled_shared) = (self.run.filled_bytes(), self.run.filled_shared_bytes());
         if filled > counted {
-            let more = ReplyTicket::count(filled - counted, in_flight.clone());
+            let more = ReplyTicket::count(
+                filled - counted,
+                filled_shared.saturating_sub(counted_shared),
+                self.unwritten.clone(),
+                in_flight.clone(),
+            );
             self.counted = ReplyTicket::join(self.counted.take(), more);
         }
     }
@@ -197,7 +208,7 @@ struct Actor {
     waiting: HashMap<u64, Answer>,
     /// Later documents of a connection whose earlier one is unanswered: answered in order. A
     /// connection has an entry exactly while one of its documents is unanswered.
-    held: HashMap<ConnKey, VecDeque<Run>>,
+    held: HashMap<ConnKey, VecDeque<Answer>>,
     cancels: HashMap<u64, Arc<Notify>>,
     reports_tx: mpsc::UnboundedSender<Report>,
     outputs: Vec<Output>,
@@ -335,11 +346,12 @@ impl Actor {
 
     fn request(&mut self, request: Request, now: u64) {
         let run = Registry::begin(request.document, request.role);
+        let answer = Answer::new(request.reply_to, run, request.unwritten);
         if let Some(queue) = self.held.get_mut(&request.reply_to) {
-            queue.push_back(run);
+            queue.push_back(answer);
             return;
         }
-        self.advance(Answer::new(request.reply_to, run), now);
+        self.advance(answer, now);
     }
 
     /// Answers `answer` and then, while they do not wait, the documents held behind it.
@@ -348,6 +360,8 @@ impl Actor {
         let mut next = Some(answer);
         while let Some(mut answer) = next.take() {
             answer.run.checkpoint(None);
+            let unwritten = answer.unwritten.load(Ordering::Acquire);
+            self.registry.set_connection_unwritten(unwritten);
             let progress = self.registry.advance(&mut answer.run, now);
             answer.count(&self.replies_in_flight);
             self.collect_events();
@@ -356,7 +370,7 @@ impl Actor {
                     self.outputs.push(Output::Reply(answer));
                     if let Some(queue) = self.held.get_mut(&key) {
                         match queue.pop_front() {
-                            Some(run) => next = Some(Answer::new(key, run)),
+                            Some(held) => next = Some(held),
                             None => {
                                 self.held.remove(&key);
                             }
@@ -532,7 +546,7 @@ impl Actor {
                 again.push(answer);
             }
         }
-        let mut queues: Vec<(ConnKey, Vec<Run>)> = Vec::new();
+        let mut queues: Vec<(ConnKey, Vec<Answer>)> = Vec::new();
         for mut answer in again {
             let key = answer.key;
             match answer.rewind(&self.replies_in_flight) {
@@ -543,23 +557,23 @@ impl Actor {
                     self.held.entry(key).or_default();
                 }
                 _ => match queues.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, runs)) => runs.push(answer.run),
-                    None => queues.push((key, vec![answer.run])),
+                    Some((_, answers)) => answers.push(answer),
+                    None => queues.push((key, vec![answer])),
                 },
             }
         }
         self.registry.refuse_writes(Some(refusal(&reason)));
-        for (key, runs) in queues {
+        for (key, answers) in queues {
             let queue = self.held.entry(key).or_default();
-            for run in runs.into_iter().rev() {
-                queue.push_front(run);
+            for answer in answers.into_iter().rev() {
+                queue.push_front(answer);
             }
             let waits = self.waiting.values().any(|answer| answer.key == key);
-            if !waits && let Some(run) = self.held.get_mut(&key).and_then(VecDeque::pop_front) {
+            if !waits && let Some(answer) = self.held.get_mut(&key).and_then(VecDeque::pop_front) {
                 if self.held.get(&key).is_some_and(VecDeque::is_empty) {
                     self.held.remove(&key);
                 }
-                self.advance(Answer::new(key, run), now);
+                self.advance(answer, now);
             }
         }
     }

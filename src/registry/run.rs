@@ -8,8 +8,9 @@
 //!
 //! Every answer is bounded: at most `cmds_per_document_max` cmds and `data_per_document_max`
 //! objects are judged, and the objects a listing fills in stop at the reply's room (its share
-//! of `reply_bytes_max`, and of what `reply_bytes_in_flight_max` leaves); an object past it
-//! fails with a message instead of growing the reply.
+//! of `reply_bytes_max`, and of what its connection's own share of unwritten replies and then
+//! `reply_bytes_in_flight_max` leave); an object past it fails with a message instead of
+//! growing the reply.
 
 use crate::ldm::action::Action;
 use crate::ldm::document::{CmdResponse, Data, DataResponse, Document, Response, Role, Status};
@@ -44,6 +45,9 @@ struct Position {
     subscription: SubscriptionChange,
     /// Bytes of objects a listing filled in, so far.
     filled_bytes: usize,
+    /// The part of `filled_bytes` taken from the room all connections share (the rest came
+    /// from the connection's own share).
+    filled_shared_bytes: usize,
     /// A listing of this document already found the reply full: later ones fail at once,
     /// without being built.
     reply_full: bool,
@@ -122,6 +126,11 @@ impl Run {
         self.at.filled_bytes
     }
 
+    /// Of [`Run::filled_bytes`], those counted in the replies in flight all connections share.
+    pub fn filled_shared_bytes(&self) -> usize {
+        self.at.filled_shared_bytes
+    }
+
     /// Whether the batch in progress touched this run (it has a checkpoint to go back to).
     pub fn is_touched(&self) -> bool {
         self.checkpoint.is_some()
@@ -139,6 +148,7 @@ impl Registry {
                 data: 0,
                 subscription: SubscriptionChange::default(),
                 filled_bytes: 0,
+                filled_shared_bytes: 0,
                 reply_full: false,
             },
             cmds: Vec::new(),
@@ -191,7 +201,10 @@ impl Registry {
             while let Some(data) = cmd.data.get(run.at.data) {
                 let outcome = match &self.writes_refused {
                     Some(reason) if action.role() == Role::Write => Err(reason.clone()),
-                    _ if action.is_list() && (run.at.reply_full || self.replies_full) => {
+                    _ if action.is_list()
+                        && (run.at.reply_full
+                            || (self.replies_full && self.connection_room == 0)) =>
+                    {
                         Err(self.full_reply_message(run.at.reply_full))
                     }
                     _ => crate::registry::actions::apply(self, action, cmd, data, now),
@@ -266,8 +279,8 @@ impl Registry {
     }
 
     /// Keeps a listing's answer only if the reply has room for it: its share of
-    /// `reply_bytes_max`, less what a request's echo may take, and of the bytes all replies in
-    /// flight may hold.
+    /// `reply_bytes_max`, less what a request's echo may take, and room among the unwritten
+    /// replies: its connection's own share first, then what all replies in flight share.
     fn within_reply_room(
         &mut self,
         at: &mut Position,
@@ -296,13 +309,18 @@ impl Registry {
             at.reply_full = true;
             return Err(self.full_reply_message(true));
         }
-        if size > self.reply_room {
+        // The connection's own share first; the rest from the room all replies share.
+        let own = size.min(self.connection_room);
+        let shared = size.saturating_sub(own);
+        if shared > self.reply_room {
             self.limit_hit(Limit::ReplyBytesInFlight);
             self.replies_full = true;
             return Err(self.full_reply_message(false));
         }
         at.filled_bytes = at.filled_bytes.saturating_add(size);
-        self.reply_room = self.reply_room.saturating_sub(size);
+        at.filled_shared_bytes = at.filled_shared_bytes.saturating_add(shared);
+        self.connection_room = self.connection_room.saturating_sub(own);
+        self.reply_room = self.reply_room.saturating_sub(shared);
         outcome
     }
 

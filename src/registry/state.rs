@@ -154,8 +154,14 @@ pub struct Registry {
     /// Bytes listings may still fill in before the replies in flight reach
     /// `reply_bytes_in_flight_max` (set by the actor before each batch).
     pub(crate) reply_room: usize,
-    /// A listing found no room left in `reply_room`: later ones of the batch fail at once.
+    /// A listing found no room left in `reply_room`: later ones of the batch fail at once
+    /// unless their connection still has room of its own.
     pub(crate) replies_full: bool,
+    /// Bytes listings of the document being advanced may fill in outside `reply_room`: what
+    /// is left of its connection's own share, `stanza_bytes_max` of unwritten replies (set by
+    /// the actor before each advance). A client that reads its replies is thus never refused
+    /// because others leave theirs unread.
+    pub(crate) connection_room: usize,
     /// Reused to measure listings as they will be written.
     pub(crate) scratch: Vec<u8>,
 }
@@ -230,6 +236,7 @@ impl Registry {
             writes_refused: None,
             reply_room: usize::MAX,
             replies_full: false,
+            connection_room: 0,
             scratch: Vec::new(),
             machine,
         }
@@ -516,6 +523,17 @@ impl Registry {
     pub fn set_reply_room(&mut self, room: usize) {
         self.reply_room = room;
         self.replies_full = false;
+    }
+
+    /// Before advancing a document: how many bytes of replies its connection has not written
+    /// yet. Up to `stanza_bytes_max` of them are the connection's own share, outside the
+    /// replies in flight that all connections share.
+    pub fn set_connection_unwritten(&mut self, unwritten: usize) {
+        self.connection_room = self
+            .settings
+            .limits
+            .stanza_bytes_max
+            .saturating_sub(unwritten);
     }
 
     pub(crate) fn effect(&mut self, effect: Effect) {

@@ -13,6 +13,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use tokio::io::Interest;
@@ -101,6 +103,7 @@ pub async fn run(
         in_flight_full: false,
         answered: Vec::new(),
         source,
+        unwritten: Arc::default(),
     };
     if counted {
         actor.enter_phase(Phase::Negotiating);
@@ -143,6 +146,9 @@ struct Actor {
     answered: Vec<(usize, Instant, Option<ReplyTicket>)>,
     /// Where logins on this connection come from, for the failed-login limits.
     source: LoginSource,
+    /// Bytes of replies to this connection the registry built and it has not written yet:
+    /// the registry gives each connection a share of its own (see `ReplyTicket`).
+    unwritten: Arc<AtomicUsize>,
 }
 
 /// Why the loop stopped reading the socket.
@@ -282,6 +288,7 @@ impl Actor {
                         document,
                         role,
                         reply_to: self.key,
+                        unwritten: self.unwritten.clone(),
                     };
                     // Waits while the handler is busy: back-pressure for this connection only.
                     if self.ctx.handler.send(request).await.is_err() {

@@ -32,37 +32,63 @@ pub struct Request {
     pub document: Document,
     pub role: Role,
     pub reply_to: ConnKey,
+    /// Bytes of replies to this connection built and not yet written (see [`ReplyTicket`]).
+    pub unwritten: Arc<AtomicUsize>,
 }
 
-/// The bytes a reply's listings fill in, counted in the replies in flight
-/// (`limits.reply_bytes_in_flight_max`) from the moment the registry builds the reply until
-/// the I/O thread has written it: dropping the ticket takes them off the count.
+/// The bytes a reply's listings fill in, counted from the moment the registry builds the reply
+/// until the I/O thread has written it, when dropping the ticket takes them off: all of them
+/// in the connection's unwritten bytes, and the part beyond the connection's own share in the
+/// replies in flight all connections share (`limits.reply_bytes_in_flight_max`).
 #[derive(Debug)]
 pub struct ReplyTicket {
     bytes: usize,
+    shared_bytes: usize,
+    unwritten: Arc<AtomicUsize>,
     in_flight: Arc<AtomicUsize>,
 }
 
 impl ReplyTicket {
-    /// Counts `bytes` in `in_flight`; no ticket for a reply that filled nothing in.
-    pub fn count(bytes: usize, in_flight: Arc<AtomicUsize>) -> Option<ReplyTicket> {
+    /// Counts `bytes` in `unwritten`, and `shared_bytes` of them in `in_flight`; no ticket for
+    /// a reply that filled nothing in.
+    pub fn count(
+        bytes: usize,
+        shared_bytes: usize,
+        unwritten: Arc<AtomicUsize>,
+        in_flight: Arc<AtomicUsize>,
+    ) -> Option<ReplyTicket> {
+        debug_assert!(shared_bytes <= bytes);
         if bytes == 0 {
             return None;
         }
-        in_flight.fetch_add(bytes, Ordering::AcqRel);
-        Some(ReplyTicket { bytes, in_flight })
+        unwritten.fetch_add(bytes, Ordering::AcqRel);
+        in_flight.fetch_add(shared_bytes, Ordering::AcqRel);
+        Some(ReplyTicket {
+            bytes,
+            shared_bytes,
+            unwritten,
+            in_flight,
+        })
     }
 
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
-    /// One ticket for what two counted.
+    pub fn shared_bytes(&self) -> usize {
+        self.shared_bytes
+    }
+
+    /// One ticket for what two counted (for one connection).
     pub fn join(a: Option<ReplyTicket>, b: Option<ReplyTicket>) -> Option<ReplyTicket> {
         match (a, b) {
             (Some(mut a), Some(mut b)) => {
                 // `b`'s bytes move to `a`, so `b` gives nothing back when it goes.
+                debug_assert!(Arc::ptr_eq(&a.unwritten, &b.unwritten));
                 a.bytes = a.bytes.saturating_add(std::mem::take(&mut b.bytes));
+                a.shared_bytes = a
+                    .shared_bytes
+                    .saturating_add(std::mem::take(&mut b.shared_bytes));
                 Some(a)
             }
             (a, b) => a.or(b),
@@ -72,7 +98,9 @@ impl ReplyTicket {
 
 impl Drop for ReplyTicket {
     fn drop(&mut self) {
-        self.in_flight.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.unwritten.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.in_flight
+            .fetch_sub(self.shared_bytes, Ordering::AcqRel);
     }
 }
 

@@ -299,6 +299,42 @@ fn listings_stop_when_the_replies_in_flight_fill_their_room() {
 }
 
 #[test]
+fn a_connection_that_reads_its_replies_is_answered_when_others_fill_the_shared_room() {
+    // Peers that never read their replies can fill reply_bytes_in_flight_max; each connection
+    // still has stanza_bytes_max of unwritten replies of its own, so a bystander's listing is
+    // answered, and a connection holding its own share already is refused.
+    let mut reg = registry();
+    let listing = |reg: &mut Registry| {
+        let mut run = Registry::begin(document(&cmd("list-domain", "primary", "")), Role::Read);
+        assert_eq!(reg.advance(&mut run, 0), Progress::Done);
+        let shared = run.filled_shared_bytes();
+        let data = run.into_response().0.cmds[0].data[0].clone();
+        (data.status, data.messages, shared)
+    };
+    reg.set_reply_room(0);
+    // The first listing of the batch: the shared room is full, and it fails.
+    let (status, messages, _) = listing(&mut reg);
+    assert_eq!(status, Status::Failure);
+    assert!(messages[0].contains("reply_bytes_in_flight_max"));
+    // A bystander holding nothing unwritten: answered from its own share, even after the
+    // batch found the shared room full.
+    reg.set_connection_unwritten(0);
+    let (status, _, shared) = listing(&mut reg);
+    assert_eq!((status, shared), (Status::Success, 0));
+    // A connection whose own share is spent: refused again, without building the listing.
+    reg.set_connection_unwritten(256 * 1024);
+    let (status, messages, _) = listing(&mut reg);
+    assert_eq!(status, Status::Failure);
+    assert!(messages[0].contains("reply_bytes_in_flight_max"));
+    // Part from its own share, the rest from the shared room.
+    reg.set_reply_room(usize::MAX);
+    reg.set_connection_unwritten(256 * 1024 - 10);
+    let (status, _, shared) = listing(&mut reg);
+    assert_eq!(status, Status::Success);
+    assert!(shared > 0);
+}
+
+#[test]
 fn refused_writes_change_nothing_and_reads_go_on() {
     // While the store cannot take changes, every write is refused with the reason and reads
     // are answered.
