@@ -58,6 +58,22 @@ struct File {
     machine: Option<crate::registry::machine::MachineConfig>,
     #[serde(default)]
     memdr: MemDrFile,
+    #[serde(default)]
+    migration: MigrationFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigrationFile {
+    concurrent_max: Option<usize>,
+    seconds_per_gib: Option<f64>,
+    connect_timeout_secs: Option<f64>,
+    reply_timeout_secs: Option<f64>,
+    commit_timeout_secs: Option<f64>,
+    resolve_backoff_max_secs: Option<f64>,
+    reservation_idle_secs: Option<u64>,
+    ca_file: Option<PathBuf>,
+    fingerprints: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +138,94 @@ pub struct Config {
     pub machine: crate::registry::machine::Machine,
     /// The modelled guests that memory DR waits for (`[memdr]`).
     pub guest: crate::registry::actor::GuestModel,
+    /// Migration between daemons (`[migration]`).
+    pub migration: MigrationConfig,
+}
+
+/// `[migration]`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MigrationConfig {
+    /// Migrations this daemon takes part in at once, as source or target.
+    pub concurrent_max: usize,
+    /// A reservation that hears nothing from its source for this long is released.
+    pub reservation_idle_secs: u64,
+    /// How the source's worker reaches and waits for targets (trust, timers, pacing).
+    pub worker: crate::migration::worker::Settings,
+}
+
+impl MigrationConfig {
+    fn from_file(file: MigrationFile, state_dir: &Path) -> Result<MigrationConfig, ConfigError> {
+        let defaults = crate::migration::worker::Settings::default();
+        let seconds = |key: &'static str, value: Option<f64>, default: std::time::Duration| {
+            match value {
+                None => Ok(default),
+                Some(v) if (0.05..=86_400.0).contains(&v) => {
+                    Ok(std::time::Duration::from_secs_f64(v))
+                }
+                Some(_) => Err(invalid(key, "must be between 0.05 and 86400 seconds")),
+            }
+        };
+        let seconds_per_gib = match file.seconds_per_gib {
+            None => defaults.seconds_per_gib,
+            Some(v) if (0.0..=3600.0).contains(&v) => v,
+            Some(_) => {
+                return Err(invalid(
+                    "migration.seconds_per_gib",
+                    "must be between 0 and 3600",
+                ));
+            }
+        };
+        let concurrent_max = match file.concurrent_max.unwrap_or(4) {
+            n @ 1..=256 => n,
+            _ => return Err(invalid("migration.concurrent_max", "must be 1 to 256")),
+        };
+        let reservation_idle_secs = match file.reservation_idle_secs.unwrap_or(60) {
+            n @ 1..=86_400 => n,
+            _ => {
+                return Err(invalid(
+                    "migration.reservation_idle_secs",
+                    "must be 1 to 86400",
+                ));
+            }
+        };
+        let fingerprints = file
+            .fingerprints
+            .unwrap_or_default()
+            .iter()
+            .map(|f| crate::client::parse_fingerprint(f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("migration.fingerprints", e))?;
+        Ok(MigrationConfig {
+            concurrent_max,
+            reservation_idle_secs,
+            worker: crate::migration::worker::Settings {
+                state_dir: state_dir.to_owned(),
+                ca_file: file.ca_file,
+                fingerprints,
+                connect_timeout: seconds(
+                    "migration.connect_timeout_secs",
+                    file.connect_timeout_secs,
+                    defaults.connect_timeout,
+                )?,
+                reply_timeout: seconds(
+                    "migration.reply_timeout_secs",
+                    file.reply_timeout_secs,
+                    defaults.reply_timeout,
+                )?,
+                commit_timeout: seconds(
+                    "migration.commit_timeout_secs",
+                    file.commit_timeout_secs,
+                    defaults.commit_timeout,
+                )?,
+                resolve_backoff_max: seconds(
+                    "migration.resolve_backoff_max_secs",
+                    file.resolve_backoff_max_secs,
+                    defaults.resolve_backoff_max,
+                )?,
+                seconds_per_gib,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -290,6 +394,7 @@ impl Config {
             verifier_threads: file.auth.verifier_threads.unwrap_or(2).clamp(1, 64),
             cache_entries_max: file.auth.cache_entries_max.unwrap_or(4096),
         };
+        let migration = MigrationConfig::from_file(file.migration, &state_dir)?;
         Ok(Config {
             listen,
             socket,
@@ -314,6 +419,7 @@ impl Config {
             )
             .map_err(|message| invalid("machine", message))?,
             guest: guest_model(&file.memdr)?,
+            migration,
         })
     }
 

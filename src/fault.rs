@@ -10,7 +10,8 @@
 //!              ^point       ^what ^times  ^hits to let pass first
 //! ```
 //!
-//! `what` is `eio`, `enospc` (the call fails with that error) or `panic`. Without `*times` the
+//! `what` is `eio`, `enospc` (the call fails with that error), `panic`, or `kill` (the process
+//! sends itself SIGKILL: a `kill -9` at exactly that instant). Without `*times` the
 //! point fires on every hit after the skipped ones. The points, and where they are:
 //!
 //! | point | where | what it proves |
@@ -30,6 +31,8 @@ pub enum Fault {
     Enospc,
     /// Panic on the spot.
     Panic,
+    /// The process sends itself SIGKILL: a `kill -9` at exactly this instant.
+    Kill,
 }
 
 impl Fault {
@@ -39,6 +42,26 @@ impl Fault {
             Fault::Eio => io::Error::from_raw_os_error(libc::EIO),
             Fault::Enospc => io::Error::from_raw_os_error(libc::ENOSPC),
             Fault::Panic => panic!("fault point {point} fired"),
+            Fault::Kill => kill(point),
+        }
+    }
+}
+
+/// Ends the process with SIGKILL, as `kill -9` would, saying where on stderr first.
+fn kill(point: &str) -> ! {
+    eprintln!("ldmd: fault point {point}: SIGKILL");
+    // SAFETY: raise has no preconditions; SIGKILL cannot be caught, so it does not return.
+    unsafe { libc::raise(libc::SIGKILL) };
+    std::process::abort()
+}
+
+/// A point where a test may kill the daemon (`point=kill`); any other fault armed here
+/// panics.
+pub fn kill_point(name: &str) {
+    if let Some(fault) = point(name) {
+        match fault {
+            Fault::Kill => kill(name),
+            other => panic!("fault point {name} fired ({other:?})"),
         }
     }
 }
@@ -129,6 +152,7 @@ mod armed {
                 "eio" => Fault::Eio,
                 "enospc" => Fault::Enospc,
                 "panic" => Fault::Panic,
+                "kill" => Fault::Kill,
                 other => return Err(format!("unknown fault '{other}'")),
             };
             armed.push(Armed {

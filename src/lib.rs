@@ -2,7 +2,8 @@
 //!
 //! The crate is split along the sans-IO line (see `README.md`, "Architecture"):
 //! - pure protocol and rules, no I/O, no clock: [`xml`], [`xmpp`], [`ldm`], [`cli`] (the
-//!   `ldm` command's documents and renderings);
+//!   `ldm` command's documents and renderings), the registry's rules, and [`migration`]'s two
+//!   state machines and internal documents;
 //! - the shell that owns sockets, threads and time: [`server`], [`auth`] (credential storage
 //!   and the verifier pool), [`config`], [`metrics`], [`client`] (the `ldm` command's
 //!   connection to the daemon).
@@ -17,6 +18,7 @@ pub mod fuzz;
 pub mod ldm;
 pub mod limits;
 pub mod metrics;
+pub mod migration;
 pub mod registry;
 pub mod server;
 #[doc(hidden)]

@@ -5,6 +5,9 @@
 //! ldmd user add NAME --auth read|write      (password from stdin)
 //! ldmd user list
 //! ldmd user remove NAME
+//! ldmd trust add FILE [--name NAME]         (a peer ldmd's certificate, for migration)
+//! ldmd trust list
+//! ldmd trust remove NAME
 //! ```
 
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -18,7 +21,7 @@ use ldmd::auth::store::{StoreError, UserStore};
 use ldmd::config::{Config, Overrides};
 use ldmd::ldm::Role;
 use ldmd::registry::actor::RegistryActor;
-use ldmd::registry::state::RegistryLimits;
+use ldmd::registry::state::{MigrationSettings, RegistryLimits};
 use ldmd::registry::store::Store;
 use ldmd::registry::{Registry, Settings};
 use ldmd::server::Server;
@@ -59,6 +62,26 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Manage the peer certificates this daemon trusts as migration targets.
+    Trust {
+        #[command(subcommand)]
+        action: TrustAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrustAction {
+    /// Trust the certificate(s) in FILE (PEM), stored as NAME.pem in <state_dir>/trust.
+    Add {
+        file: PathBuf,
+        /// The name to store it under (default: the file's name without .pem).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List trusted certificates: name, SHA-256 fingerprint, subject names.
+    List,
+    /// Stop trusting the certificate stored as NAME.
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -92,6 +115,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => run(config),
         Some(Command::User { action }) => user(&config, action),
+        Some(Command::Trust { action }) => trust(&config, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,6 +163,11 @@ fn open_registry(config: &Config) -> Result<RegistryActor, String> {
     let settings = Settings {
         xmpp_enabled: config.xmpp_enabled,
         limits: RegistryLimits::from_limits(&config.limits),
+        migration: MigrationSettings {
+            concurrent_max: config.migration.concurrent_max,
+            reservation_idle_secs: config.migration.reservation_idle_secs,
+            host_name: gethostname::gethostname().to_string_lossy().into_owned(),
+        },
         ..Settings::default()
     };
     let opened = Store::open(&path).and_then(|store| Ok((store.load()?, store)));
@@ -166,12 +195,14 @@ fn open_registry(config: &Config) -> Result<RegistryActor, String> {
         Some(records) => {
             let (registry, notes) = Registry::restore(config.machine.clone(), settings, records)
                 .map_err(|e| format!("registry: {e}"))?;
-            // Every note is a memory DR that was rolled back.
+            // Memory DRs rolled back, and migrations resumed by their restart rules.
             let rolled_back =
                 ldmd::metrics::get().memdr(ldmd::registry::model::MemDrEnd::RolledBack);
             for note in notes {
                 tracing::warn!("{note}");
-                rolled_back.increment(1);
+                if note.starts_with("the memory DR") {
+                    rolled_back.increment(1);
+                }
             }
             registry
         }
@@ -179,6 +210,7 @@ fn open_registry(config: &Config) -> Result<RegistryActor, String> {
     let mut actor = RegistryActor::new(registry, store, config.guest);
     actor.store_fault = store_fault;
     actor.reply_bytes_in_flight_max = config.limits.reply_bytes_in_flight_max;
+    actor.migration = std::sync::Arc::new(config.migration.worker.clone());
     Ok(actor)
 }
 
@@ -189,8 +221,11 @@ fn run(config: Config) -> Result<(), String> {
         ldmd::metrics::install_exporter(addr)?;
     }
     let metrics_addr = config.metrics_listen;
-    let registry = open_registry(&config)?;
-    let server = Server::start(config, Box::new(registry)).map_err(|e| e.to_string())?;
+    let mut registry = open_registry(&config)?;
+    let resolvers = ldmd::auth::verifier::ResolverTokens::default();
+    registry.resolvers = resolvers.clone();
+    let server = Server::start_with(config, Box::new(registry), resolvers)
+        .map_err(|e| e.to_string())?;
     if server.certificate_generated {
         tracing::info!(fingerprint = %server.fingerprint, "generated a self-signed TLS certificate");
     }
@@ -295,6 +330,38 @@ fn user(config: &Config, action: UserAction) -> Result<(), String> {
         }
         UserAction::Remove { name } => {
             UserStore::remove(&path, &name).map_err(store_error)?;
+            eprintln!("removed {name}");
+        }
+    }
+    Ok(())
+}
+
+fn trust(config: &Config, action: TrustAction) -> Result<(), String> {
+    use ldmd::migration::trust;
+    match action {
+        TrustAction::Add { file, name } => {
+            let (name, fingerprints) = trust::add(&config.state_dir, &file, name.as_deref())?;
+            eprintln!(
+                "trusted {name} ({}) for migration: {}",
+                trust::directory(&config.state_dir)
+                    .join(format!("{name}.pem"))
+                    .display(),
+                fingerprints.join(", ")
+            );
+        }
+        TrustAction::List => {
+            println!("{:<24} {:<95} SUBJECT", "NAME", "SHA-256");
+            for listed in trust::list(&config.state_dir)? {
+                println!(
+                    "{:<24} {:<95} {}",
+                    listed.name,
+                    listed.fingerprint,
+                    listed.subjects.join(", ")
+                );
+            }
+        }
+        TrustAction::Remove { name } => {
+            trust::remove(&config.state_dir, &name)?;
             eprintln!("removed {name}");
         }
     }

@@ -37,6 +37,23 @@ const COMMIT_BUCKETS: [f64; 13] = [
 ];
 /// Requests per registry batch: powers of two up to the batch limit (256).
 const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+/// Migration buckets (duration and downtime): 10 ms to 1 h. The protocol itself takes tens of
+/// milliseconds; moving a large running domain at the modelled pace takes minutes.
+const MIGRATION_BUCKETS: [f64; 14] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+];
+/// How a migration ended, for `ldmd_migration_operations_total{outcome}`.
+pub const MIGRATION_OUTCOMES: [&str; 5] = [
+    "committed",
+    "aborted",
+    "cancelled",
+    "in_doubt",
+    "forced_recovery",
+];
+/// The one action label of every message between daemons (`migrate-check`, `-reserve`, ...).
+pub const INTERNAL_LABEL: &str = "migrate-internal";
+/// Which side of a migration this daemon was.
+const MIGRATION_ROLES: [&str; 2] = ["source", "target"];
 /// How often the process metrics (resident memory, CPU, descriptors) are read from /proc.
 const PROCESS_REFRESH: Duration = Duration::from_secs(1);
 
@@ -105,6 +122,12 @@ pub struct Metrics {
     pub event_subscribers_dropped: Counter,
     memdr: Vec<(MemDrEnd, Counter)>,
     pub memdr_in_progress: Gauge,
+    /// By role, then outcome ([`MIGRATION_OUTCOMES`] order).
+    migration_operations: [[Counter; 5]; 2],
+    migration_in_progress: [Gauge; 2],
+    migration_in_doubt: Gauge,
+    migration_duration: [Histogram; 2],
+    migration_downtime: Histogram,
     pub pool_buffers_capacity: Gauge,
     pub pool_buffers_free: Gauge,
     pub pool_buffers_in_use: Gauge,
@@ -132,9 +155,38 @@ impl Metrics {
         labelled(&self.memdr, outcome)
     }
 
+    /// A migration ended here as `role` (source, target) with `outcome` (one of
+    /// [`MIGRATION_OUTCOMES`]; anything else is not counted).
+    pub fn migration_ended(&self, role: &str, outcome: &str) {
+        let role = usize::from(role == "target");
+        if let (Some(counters), Some(index)) = (
+            self.migration_operations.get(role),
+            MIGRATION_OUTCOMES.iter().position(|o| *o == outcome),
+        ) && let Some(counter) = counters.get(index)
+        {
+            counter.increment(1);
+        }
+    }
+
+    pub fn migration_duration(&self, role: &str, took: Duration) {
+        self.migration_duration[usize::from(role == "target")].record(took.as_secs_f64());
+    }
+
+    pub fn migration_downtime(&self, took: Duration) {
+        self.migration_downtime.record(took.as_secs_f64());
+    }
+
+    pub fn migrations_in_progress(&self, source: usize, target: usize, in_doubt: usize) {
+        self.migration_in_progress[0].set(source as f64);
+        self.migration_in_progress[1].set(target as f64);
+        self.migration_in_doubt.set(in_doubt as f64);
+    }
+
     /// The label index of `action`: a known action, or `other` (missing, unknown, hostile).
+    /// The messages between daemons during a migration share one label, `migrate-internal`.
     pub fn action(&self, action: Option<&ActionName>) -> usize {
         match action.and_then(ActionName::known) {
+            Some(action) if action.is_internal() => Action::MigrateCheck as usize,
             Some(action) => action as usize,
             None => Action::COUNT,
         }
@@ -185,7 +237,7 @@ pub fn get() -> &'static Metrics {
         // Label values are the wire names; the index of an action is its position in ALL.
         let actions: Vec<&'static str> = Action::ALL
             .iter()
-            .map(|a| a.as_str())
+            .map(|a| if a.is_internal() { INTERNAL_LABEL } else { a.as_str() })
             .chain(["other"])
             .collect();
         Metrics {
@@ -243,6 +295,18 @@ pub fn get() -> &'static Metrics {
                 .map(|o| (*o, metrics::counter!("ldmd_memdr_operations_total", "outcome" => o.as_str())))
                 .collect(),
             memdr_in_progress: gauge!("ldmd_memdr_in_progress"),
+            migration_operations: MIGRATION_ROLES.map(|role| {
+                MIGRATION_OUTCOMES.map(|outcome| {
+                    metrics::counter!("ldmd_migration_operations_total", "role" => role, "outcome" => outcome)
+                })
+            }),
+            migration_in_progress: MIGRATION_ROLES
+                .map(|role| gauge!("ldmd_migration_in_progress", "role" => role)),
+            migration_in_doubt: gauge!("ldmd_migration_in_doubt"),
+            migration_duration: MIGRATION_ROLES.map(|role| {
+                metrics::histogram!("ldmd_migration_duration_seconds", "role" => role)
+            }),
+            migration_downtime: metrics::histogram!("ldmd_migration_downtime_seconds"),
             pool_buffers_capacity: gauge!("ldmd_buffer_pool_capacity_buffers"),
             pool_buffers_free: gauge!("ldmd_buffer_pool_free_buffers"),
             pool_buffers_in_use: gauge!("ldmd_buffer_pool_in_use_buffers"),
@@ -350,6 +414,28 @@ fn describe() {
         "ldmd_memdr_in_progress",
         "Memory dynamic reconfigurations under way."
     );
+    describe_counter!(
+        "ldmd_migration_operations_total",
+        "Domain migrations ended here, by role (source, target) and outcome (committed, aborted, cancelled, in_doubt: the requester was told the outcome is in doubt, forced_recovery: restored on the source by the operator)."
+    );
+    describe_gauge!(
+        "ldmd_migration_in_progress",
+        "Migrations holding a domain here now, by role (source: locked, target: receiving)."
+    );
+    describe_gauge!(
+        "ldmd_migration_in_doubt",
+        "Outgoing migrations whose outcome is in doubt (flag e): the resolver keeps asking the target."
+    );
+    describe_histogram!(
+        "ldmd_migration_duration_seconds",
+        metrics::Unit::Seconds,
+        "Migrations from their start to their end here, by role."
+    );
+    describe_histogram!(
+        "ldmd_migration_downtime_seconds",
+        metrics::Unit::Seconds,
+        "Committed migrations: from the source stopping the domain to the target's commit answer."
+    );
     describe_gauge!(
         "ldmd_buffer_pool_capacity_buffers",
         "Idle buffers the I/O threads' pools may keep, all threads."
@@ -372,11 +458,13 @@ fn describe() {
 /// and a thread that reads the process metrics (`process_resident_memory_bytes`, CPU time,
 /// open descriptors…) from /proc every second.
 pub fn install_exporter(addr: SocketAddr) -> Result<(), String> {
-    let buckets: [(&str, &[f64]); 4] = [
+    let buckets: [(&str, &[f64]); 6] = [
         ("ldmd_request_duration_seconds", &LATENCY_BUCKETS),
         ("ldmd_tls_handshake_duration_seconds", &HANDSHAKE_BUCKETS),
         ("ldmd_registry_commit_duration_seconds", &COMMIT_BUCKETS),
         ("ldmd_registry_batch_size", &BATCH_BUCKETS),
+        ("ldmd_migration_duration_seconds", &MIGRATION_BUCKETS),
+        ("ldmd_migration_downtime_seconds", &MIGRATION_BUCKETS),
     ];
     let mut builder = PrometheusBuilder::new().with_http_listener(addr);
     for (name, values) in buckets {
@@ -414,7 +502,12 @@ mod tests {
         for known in Action::ALL {
             let index = metrics.action(Some(&ActionName::Known(known)));
             assert_ne!(index, other, "{known}");
-            assert_eq!(metrics.actions[index].action, known.as_str());
+            let label = if known.is_internal() {
+                INTERNAL_LABEL
+            } else {
+                known.as_str()
+            };
+            assert_eq!(metrics.actions[index].action, label);
             let parsed = ActionName::parse(known.as_str());
             assert_eq!(metrics.action(Some(&parsed)), index, "{known}");
         }
@@ -429,6 +522,6 @@ mod tests {
             assert_eq!(metrics.action(Some(&name)), other, "{hostile:.20}");
         }
         assert_eq!(metrics.actions.len(), Action::COUNT + 1);
-        assert_eq!(Action::COUNT, 59, "58 answered actions and migrate-domain");
+        assert_eq!(Action::COUNT, 65, "59 actions of §3 and 6 internal messages");
     }
 }

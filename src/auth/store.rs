@@ -161,12 +161,15 @@ pub fn check_user_name(name: &str) -> Result<(), StoreError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        && name.as_bytes()[0].is_ascii_alphanumeric();
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        // Reserved for the identities of migration resolvers (crate::migration).
+        && !name.starts_with(crate::migration::RESOLVER_USER_PREFIX);
     if ok {
         Ok(())
     } else {
         Err(StoreError::Invalid(format!(
-            "invalid user name '{name}': 1 to {USER_NAME_BYTES_MAX} letters, digits, '.', '_' or '-', starting with a letter or digit"
+            "invalid user name '{name}': 1 to {USER_NAME_BYTES_MAX} letters, digits, '.', '_' or '-', starting with a letter or digit, and not starting with {}",
+            crate::migration::RESOLVER_USER_PREFIX
         )))
     }
 }

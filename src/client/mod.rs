@@ -79,6 +79,14 @@ pub enum Trust {
     Fingerprint(Vec<u8>),
     /// The Unix socket's permissions (see the module documentation).
     SocketPath,
+    /// A peer daemon, as a migrating ldmd verifies its target: the presented certificate is one
+    /// of `pins` (DER, from the trust directory) or has one of the SHA-256 `fingerprints`, or
+    /// chains to `ca` with the host name checked. With none of them nothing is trusted.
+    Peers {
+        pins: Vec<Vec<u8>>,
+        fingerprints: Vec<Vec<u8>>,
+        ca: Option<PathBuf>,
+    },
     /// No verification at all (`--insecure`, for tests).
     Insecure,
 }

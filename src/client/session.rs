@@ -123,6 +123,11 @@ impl Session {
         Ok(session)
     }
 
+    /// How long each later request may take (sending it and waiting for its reply).
+    pub fn set_reply_timeout(&mut self, timeout: Duration) {
+        self.reply_timeout = timeout;
+    }
+
     /// Sends one document and returns its reply: its text as received, and as read. Sending
     /// and waiting share one `reply_timeout`.
     pub fn request(&mut self, document: &[u8]) -> Result<(String, Reply), ClientError> {

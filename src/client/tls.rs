@@ -49,8 +49,127 @@ pub(super) fn tls_config(trust: &Trust) -> Result<Arc<ClientConfig>, ClientError
         }
         Trust::Fingerprint(digest) => pinned(Expect::Sha256(digest.clone())),
         Trust::SocketPath | Trust::Insecure => pinned(Expect::Anything),
+        Trust::Peers {
+            pins,
+            fingerprints,
+            ca,
+        } => {
+            if pins.is_empty() && fingerprints.is_empty() && ca.is_none() {
+                return Err(ClientError::Setup(
+                    "no peer certificate is trusted: add the target's certificate with `ldmd trust add FILE`, or set migration.ca_file or migration.fingerprints".into(),
+                ));
+            }
+            let chained = match ca {
+                Some(path) => {
+                    let mut roots = rustls::RootCertStore::empty();
+                    for cert in read_pem(path)? {
+                        roots
+                            .add(cert)
+                            .map_err(|e| ClientError::Setup(format!("{}: {e}", path.display())))?;
+                    }
+                    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                        Arc::new(roots),
+                        provider.clone(),
+                    )
+                    .build()
+                    .map_err(|e| ClientError::Setup(format!("{}: {e}", path.display())))?;
+                    Some(verifier)
+                }
+                None => None,
+            };
+            builder
+                .clone()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PeerVerifier {
+                    pins: pins.clone(),
+                    fingerprints: fingerprints.clone(),
+                    chained,
+                    provider: provider.clone(),
+                }))
+                .with_no_client_auth()
+        }
     };
     Ok(Arc::new(config))
+}
+
+/// Verifies a peer daemon: a pinned certificate or fingerprint, else a CA chain with the host
+/// name checked. Handshake signatures are always checked.
+#[derive(Debug)]
+struct PeerVerifier {
+    pins: Vec<Vec<u8>>,
+    fingerprints: Vec<Vec<u8>>,
+    chained: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PeerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let presented = end_entity.as_ref();
+        let digest = ring::digest::digest(&ring::digest::SHA256, presented);
+        if self.pins.iter().any(|pin| pin.as_slice() == presented)
+            || self
+                .fingerprints
+                .iter()
+                .any(|pin| pin.as_slice() == digest.as_ref())
+        {
+            return Ok(ServerCertVerified::assertion());
+        }
+        match &self.chained {
+            Some(verifier) => verifier
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                .map_err(|e| {
+                    rustls::Error::General(format!(
+                        "the target's certificate (SHA-256 {}) is not trusted: {e}",
+                        fingerprint(presented)
+                    ))
+                }),
+            None => Err(rustls::Error::General(format!(
+                "the target's certificate (SHA-256 {}) is not trusted: add it with `ldmd trust add FILE`, or set migration.ca_file or migration.fingerprints",
+                fingerprint(presented)
+            ))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {

@@ -26,6 +26,10 @@ enum Kind {
     /// Changes the registry, and then publishes an event of this class, if any (a cancellation
     /// publishes nothing: the operation it stops publishes what it did). Write authorization.
     Change(Option<EventClass>),
+    /// A message of one ldmd to another during a migration (`migration::wire`): not an `ldm`
+    /// subcommand, publishes nothing. Write authorization; `migrate-resolve` and
+    /// `migrate-forget` also to a resolver identity ([`Role::Resolve`]).
+    Internal,
 }
 
 const LIST: Kind = Kind::List;
@@ -33,6 +37,7 @@ const DOMAIN_EVENT: Kind = Kind::Change(Some(EventClass::Domain));
 const RESOURCE_EVENT: Kind = Kind::Change(Some(EventClass::Resource));
 const HARDWARE_EVENT: Kind = Kind::Change(Some(EventClass::Hardware));
 const NO_EVENT: Kind = Kind::Change(None);
+const INTERNAL: Kind = Kind::Internal;
 
 const fn reg(classes: EventMask) -> Kind {
     Kind::Registration {
@@ -95,8 +100,19 @@ impl Action {
     pub const fn role(self) -> Role {
         match self.kind() {
             Kind::List | Kind::Registration { .. } => Role::Read,
-            Kind::Change(_) => Role::Write,
+            Kind::Change(_) | Kind::Internal => Role::Write,
         }
+    }
+
+    /// Whether this is a message between two daemons during a migration.
+    pub const fn is_internal(self) -> bool {
+        matches!(self.kind(), Kind::Internal)
+    }
+
+    /// Whether a resolver identity (a source ldmd settling one migration with its token) may
+    /// send this action.
+    pub const fn resolves(self) -> bool {
+        matches!(self, Action::MigrateResolve | Action::MigrateForget)
     }
 
     /// Whether this is a `list-*` action (answers with objects, changes nothing).
@@ -108,7 +124,7 @@ impl Action {
     pub const fn registration(self) -> Option<(bool, EventMask)> {
         match self.kind() {
             Kind::Registration { subscribe, classes } => Some((subscribe, classes)),
-            Kind::List | Kind::Change(_) => None,
+            Kind::List | Kind::Change(_) | Kind::Internal => None,
         }
     }
 
@@ -117,7 +133,7 @@ impl Action {
     pub const fn event_class(self) -> Option<EventClass> {
         match self.kind() {
             Kind::Change(class) => class,
-            Kind::List | Kind::Registration { .. } => None,
+            Kind::List | Kind::Registration { .. } | Kind::Internal => None,
         }
     }
 
@@ -288,8 +304,15 @@ actions! {
     UnregHardwareEvents      = "unreg-hardware-events",     unreg(EventMask::HARDWARE);
     RegAllEvents             = "reg-all-events",            reg(EventMask::ALL);
     UnregAllEvents           = "unreg-all-events",          unreg(EventMask::ALL);
-    // migration (long operations): refused as not supported yet, which has its own issue
+    // migration (long operation)
     MigrateDomain            = "migrate-domain",            DOMAIN_EVENT;
+    // migration between two daemons: what a source ldmd sends a target ldmd
+    MigrateCheck             = "migrate-check",             INTERNAL;
+    MigrateReserve           = "migrate-reserve",           INTERNAL;
+    MigrateTransfer          = "migrate-transfer",          INTERNAL;
+    MigrateCommit            = "migrate-commit",            INTERNAL;
+    MigrateResolve           = "migrate-resolve",           INTERNAL;
+    MigrateForget            = "migrate-forget",            INTERNAL;
 }
 
 #[cfg(test)]
@@ -316,7 +339,7 @@ mod tests {
         for (index, action) in Action::ALL.into_iter().enumerate() {
             assert_eq!(action as usize, index, "ALL is in declaration order");
         }
-        assert_eq!(Action::COUNT, 59);
+        assert_eq!(Action::COUNT, 65);
         for not_an_action in [
             "",
             "LIST-DOMAIN",

@@ -212,6 +212,10 @@ pub enum Role {
     /// Authenticated, authorized for nothing (an unknown local uid).
     #[default]
     None,
+    /// A source ldmd settling one migration with the target's token (`migrate-resolve` and
+    /// `migrate-forget` only; the token in each message says which migration). Never a role of
+    /// the users file.
+    Resolve,
     /// `list-*` and event registration.
     Read,
     /// Everything.
@@ -222,6 +226,7 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::None => "none",
+            Role::Resolve => "resolve",
             Role::Read => "read",
             Role::Write => "write",
         }
@@ -246,6 +251,14 @@ impl std::str::FromStr for Role {
 /// Whether `role` may run `action` (its [`Action::role`], §3); the refusal is the reply's
 /// `resp_msg`.
 pub fn authorize(action: Action, role: Role) -> Result<(), String> {
+    if role == Role::Resolve {
+        if action.resolves() {
+            return Ok(());
+        }
+        return Err(format!(
+            "Not authorized: a migration resolver may only send migrate-resolve and migrate-forget, not '{action}'"
+        ));
+    }
     require(action.as_str(), action.role(), role)
 }
 

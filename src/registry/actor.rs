@@ -46,8 +46,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, mpsc};
 
+use crate::auth::verifier::ResolverTokens;
 use crate::ldm::event::Event;
+use crate::migration::MigrationId;
+use crate::migration::plan::WorkerReport;
+use crate::migration::worker::{self, Worker};
 use crate::registry::actions;
+use crate::registry::actions::migration::{self as migrating, Note};
 use crate::registry::machine::MEMDR_GRANULE;
 use crate::registry::model::{MemDrEnd, MemDrKind};
 use crate::registry::run::{Checkpoint, Progress, Run};
@@ -61,6 +66,8 @@ const BATCH_MAX: usize = 256;
 /// The first wait before the store is tried again after a failure; it doubles up to the max.
 const STORE_RETRY_FIRST: Duration = Duration::from_millis(100);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often reservations are looked at for silence (`migration.reservation_idle_secs`).
+const RESERVATION_TICK: Duration = Duration::from_secs(1);
 
 /// The modelled guest OS that a memory DR waits for.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -81,11 +88,12 @@ impl Default for GuestModel {
     }
 }
 
-/// A memory DR worker's report.
-#[derive(Clone, Copy, Debug)]
+/// A worker's report: a memory DR's, or a migration's.
+#[derive(Clone, Debug)]
 enum Report {
     Progress { operation: u64, done: u64 },
     Done { operation: u64, done: u64 },
+    Migration(MigrationId, WorkerReport),
 }
 
 /// The registry, ready to run as the daemon's [`Backend`].
@@ -98,6 +106,11 @@ pub struct RegistryActor {
     pub store_fault: Option<String>,
     /// Bytes of replies built and not yet written, all streams together, at most.
     pub reply_bytes_in_flight_max: usize,
+    /// How migration workers reach their targets.
+    pub migration: Arc<worker::Settings>,
+    /// Where the tokens of migrations this daemon is the target of are published for the
+    /// verifier (a source's resolver logs in with one).
+    pub resolvers: ResolverTokens,
 }
 
 impl RegistryActor {
@@ -108,6 +121,8 @@ impl RegistryActor {
             guest,
             store_fault: None,
             reply_bytes_in_flight_max: crate::limits::Limits::default().reply_bytes_in_flight_max,
+            migration: Arc::new(worker::Settings::default()),
+            resolvers: ResolverTokens::default(),
         }
     }
 }
@@ -212,8 +227,9 @@ struct Actor {
     cancels: HashMap<u64, Arc<Notify>>,
     reports_tx: mpsc::UnboundedSender<Report>,
     outputs: Vec<Output>,
-    /// Memory DRs that finished in the batch in progress (and how), to record again if it fails.
-    finished: Vec<(Report, MemDrEnd)>,
+    /// Reports applied in the batch in progress (with how a memory DR ended), to apply again if
+    /// its commit fails.
+    finished: Vec<(Report, Option<MemDrEnd>)>,
     /// Finished memory DRs whose recording a failed commit undid: applied first next time.
     pending: Vec<Report>,
     fault: Option<StoreFault>,
@@ -223,11 +239,21 @@ struct Actor {
     /// Bytes of replies built and not yet written, shared with the I/O threads.
     replies_in_flight: Arc<AtomicUsize>,
     reply_bytes_in_flight_max: usize,
+    /// Migrations: their workers, where workers report, and when each began and stopped its
+    /// domain (for the duration and downtime metrics).
+    workers: HashMap<MigrationId, Worker>,
+    migration_settings: Arc<worker::Settings>,
+    migration_reports: worker::Reports,
+    began: HashMap<MigrationId, Instant>,
+    suspended: HashMap<MigrationId, Instant>,
+    resolvers: ResolverTokens,
+    entropy: ring::rand::SystemRandom,
 }
 
 impl RegistryActor {
     async fn run(self, mut requests: mpsc::Receiver<Request>, mailboxes: Vec<mpsc::Sender<ToIo>>) {
         let (reports_tx, mut reports) = mpsc::unbounded_channel();
+        let (migration_reports, mut migrations) = mpsc::unbounded_channel();
         // Crash-only: an empty copy here would, after a failed commit, rebuild an empty
         // registry and then delete every record on disk.
         let committed = self
@@ -254,6 +280,13 @@ impl RegistryActor {
             resync: false,
             replies_in_flight: Arc::new(AtomicUsize::new(0)),
             reply_bytes_in_flight_max: self.reply_bytes_in_flight_max,
+            workers: HashMap::new(),
+            migration_settings: self.migration,
+            migration_reports,
+            began: HashMap::new(),
+            suspended: HashMap::new(),
+            resolvers: self.resolvers,
+            entropy: ring::rand::SystemRandom::new(),
         };
         if let Some(reason) = self.store_fault {
             actor.resync = true;
@@ -267,30 +300,51 @@ impl RegistryActor {
             actor.resync = true;
             actor.store_failed(reason);
         }
+        actor.publish_resolvers();
         crate::metrics::get()
             .registry_domains
             .set(actor.registry.domains().count() as f64);
+        // Restart rules of migrations may owe sends (resolve, forget): they start now.
+        actor.count_limit_hits();
+        actor.flush().await;
         let mut batch = Vec::with_capacity(BATCH_MAX);
         let mut report_batch = Vec::new();
+        let mut migration_batch = Vec::new();
         loop {
             let retry_at = actor
                 .retry_wanted()
                 .then(|| actor.fault.as_ref().map(|f| f.retry_at))
                 .flatten();
+            // Reservations this daemon holds as a target are released when their source goes
+            // silent: looked at once a second while there are any.
+            let tick = migrating::has_reservations(&actor.registry)
+                .then(|| Instant::now() + RESERVATION_TICK);
             tokio::select! {
                 biased;
                 n = reports.recv_many(&mut report_batch, BATCH_MAX) => {
+                    if n == 0 { return; }
+                }
+                n = migrations.recv_many(&mut migration_batch, BATCH_MAX) => {
                     if n == 0 { return; }
                 }
                 n = requests.recv_many(&mut batch, BATCH_MAX) => {
                     if n == 0 { return; } // every connection's sender is gone: shutdown
                 }
                 _ = sleep_until(retry_at), if retry_at.is_some() => {}
+                _ = sleep_until(tick), if tick.is_some() => {}
             }
             // Take whatever else is already waiting, so one commit covers it all.
             while let Ok(report) = reports.try_recv() {
                 report_batch.push(report);
             }
+            while let Ok((id, report)) = migrations.try_recv() {
+                migration_batch.push((id, report));
+            }
+            report_batch.extend(
+                migration_batch
+                    .drain(..)
+                    .map(|(id, report)| Report::Migration(id, report)),
+            );
             while batch.len() < BATCH_MAX {
                 match requests.try_recv() {
                     Ok(request) => batch.push(request),
@@ -315,6 +369,10 @@ impl RegistryActor {
             for request in batch.drain(..) {
                 actor.request(request, now);
             }
+            if tick.is_some() {
+                migrating::expire_reservations(&mut actor.registry, now);
+                actor.collect_events();
+            }
             if let Err(reason) = actor.commit() {
                 actor.roll_back(reason, now);
             }
@@ -333,6 +391,12 @@ impl Actor {
             .filter(|f| Instant::now() < f.retry_at)
             .map(|f| refusal(&f.reason));
         self.registry.refuse_writes(refusing);
+        let mut entropy = [0u8; 32];
+        // Migration ids and tokens are drawn from this; the OS generator does not fail on
+        // Linux once booted, and a failure would leave the previous batch's bytes, which the
+        // registry still mixes with a counter.
+        let _ = ring::rand::SecureRandom::fill(&self.entropy, &mut entropy);
+        self.registry.set_entropy(entropy);
         let in_flight = self.replies_in_flight.load(Ordering::Acquire);
         self.registry
             .set_reply_room(self.reply_bytes_in_flight_max.saturating_sub(in_flight));
@@ -365,6 +429,10 @@ impl Actor {
             let progress = self.registry.advance(&mut answer.run, now);
             answer.count(&self.replies_in_flight);
             self.collect_events();
+            // A cancel may have answered the document that waits for its migration.
+            for (operation, outcome) in migrating::take_answers(&mut self.registry) {
+                self.resume(operation, outcome, now);
+            }
             match progress {
                 Progress::Done => {
                     self.outputs.push(Output::Reply(answer));
@@ -401,14 +469,35 @@ impl Actor {
                 else {
                     return;
                 };
-                self.finished.push((report, end));
+                self.finished.push((report, Some(end)));
                 self.collect_events();
-                if let Some(mut answer) = self.waiting.remove(&operation) {
-                    answer.run.checkpoint(Some(operation));
-                    Registry::resume(&mut answer.run, outcome);
-                    self.advance(answer, now);
+                self.resume(operation, outcome, now);
+            }
+            Report::Migration(id, worker_report) => {
+                let replayed = !matches!(worker_report, WorkerReport::Progress { .. });
+                if replayed && self.registry.writes_refused.is_some() {
+                    self.pending.push(Report::Migration(id, worker_report));
+                    return;
+                }
+                if replayed {
+                    self.finished
+                        .push((Report::Migration(id, worker_report.clone()), None));
+                }
+                let answers = migrating::report(&mut self.registry, id, worker_report);
+                self.collect_events();
+                for (operation, outcome) in answers {
+                    self.resume(operation, outcome, now);
                 }
             }
+        }
+    }
+
+    /// The document waiting for `operation` gets `outcome` for its object and goes on.
+    fn resume(&mut self, operation: u64, outcome: crate::registry::state::Outcome, now: u64) {
+        if let Some(mut answer) = self.waiting.remove(&operation) {
+            answer.run.checkpoint(Some(operation));
+            Registry::resume(&mut answer.run, outcome);
+            self.advance(answer, now);
         }
     }
 
@@ -424,6 +513,7 @@ impl Actor {
         // store is not touched before its retry time.
         if !self.registry.has_dirty() || self.registry.writes_refused.is_some() {
             self.settle_finished();
+            self.migration_notes();
             return Ok(());
         }
         if crate::fault::point("registry.commit").is_some() {
@@ -439,6 +529,13 @@ impl Actor {
             .map_err(|e| e.to_string())?;
         self.resync = false;
         let elapsed = started.elapsed();
+        if changes
+            .iter()
+            .any(|(key, _)| matches!(key, crate::registry::state::Key::Migration(_)))
+        {
+            self.publish_resolvers();
+        }
+        self.migration_notes();
         for (key, value) in changes {
             match value {
                 Some(value) => self.committed.insert(key, value),
@@ -471,8 +568,70 @@ impl Actor {
             if let Report::Done { operation, .. } = report {
                 self.cancels.remove(&operation);
             }
-            crate::metrics::get().memdr(end).increment(1);
+            if let Some(end) = end {
+                crate::metrics::get().memdr(end).increment(1);
+            }
         }
+    }
+
+    /// The tokens of the migrations this daemon is the target of, for the verifier.
+    fn publish_resolvers(&self) {
+        let tokens = self
+            .registry
+            .migrations()
+            .filter_map(|m| match m.incoming()? {
+                crate::migration::target::Incoming::Reserved { token }
+                | crate::migration::target::Incoming::Committed { token } => Some((m.id, *token)),
+            })
+            .collect();
+        self.resolvers.publish(tokens);
+    }
+
+    /// What the migration rules noted in a batch that is now durable: metrics, log lines, and
+    /// the fault points where tests kill the daemon.
+    fn migration_notes(&mut self) {
+        let metrics = crate::metrics::get();
+        for note in migrating::take_notes(&mut self.registry) {
+            match note {
+                Note::Point(name) => crate::fault::kill_point(name),
+                Note::Began { id, .. } => {
+                    self.began.insert(id, Instant::now());
+                }
+                Note::Suspended { id } => {
+                    self.suspended.insert(id, Instant::now());
+                }
+                Note::Ended { id, source, outcome } => {
+                    let role = if source { "source" } else { "target" };
+                    metrics.migration_ended(role, outcome);
+                    if outcome == "in_doubt" {
+                        continue;
+                    }
+                    if let Some(began) = self.began.remove(&id) {
+                        metrics.migration_duration(role, began.elapsed());
+                    }
+                    if let Some(suspended) = self.suspended.remove(&id)
+                        && outcome == "committed"
+                    {
+                        metrics.migration_downtime(suspended.elapsed());
+                    }
+                }
+                Note::Log { warn: true, line } => tracing::warn!("{line}"),
+                Note::Log { warn: false, line } => tracing::info!("{line}"),
+            }
+        }
+        let (mut source, mut target, mut in_doubt) = (0, 0, 0);
+        for record in self.registry.migrations().filter(|m| m.holds_domain()) {
+            match record.outgoing() {
+                Some(outgoing) => {
+                    source += 1;
+                    if outgoing.in_doubt {
+                        in_doubt += 1;
+                    }
+                }
+                None => target += 1,
+            }
+        }
+        metrics.migrations_in_progress(source, target, in_doubt);
     }
 
     /// Remembers that the store failed, and when to try it again.
@@ -508,6 +667,10 @@ impl Actor {
                 |operation| cancels.contains_key(&operation),
             )
         });
+        // Who waits for which migration, and what arrived of transfers, outlive the rebuild;
+        // what the failed batch noted for the shell does not.
+        let mut migrating = std::mem::take(&mut self.registry.migrating);
+        migrating.forget_batch();
         // Crash-only: records this process wrote that no longer decode are a defect, and
         // keeping the batch's changes instead would later save writes that were refused. The
         // restart reads the disk, which holds exactly what was acknowledged.
@@ -516,6 +679,7 @@ impl Actor {
             Err(e) => panic!("cannot rebuild the registry after a failed commit: {e}"),
         };
         self.registry = registry;
+        self.registry.migrating = migrating;
         if !self.committed_is_durable {
             self.registry.touch_all();
         }
@@ -633,6 +797,62 @@ impl Actor {
                     if let Some(cancel) = self.cancels.get(&operation) {
                         cancel.notify_one();
                     }
+                }
+                Effect::StartMigration(plan) => {
+                    let id = plan.id;
+                    match worker::start(
+                        *plan,
+                        self.migration_settings.clone(),
+                        self.migration_reports.clone(),
+                    ) {
+                        Ok(worker) => {
+                            self.workers.insert(id, worker);
+                        }
+                        Err(e) => {
+                            tracing::error!(migration = %id, error = %e, "cannot start a migration worker");
+                            let _ = self.migration_reports.send((
+                                id,
+                                WorkerReport::Failed(format!("ldmd could not start a worker: {e}")),
+                            ));
+                        }
+                    }
+                }
+                Effect::MigrationSend {
+                    contact,
+                    send,
+                    settle,
+                } => {
+                    let id = contact.id;
+                    let command = worker::Command::Send {
+                        contact,
+                        send,
+                        settle,
+                    };
+                    // A worker that ended (after a restart there is none) is started again.
+                    let command = match self.workers.get(&id) {
+                        Some(worker) => match worker.command(command) {
+                            Ok(()) => continue,
+                            Err(command) => command,
+                        },
+                        None => command,
+                    };
+                    match worker::contact(
+                        id,
+                        self.migration_settings.clone(),
+                        self.migration_reports.clone(),
+                    ) {
+                        Ok(worker) => {
+                            let _ = worker.command(command);
+                            self.workers.insert(id, worker);
+                        }
+                        Err(e) => {
+                            tracing::error!(migration = %id, error = %e, "cannot start a migration worker")
+                        }
+                    }
+                }
+                Effect::StopMigration { id } => {
+                    // Dropping the channel ends the worker once it has sent what it was told.
+                    self.workers.remove(&id);
                 }
             }
         }

@@ -15,7 +15,7 @@ pub fn list_domain(reg: &Registry, data: &Data, now: u64) -> Outcome {
     let domains = requested(reg, data)?;
     let contents = domains
         .iter()
-        .map(|d| content(d, vec![summary(d, now)]))
+        .map(|d| content(d, vec![summary(reg, d, now)]))
         .collect();
     answer(data, contents, Vec::new())
 }
@@ -138,8 +138,11 @@ fn item(resource: &str, units: Option<String>, properties: Vec<Property>) -> Ite
 }
 
 /// The six flag positions of §3.
-pub fn flags(domain: &Domain) -> String {
+pub fn flags(reg: &Registry, domain: &Domain) -> String {
     let mut flags = ['-'; 6];
+    if let Some(flag) = reg.migration_of(&domain.name).and_then(|m| m.flag()) {
+        flags[5] = flag;
+    }
     if domain.state == DomainState::Active {
         flags[1] = 'n';
     }
@@ -187,7 +190,7 @@ fn info(domain: &Domain) -> Item {
     }
 }
 
-fn summary(domain: &Domain, now: u64) -> Item {
+fn summary(reg: &Registry, domain: &Domain, now: u64) -> Item {
     let mut item = info(domain);
     let memory = domain
         .binding
@@ -199,7 +202,7 @@ fn summary(domain: &Domain, now: u64) -> Item {
     };
     let mut properties = vec![
         prop("state", domain.state.as_str()),
-        prop("flags", flags(domain)),
+        prop("flags", flags(reg, domain)),
         prop("cons", console(domain)),
         prop("ncpu", domain.vcpus),
         prop("mem", memory),
@@ -215,6 +218,13 @@ fn summary(domain: &Domain, now: u64) -> Item {
                 format_size(dr.bytes)
             ),
         ));
+    }
+    if let Some((operation, progress, peer)) =
+        crate::registry::actions::migration::status(reg, &domain.name)
+    {
+        properties.push(prop("operation", operation));
+        properties.push(prop("progress", progress));
+        properties.push(prop("peer", peer));
     }
     properties.append(&mut item.properties);
     item.properties = properties;
@@ -238,7 +248,7 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
     if bound {
         info.properties
             .insert(0, prop("state", domain.state.as_str()));
-        info.properties.insert(1, prop("flags", flags(domain)));
+        info.properties.insert(1, prop("flags", flags(reg, domain)));
     }
     let mut items = vec![info];
     let mut cpu = item(

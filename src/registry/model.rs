@@ -277,3 +277,78 @@ pub struct SpConfig {
 
 /// The name of the configuration the machine ships with; it cannot be removed.
 pub const FACTORY_DEFAULT: &str = "factory-default";
+
+/// A migration this daemon takes part in, as its store keeps it (one record per attempt; the
+/// protocol is in `crate::migration`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationRecord {
+    pub id: crate::migration::MigrationId,
+    /// The domain's name here: the migrating domain on the source, the receiving (then owned)
+    /// domain on the target.
+    pub domain: String,
+    /// Its name on the other side.
+    pub peer_domain: String,
+    /// The other daemon: the target's address as the operator wrote it (`host2`,
+    /// `[::1]:6482`) on the source; the source daemon's host name on the target.
+    pub peer: String,
+    /// Unix seconds when it began here.
+    pub started_at: u64,
+    pub side: MigrationSide,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationSide {
+    Source {
+        outgoing: crate::migration::source::Outgoing,
+        /// Where to reach the target again (the resolver after a restart).
+        host: String,
+        port: u16,
+    },
+    Target {
+        incoming: crate::migration::target::Incoming,
+        /// The state the domain takes when the target takes it over.
+        state: DomainState,
+    },
+}
+
+impl MigrationRecord {
+    pub fn outgoing(&self) -> Option<&crate::migration::source::Outgoing> {
+        match &self.side {
+            MigrationSide::Source { outgoing, .. } => Some(outgoing),
+            MigrationSide::Target { .. } => None,
+        }
+    }
+
+    pub fn incoming(&self) -> Option<&crate::migration::target::Incoming> {
+        match &self.side {
+            MigrationSide::Target { incoming, .. } => Some(incoming),
+            MigrationSide::Source { .. } => None,
+        }
+    }
+
+    /// Whether the migration still holds its domain here: locked on the source until it ends,
+    /// receiving on the target until it commits. Done and committed records only remember.
+    pub fn holds_domain(&self) -> bool {
+        use crate::migration::source::Phase;
+        use crate::migration::target::Incoming;
+        match &self.side {
+            MigrationSide::Source { outgoing, .. } => outgoing.phase != Phase::Done,
+            MigrationSide::Target { incoming, .. } => {
+                matches!(incoming, Incoming::Reserved { .. })
+            }
+        }
+    }
+
+    /// The sixth `list-domain` flag (§3): `s` source, `t` target, `e` in doubt.
+    pub fn flag(&self) -> Option<char> {
+        if !self.holds_domain() {
+            return None;
+        }
+        Some(match &self.side {
+            MigrationSide::Source { outgoing, .. } if outgoing.in_doubt => 'e',
+            MigrationSide::Source { .. } => 's',
+            MigrationSide::Target { .. } => 't',
+        })
+    }
+}

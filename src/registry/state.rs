@@ -26,6 +26,29 @@ pub struct Settings {
     /// The limits the rules enforce (`[limits]`): document sizes, reply sizes, what one domain
     /// and the machine may hold.
     pub limits: RegistryLimits,
+    /// `[migration]`.
+    pub migration: MigrationSettings,
+}
+
+/// What the migration rules need of `[migration]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MigrationSettings {
+    /// Migrations this daemon takes part in at once, as source or target.
+    pub concurrent_max: usize,
+    /// A reservation that hears nothing from its source for this long is released.
+    pub reservation_idle_secs: u64,
+    /// This host's name, for progress events and the target's record of its source.
+    pub host_name: String,
+}
+
+impl Default for MigrationSettings {
+    fn default() -> Self {
+        MigrationSettings {
+            concurrent_max: 4,
+            reservation_idle_secs: 60,
+            host_name: "localhost".into(),
+        }
+    }
 }
 
 /// The part of `[limits]` the registry enforces.
@@ -62,6 +85,7 @@ impl Default for Settings {
             xmpp_enabled: true,
             spconfigs_max: 8,
             limits: RegistryLimits::from_limits(&crate::limits::Limits::default()),
+            migration: MigrationSettings::default(),
         }
     }
 }
@@ -75,6 +99,7 @@ pub enum Key {
     Domain(String),
     SpConfigs,
     Meta,
+    Migration(crate::migration::MigrationId),
 }
 
 /// The SP configurations: saved ones, the one the machine runs, the one for the next power-on.
@@ -93,6 +118,10 @@ pub struct Meta {
     pub next_operation: u64,
     /// The generator behind UUIDs.
     pub rng: u64,
+    /// This daemon's identity among its peers: a daemon refuses a migration from itself. Set
+    /// at the first start (0 in stores older than migration: one is drawn at load).
+    #[serde(default)]
+    pub daemon_id: u128,
 }
 
 /// Every durable record, as loaded from the store.
@@ -101,6 +130,7 @@ pub struct Records {
     pub domains: Vec<Domain>,
     pub spconfigs: Option<SpConfigs>,
     pub meta: Option<Meta>,
+    pub migrations: Vec<crate::registry::model::MigrationRecord>,
 }
 
 /// Work the shell must start once the batch that asked for it is durable.
@@ -117,6 +147,20 @@ pub enum Effect {
     },
     CancelMemDr {
         operation: u64,
+    },
+    /// Start a migration's worker: it reaches the target and drives it (a dry run only checks).
+    StartMigration(Box<crate::migration::plan::Plan>),
+    /// Have the worker of a migration send `send` to the target (starting a worker for it when
+    /// none runs, after a restart). `settle`: keep asking until the target answers for good.
+    MigrationSend {
+        contact: crate::migration::plan::Contact,
+        send: crate::migration::source::Send,
+        settle: bool,
+    },
+    /// The migration is over here, or cancelled: its worker stops once it has sent what it
+    /// was asked to.
+    StopMigration {
+        id: crate::migration::MigrationId,
     },
 }
 
@@ -143,6 +187,13 @@ pub struct Registry {
     pub(crate) services: HashMap<String, String>,
     /// Physical device → its owner.
     pub(crate) io_owner: HashMap<String, String>,
+    /// Migrations this daemon takes part in (durable), and what only lives while it runs.
+    pub(crate) migrations: BTreeMap<crate::migration::MigrationId, crate::registry::model::MigrationRecord>,
+    pub(crate) migrating: crate::registry::actions::migration::Volatile,
+    /// Unpredictable bytes from the shell, refreshed before each batch: migration ids and
+    /// tokens are drawn from them (the rules themselves stay deterministic given them).
+    entropy: [u8; 32],
+    entropy_draws: u64,
     dirty: BTreeSet<Key>,
     events: Vec<Event>,
     effects: Vec<Effect>,
@@ -199,6 +250,7 @@ impl Registry {
         now: u64,
     ) -> Result<Registry, String> {
         let mut registry = Registry::empty(machine, settings, seed);
+        registry.meta.daemon_id = registry.fresh_daemon_id();
         registry.create_control_domain(now)?;
         registry.dirty.insert(Key::SpConfigs);
         registry.dirty.insert(Key::Meta);
@@ -223,12 +275,17 @@ impl Registry {
                 mac_cursor: MAC_FIRST,
                 next_operation: 1,
                 rng: seed,
+                daemon_id: 0,
             },
             pools,
             macs: HashSet::new(),
             console_ports: HashSet::new(),
             services: HashMap::new(),
             io_owner: HashMap::new(),
+            migrations: BTreeMap::new(),
+            migrating: Default::default(),
+            entropy: seed.to_be_bytes().repeat(4).try_into().unwrap_or([0; 32]),
+            entropy_draws: 0,
             dirty: BTreeSet::new(),
             events: Vec::new(),
             effects: Vec::new(),
@@ -319,18 +376,24 @@ impl Registry {
 
     /// Rebuilds the registry from its records. Allocations are derived from the bindings, and
     /// a memory DR that a crash interrupted is rolled back: the domain keeps the memory it had
-    /// before it (the reply was never sent, so nothing acknowledged is undone). The notes say
-    /// what was rolled back, for the log.
+    /// before it (the reply was never sent, so nothing acknowledged is undone). Migrations
+    /// follow their restart rules (`crate::migration`): what they change is written at the
+    /// first commit, and the sends they owe start after it. The notes say what was rolled back
+    /// or resumed, for the log.
     pub fn restore(
         machine: Machine,
         settings: Settings,
         records: Records,
     ) -> Result<(Registry, Vec<String>), String> {
-        Registry::restore_keeping(machine, settings, records, |_| false)
+        let (mut registry, mut notes) =
+            Registry::restore_keeping(machine, settings, records, |_| false)?;
+        notes.extend(crate::registry::actions::migration::restart(&mut registry));
+        Ok((registry, notes))
     }
 
     /// Like [`Registry::restore`], but a memory DR whose operation is `live` (its worker still
-    /// runs: the registry is rebuilt while the daemon runs, after a failed commit) is kept.
+    /// runs: the registry is rebuilt while the daemon runs, after a failed commit) is kept, and
+    /// migrations are taken as they are (the daemon did not restart: their workers run).
     pub fn restore_keeping(
         machine: Machine,
         settings: Settings,
@@ -364,6 +427,19 @@ impl Registry {
             .contains_key(crate::registry::CONTROL_DOMAIN)
         {
             return Err("the store has no control domain".into());
+        }
+        if registry.meta.daemon_id == 0 {
+            registry.meta.daemon_id = registry.fresh_daemon_id();
+            registry.touch_meta();
+        }
+        for record in records.migrations {
+            if !registry.domains.contains_key(&record.domain) && record.holds_domain() {
+                return Err(format!(
+                    "stored state is inconsistent: migration {} holds domain {}, which does not exist",
+                    record.id, record.domain
+                ));
+            }
+            registry.migrations.insert(record.id, record);
         }
         Ok((registry, notes))
     }
@@ -467,6 +543,7 @@ impl Registry {
                     Key::Domain(name) => self.domains.get(name).map(to_json).transpose()?,
                     Key::SpConfigs => Some(to_json(&self.sp)?),
                     Key::Meta => Some(to_json(&self.meta)?),
+                    Key::Migration(id) => self.migrations.get(id).map(to_json).transpose()?,
                 };
                 Ok((key, value))
             })
@@ -481,6 +558,9 @@ impl Registry {
         }
         records.push((Key::SpConfigs, to_json(&self.sp)?));
         records.push((Key::Meta, to_json(&self.meta)?));
+        for (id, record) in &self.migrations {
+            records.push((Key::Migration(*id), to_json(record)?));
+        }
         Ok(records)
     }
 
@@ -490,6 +570,54 @@ impl Registry {
         self.dirty.extend(names.into_iter().map(Key::Domain));
         self.dirty.insert(Key::SpConfigs);
         self.dirty.insert(Key::Meta);
+        let ids: Vec<_> = self.migrations.keys().copied().collect();
+        self.dirty.extend(ids.into_iter().map(Key::Migration));
+    }
+
+    /// Fresh unpredictable bytes from the shell, before a batch (see `entropy`).
+    pub fn set_entropy(&mut self, entropy: [u8; 32]) {
+        self.entropy = entropy;
+    }
+
+    /// 32 bytes no earlier draw of this process gave: SHA-256 of the shell's entropy and a
+    /// counter.
+    pub(crate) fn draw_secret(&mut self) -> [u8; 32] {
+        self.entropy_draws = self.entropy_draws.wrapping_add(1);
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(&self.entropy);
+        context.update(&self.entropy_draws.to_be_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(context.finish().as_ref());
+        out
+    }
+
+    fn fresh_daemon_id(&mut self) -> u128 {
+        let secret = self.draw_secret();
+        let mut half = [0u8; 16];
+        half.copy_from_slice(secret.get(..16).unwrap_or(&[0; 16]));
+        // Never 0, which means "none yet".
+        u128::from_be_bytes(half).max(1)
+    }
+
+    /// This daemon's identity among its peers.
+    pub fn daemon_id(&self) -> u128 {
+        self.meta.daemon_id
+    }
+
+    /// The migrations this daemon takes part in.
+    pub fn migrations(&self) -> impl Iterator<Item = &crate::registry::model::MigrationRecord> {
+        self.migrations.values()
+    }
+
+    /// The migration that holds `domain` here, if one does.
+    pub fn migration_of(&self, domain: &str) -> Option<&crate::registry::model::MigrationRecord> {
+        self.migrations
+            .values()
+            .find(|m| m.domain == domain && m.holds_domain())
+    }
+
+    pub(crate) fn touch_migration(&mut self, id: crate::migration::MigrationId) {
+        self.dirty.insert(Key::Migration(id));
     }
 
     pub fn has_dirty(&self) -> bool {

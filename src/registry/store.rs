@@ -19,11 +19,13 @@ use redb::{
     Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition,
 };
 
-use crate::registry::model::Domain;
+use crate::registry::model::{Domain, MigrationRecord};
 use crate::registry::state::{Key, Records};
 
 const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("domains");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+/// Migration records, by id (32 hex digits). Absent from stores older than migration.
+const MIGRATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("migrations");
 const SPCONFIGS_KEY: &str = "spconfigs";
 const META_KEY: &str = "meta";
 
@@ -158,10 +160,24 @@ impl Store {
             let domain: Domain = self.decode(&format!("domain {}", name.value()), value.value())?;
             domains.push(domain);
         }
+        let mut migrations = Vec::new();
+        match txn.open_table(MIGRATIONS) {
+            Ok(table) => {
+                for entry in table.iter().map_err(|e| self.error(e))? {
+                    let (id, value) = entry.map_err(|e| self.error(e))?;
+                    let record: MigrationRecord =
+                        self.decode(&format!("migration {}", id.value()), value.value())?;
+                    migrations.push(record);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.error(e)),
+        }
         Ok(Some(Records {
             domains,
             spconfigs,
             meta: Some(meta),
+            migrations,
         }))
     }
 
@@ -201,39 +217,58 @@ impl Store {
         {
             let mut domains = txn.open_table(DOMAINS).map_err(|e| self.error(e))?;
             let mut state = txn.open_table(STATE).map_err(|e| self.error(e))?;
+            let mut migrations = txn.open_table(MIGRATIONS).map_err(|e| self.error(e))?;
+            let keys: Vec<(Key, String)> = changes
+                .iter()
+                .map(|(key, _)| (key.clone(), table_key(key)))
+                .collect();
             if whole {
-                let kept: std::collections::HashSet<&str> = changes
+                let kept: std::collections::HashSet<(bool, &str)> = changes
                     .iter()
-                    .filter_map(|(key, value)| match (key, value) {
-                        (Key::Domain(name), Some(_)) => Some(name.as_str()),
+                    .zip(&keys)
+                    .filter_map(|((key, value), (_, name))| match (key, value) {
+                        (Key::Domain(_), Some(_)) => Some((true, name.as_str())),
+                        (Key::Migration(_), Some(_)) => Some((false, name.as_str())),
                         _ => None,
                     })
                     .collect();
-                let mut stale = Vec::new();
-                for entry in domains.iter().map_err(|e| self.error(e))? {
-                    let (name, _) = entry.map_err(|e| self.error(e))?;
-                    if !kept.contains(name.value()) {
-                        stale.push(name.value().to_owned());
+                for (is_domain, table) in [(true, &mut domains), (false, &mut migrations)] {
+                    let mut stale = Vec::new();
+                    for entry in table.iter().map_err(|e| self.error(e))? {
+                        let (name, _) = entry.map_err(|e| self.error(e))?;
+                        if !kept.contains(&(is_domain, name.value())) {
+                            stale.push(name.value().to_owned());
+                        }
+                    }
+                    for name in stale {
+                        table.remove(name.as_str()).map_err(|e| self.error(e))?;
                     }
                 }
-                for name in stale {
-                    domains.remove(name.as_str()).map_err(|e| self.error(e))?;
-                }
             }
-            for (key, value) in changes {
-                let (table, name) = match key {
-                    Key::Domain(name) => (&mut domains, name.as_str()),
-                    Key::SpConfigs => (&mut state, SPCONFIGS_KEY),
-                    Key::Meta => (&mut state, META_KEY),
+            for ((key, value), (_, name)) in changes.iter().zip(&keys) {
+                let table = match key {
+                    Key::Domain(_) => &mut domains,
+                    Key::SpConfigs | Key::Meta => &mut state,
+                    Key::Migration(_) => &mut migrations,
                 };
                 match value {
-                    Some(bytes) => table.insert(name, bytes.as_slice()).map(drop),
-                    None => table.remove(name).map(drop),
+                    Some(bytes) => table.insert(name.as_str(), bytes.as_slice()).map(drop),
+                    None => table.remove(name.as_str()).map(drop),
                 }
                 .map_err(|e| self.error(e))?;
             }
         }
         txn.commit().map_err(|e| self.error(e))
+    }
+}
+
+/// The key of `key`'s record in its table.
+fn table_key(key: &Key) -> String {
+    match key {
+        Key::Domain(name) => name.clone(),
+        Key::SpConfigs => SPCONFIGS_KEY.into(),
+        Key::Meta => META_KEY.into(),
+        Key::Migration(id) => id.to_string(),
     }
 }
 
@@ -271,6 +306,9 @@ pub fn records_of(committed: &std::collections::BTreeMap<Key, Vec<u8>>) -> Resul
                 records.spconfigs = Some(serde_json::from_slice(value).map_err(decode_error)?)
             }
             Key::Meta => records.meta = Some(serde_json::from_slice(value).map_err(decode_error)?),
+            Key::Migration(_) => records
+                .migrations
+                .push(serde_json::from_slice(value).map_err(decode_error)?),
         }
     }
     Ok(records)
@@ -293,6 +331,7 @@ mod tests {
             mac_cursor: 0,
             next_operation: 1,
             rng: 7,
+            daemon_id: 9,
         };
         (Key::Meta, Some(serde_json::to_vec(&meta).unwrap()))
     }

@@ -30,7 +30,7 @@ use std::thread::JoinHandle;
 use tokio::sync::mpsc;
 
 use crate::auth::guard::LoginGuard;
-use crate::auth::verifier::OnAccountsChanged;
+use crate::auth::verifier::{OnAccountsChanged, ResolverTokens};
 use crate::auth::{UserStore, Verifier, VerifierConfig};
 use crate::config::Config;
 use crate::server::dispatch::{Backend, ToIo};
@@ -76,6 +76,16 @@ pub struct Server {
 impl Server {
     /// Binds everything, starts every thread, and returns once the daemon accepts connections.
     pub fn start(config: Config, backend: Box<dyn Backend>) -> Result<Server, StartError> {
+        Server::start_with(config, backend, ResolverTokens::default())
+    }
+
+    /// [`Server::start`], with the tokens of the migrations this daemon is the target of, as
+    /// its registry publishes them (a source's resolver logs in with one).
+    pub fn start_with(
+        config: Config,
+        backend: Box<dyn Backend>,
+        resolvers: ResolverTokens,
+    ) -> Result<Server, StartError> {
         let state_err = |source| StartError::StateDir {
             path: config.state_dir.clone(),
             source,
@@ -120,6 +130,7 @@ impl Server {
                 limits.login_failures_per_source_max,
                 limits.login_failures_per_user_max,
             ),
+            resolvers,
         };
         // Every I/O thread hears of a change of the accounts, to end or downgrade its streams.
         let tell = mailboxes.clone();

@@ -14,6 +14,10 @@
 //! users, or opened with a password since changed, end, and downgraded users lose their writes.
 //! Unknown users are checked against a dummy hash so that the answer takes as long as for a
 //! known user.
+//!
+//! A source ldmd settling a migration logs in as `ldmd-migration-<id>` with the token this
+//! daemon gave it ([`ResolverTokens`]): checked at once against the token's digest, with the
+//! restricted role [`Role::Resolve`]. Its failures count against the source like any other.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -72,6 +76,31 @@ pub struct VerifierConfig {
     /// Successes remembered at most.
     pub remembered_max: usize,
     pub guard: LoginGuard,
+    /// Tokens of the migrations this daemon is the target of: a source's resolver logs in
+    /// with one (see `crate::migration`).
+    pub resolvers: ResolverTokens,
+}
+
+/// The token digests of the migrations this daemon is the target of, by migration, as the
+/// registry last committed them.
+#[derive(Clone, Default)]
+pub struct ResolverTokens(
+    Arc<std::sync::RwLock<Arc<HashMap<crate::migration::MigrationId, crate::migration::TokenDigest>>>>,
+);
+
+impl ResolverTokens {
+    /// Replaces the table (the registry, after a commit that changed migrations).
+    pub fn publish(&self, tokens: HashMap<crate::migration::MigrationId, crate::migration::TokenDigest>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
+    }
+
+    fn get(&self, id: crate::migration::MigrationId) -> Option<crate::migration::TokenDigest> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .copied()
+    }
 }
 
 /// Handle to the pool; cheap to clone.
@@ -80,6 +109,7 @@ pub struct Verifier {
     queue: SyncSender<VerifyRequest>,
     shared: Arc<Mutex<Shared>>,
     threads: Arc<Mutex<Threads>>,
+    resolvers: ResolverTokens,
 }
 
 struct Threads {
@@ -131,6 +161,7 @@ impl Verifier {
         let mut dummy = [0u8; 16];
         getrandom::fill(&mut dummy).map_err(std::io::Error::other)?;
         let dummy_hash = hash_password(&format!("{dummy:?}")).map_err(std::io::Error::other)?;
+        let resolvers = config.resolvers;
         let mut state = Shared {
             users_file: config.users_file,
             stamp: None,
@@ -172,6 +203,7 @@ impl Verifier {
                 handles,
                 stop_watcher,
             })),
+            resolvers,
         })
     }
 
@@ -198,6 +230,28 @@ impl Verifier {
                     limit: None,
                 });
             }
+        }
+        // A migration's resolver: its token, checked at once (a digest, no argon2).
+        if let Some(id) = crate::migration::MigrationId::from_resolver_user(&credentials.authcid)
+        {
+            let token = crate::migration::Token::parse(&credentials.password);
+            let verdict = match (self.resolvers.get(id), token) {
+                (Some(digest), Some(token)) if digest.matches(&token) => Ok(Identity {
+                    user: credentials.authcid.clone(),
+                    role: Role::Resolve,
+                    credential: 0,
+                    generation: u64::MAX,
+                }),
+                _ => {
+                    let mut state = lock(&self.shared);
+                    state.guard.failed(Instant::now(), request.source, None);
+                    Err(SaslFailure::NotAuthorized)
+                }
+            };
+            return Err(Immediate {
+                verdict,
+                limit: None,
+            });
         }
         match self.queue.try_send(request) {
             Ok(()) => Ok(()),

@@ -26,6 +26,7 @@ fn start(path: PathBuf, threads: usize, queue_max: usize) -> Verifier {
 
 fn start_with(path: PathBuf, threads: usize, queue_max: usize, guard: LoginGuard) -> Verifier {
     let config = VerifierConfig {
+        resolvers: Default::default(),
         users_file: path,
         threads,
         queue_max,
@@ -154,6 +155,7 @@ fn the_watcher_reports_every_change_of_the_accounts() {
     UserStore::add(&path, "alice", Role::Write, "pw").unwrap();
     let (tx, rx) = channel();
     let config = VerifierConfig {
+        resolvers: Default::default(),
         users_file: path.clone(),
         threads: 1,
         queue_max: 4,

@@ -351,6 +351,7 @@ pub(super) fn set_domain(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -
 
 pub(super) fn bind_domain(reg: &mut Registry, name: &str) -> Outcome {
     let domain = writable(reg, name)?;
+    migration::check_no_outgoing(reg, name)?;
     if name == CONTROL_DOMAIN || domain.state != DomainState::Inactive {
         return Err(format!("LDom {name} is already bound"));
     }
@@ -516,9 +517,10 @@ pub(super) fn start_domain(reg: &mut Registry, name: &str, now: u64) -> Outcome 
 pub(super) fn stop_domain(reg: &mut Registry, ctx: &Ctx<'_>, name: &str) -> Outcome {
     let reboot = ctx.flag(&["-r", "reboot"]);
     let domain = get(reg, name)?;
-    if domain.memdr.is_some() {
+    if domain.memdr.is_some() || reg.migration_of(name).is_some() {
         writable(reg, name)?;
     }
+    migration::check_no_outgoing(reg, name)?;
     if domain.state != DomainState::Active {
         return Err(format!("LDom {name} is not active"));
     }

@@ -453,6 +453,10 @@ pub fn memdr_progress(reg: &mut Registry, operation: u64, done: u64) {
 
 pub(super) fn cancel_operation(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outcome {
     let name = content.id.as_str();
+    if ctx.flag(&["migration"]) {
+        get(reg, name)?;
+        return migration::cancel(reg, ctx, name);
+    }
     let domain = get(reg, name)?;
     let operation = ["memdr", "reconf", "migration"]
         .into_iter()
@@ -477,6 +481,6 @@ pub(super) fn cancel_operation(reg: &mut Registry, ctx: &Ctx<'_>, content: &Cont
             Ok(Applied::default())
         }
         "reconf" => remove_reconf(reg, name).map(|()| Applied::default()),
-        _ => Err(format!("No migration is in progress on {name}")),
+        _ => migration::cancel(reg, ctx, name),
     }
 }

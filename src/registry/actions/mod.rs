@@ -5,6 +5,7 @@ mod cpu;
 mod devices;
 mod domains;
 mod memory;
+pub mod migration;
 mod services;
 mod spconfig;
 
@@ -35,14 +36,10 @@ use crate::registry::units::{
     parse_number, parse_size, round_down, round_up,
 };
 
-/// Migration has its own issue; until it lands, migrate-domain is refused as a whole.
-const MIGRATION_UNSUPPORTED: &str = "The action 'migrate-domain' is not supported by this ldmd yet";
-
 /// The cmd-level refusal of an action this daemon does not answer, or the action it answers.
 pub fn check_action(name: &ActionName) -> Result<Action, String> {
     match name {
         ActionName::Unknown(name) => Err(format!("Unknown action '{name}'")),
-        ActionName::Known(Action::MigrateDomain) => Err(MIGRATION_UNSUPPORTED.into()),
         ActionName::Known(action) => Ok(*action),
     }
 }
@@ -123,8 +120,13 @@ pub fn apply(reg: &mut Registry, action: Action, cmd: &Cmd, data: &Data, now: u6
         Action::RemoveReconf => on_domain(reg, &ctx, data, |reg, _, c| {
             remove_reconf(reg, &c.id).map(|()| Applied::default())
         }),
-        // Refused by check_action before any object is judged.
-        Action::MigrateDomain => Err(MIGRATION_UNSUPPORTED.into()),
+        Action::MigrateDomain => migration::migrate_domain(reg, &ctx, data, now),
+        Action::MigrateCheck
+        | Action::MigrateReserve
+        | Action::MigrateTransfer
+        | Action::MigrateCommit
+        | Action::MigrateResolve
+        | Action::MigrateForget => migration::internal(reg, action, cmd, data, now),
     }
 }
 
@@ -230,6 +232,12 @@ fn grows_constraints(action: Action) -> bool {
         | Action::ListDevices
         | Action::ListServices
         | Action::MigrateDomain
+        | Action::MigrateCheck
+        | Action::MigrateReserve
+        | Action::MigrateTransfer
+        | Action::MigrateCommit
+        | Action::MigrateResolve
+        | Action::MigrateForget
         | Action::CancelOperation
         | Action::RemoveReconf
         | Action::RegDomainEvents
@@ -410,10 +418,21 @@ fn bound_mut<'r>(
         .ok_or_else(|| format!("LDom {name} is not bound"))
 }
 
-/// A domain that may be changed now: it exists, runs no memory DR, and is not locked out by the
-/// control domain's delayed reconfiguration.
+/// A domain that may be changed now: it exists, is not migrating, runs no memory DR, and is
+/// not locked out by the control domain's delayed reconfiguration.
 fn writable<'r>(reg: &'r Registry, name: &str) -> Result<&'r Domain, String> {
     let domain = get(reg, name)?;
+    if let Some(migration) = reg.migration_of(name) {
+        return Err(match migration.outgoing() {
+            Some(_) => format!(
+                "A migration of {name} to {} is in progress: {name} cannot be changed until it ends (or cancel it with cancel-operation migration)",
+                migration.peer
+            ),
+            None => format!(
+                "LDom {name} is being migrated to this machine: it cannot be changed until the migration ends"
+            ),
+        });
+    }
     if domain.memdr.is_some() {
         return Err(format!(
             "A memory dynamic reconfiguration is in progress on {name}: wait for it, or cancel it with cancel-operation memdr"

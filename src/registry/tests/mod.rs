@@ -98,6 +98,9 @@ fn reload(reg: &mut Registry, store: &mut std::collections::BTreeMap<Key, Vec<u8
                 records.spconfigs = Some(serde_json::from_slice::<SpConfigs>(value).unwrap())
             }
             Key::Meta => records.meta = Some(serde_json::from_slice::<Meta>(value).unwrap()),
+            Key::Migration(_) => records
+                .migrations
+                .push(serde_json::from_slice(value).unwrap()),
         }
     }
     let (restored, _) =
@@ -308,7 +311,7 @@ fn the_control_domain_reconfigures_at_its_reboot_and_locks_the_others_meanwhile(
             .starts_with("Initiating a delayed reconfiguration")
     );
     assert_eq!(
-        crate::registry::listing::flags(reg.domain("primary").unwrap()),
+        crate::registry::listing::flags(&reg, reg.domain("primary").unwrap()),
         "-ndcv-"
     );
     assert!(

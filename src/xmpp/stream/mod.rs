@@ -267,6 +267,10 @@ impl Stream {
         let Some(identity) = &mut self.identity else {
             return Ok(()); // not a SASL stream: local peers are authorized by uid
         };
+        if identity.role == Role::Resolve {
+            // A migration resolver's token is not an account of the users file.
+            return Ok(());
+        }
         match account {
             None => Err(StreamError::with_text(
                 StreamErrorCondition::NotAuthorized,
