@@ -156,15 +156,14 @@ pub struct MigrationConfig {
 impl MigrationConfig {
     fn from_file(file: MigrationFile, state_dir: &Path) -> Result<MigrationConfig, ConfigError> {
         let defaults = crate::migration::worker::Settings::default();
-        let seconds = |key: &'static str, value: Option<f64>, default: std::time::Duration| {
-            match value {
+        let seconds =
+            |key: &'static str, value: Option<f64>, default: std::time::Duration| match value {
                 None => Ok(default),
                 Some(v) if (0.05..=86_400.0).contains(&v) => {
                     Ok(std::time::Duration::from_secs_f64(v))
                 }
                 Some(_) => Err(invalid(key, "must be between 0.05 and 86400 seconds")),
-            }
-        };
+            };
         let seconds_per_gib = match file.seconds_per_gib {
             None => defaults.seconds_per_gib,
             Some(v) if (0.0..=3600.0).contains(&v) => v,

@@ -224,8 +224,8 @@ fn run(config: Config) -> Result<(), String> {
     let mut registry = open_registry(&config)?;
     let resolvers = ldmd::auth::verifier::ResolverTokens::default();
     registry.resolvers = resolvers.clone();
-    let server = Server::start_with(config, Box::new(registry), resolvers)
-        .map_err(|e| e.to_string())?;
+    let server =
+        Server::start_with(config, Box::new(registry), resolvers).map_err(|e| e.to_string())?;
     if server.certificate_generated {
         tracing::info!(fingerprint = %server.fingerprint, "generated a self-signed TLS certificate");
     }

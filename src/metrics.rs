@@ -125,6 +125,7 @@ pub struct Metrics {
     /// By role, then outcome ([`MIGRATION_OUTCOMES`] order).
     migration_operations: [[Counter; 5]; 2],
     migration_in_progress: [Gauge; 2],
+    migration_records: [Gauge; 2],
     migration_in_doubt: Gauge,
     migration_duration: [Histogram; 2],
     migration_downtime: Histogram,
@@ -176,9 +177,20 @@ impl Metrics {
         self.migration_downtime.record(took.as_secs_f64());
     }
 
-    pub fn migrations_in_progress(&self, source: usize, target: usize, in_doubt: usize) {
-        self.migration_in_progress[0].set(source as f64);
-        self.migration_in_progress[1].set(target as f64);
+    /// Migrations holding a domain here, by role; those in doubt; and every migration record
+    /// kept, by role (finished ones wait for the other side's word to be forgotten).
+    pub fn migrations_in_progress(
+        &self,
+        holding: [usize; 2],
+        in_doubt: usize,
+        records: [usize; 2],
+    ) {
+        for (gauge, count) in self.migration_in_progress.iter().zip(holding) {
+            gauge.set(count as f64);
+        }
+        for (gauge, count) in self.migration_records.iter().zip(records) {
+            gauge.set(count as f64);
+        }
         self.migration_in_doubt.set(in_doubt as f64);
     }
 
@@ -302,6 +314,8 @@ pub fn get() -> &'static Metrics {
             }),
             migration_in_progress: MIGRATION_ROLES
                 .map(|role| gauge!("ldmd_migration_in_progress", "role" => role)),
+            migration_records: MIGRATION_ROLES
+                .map(|role| gauge!("ldmd_migration_records", "role" => role)),
             migration_in_doubt: gauge!("ldmd_migration_in_doubt"),
             migration_duration: MIGRATION_ROLES.map(|role| {
                 metrics::histogram!("ldmd_migration_duration_seconds", "role" => role)
@@ -423,6 +437,10 @@ fn describe() {
         "Migrations holding a domain here now, by role (source: locked, target: receiving)."
     );
     describe_gauge!(
+        "ldmd_migration_records",
+        "Migration records kept in the store, by role: those holding a domain, and finished ones until the other side acknowledges (the source's Done until forget, the target's tombstone)."
+    );
+    describe_gauge!(
         "ldmd_migration_in_doubt",
         "Outgoing migrations whose outcome is in doubt (flag e): the resolver keeps asking the target."
     );
@@ -522,6 +540,10 @@ mod tests {
             assert_eq!(metrics.action(Some(&name)), other, "{hostile:.20}");
         }
         assert_eq!(metrics.actions.len(), Action::COUNT + 1);
-        assert_eq!(Action::COUNT, 65, "59 actions of §3 and 6 internal messages");
+        assert_eq!(
+            Action::COUNT,
+            65,
+            "59 actions of §3 and 6 internal messages"
+        );
     }
 }

@@ -73,7 +73,10 @@ pub enum WorkerReport {
         warnings: Vec<String>,
     },
     /// `sent` of `chunks` chunks of the runtime state are on the target.
-    Progress { sent: u32, chunks: u32 },
+    Progress {
+        sent: u32,
+        chunks: u32,
+    },
     TransferComplete,
     /// Before the handoff: why the migration cannot go on.
     Failed(String),

@@ -34,7 +34,10 @@ pub fn peer_trust(settings: &Settings) -> Result<Trust, ClientError> {
         ))
     })?;
     Ok(Trust::Peers {
-        pins: pins.into_iter().map(|(_, der)| der.as_ref().to_vec()).collect(),
+        pins: pins
+            .into_iter()
+            .map(|(_, der)| der.as_ref().to_vec())
+            .collect(),
         fingerprints: settings.fingerprints.clone(),
         ca: settings.ca_file.clone(),
     })
@@ -92,13 +95,22 @@ fn check_name(name: &str) -> Result<(), String> {
 
 /// `ldmd trust add FILE [--name NAME]`: checks that FILE holds certificates, then stores it as
 /// `NAME.pem`. Returns the name and the fingerprints.
-pub fn add(state_dir: &Path, file: &Path, name: Option<&str>) -> Result<(String, Vec<String>), String> {
+pub fn add(
+    state_dir: &Path,
+    file: &Path,
+    name: Option<&str>,
+) -> Result<(String, Vec<String>), String> {
     let name = match name {
         Some(name) => name.to_owned(),
         None => file
             .file_stem()
             .and_then(|s| s.to_str())
-            .ok_or_else(|| format!("{}: give the certificate a name with --name", file.display()))?
+            .ok_or_else(|| {
+                format!(
+                    "{}: give the certificate a name with --name",
+                    file.display()
+                )
+            })?
             .to_owned(),
     };
     check_name(&name)?;
@@ -111,8 +123,7 @@ pub fn add(state_dir: &Path, file: &Path, name: Option<&str>) -> Result<(String,
             .map_err(|e| format!("{}: not a certificate: {e}", file.display()))?;
     }
     let dir = directory(state_dir);
-    crate::auth::store::create_private_dir(&dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    crate::auth::store::create_private_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let target = dir.join(format!("{name}.pem"));
     if target.exists() {
         return Err(format!(
@@ -165,7 +176,9 @@ fn subjects(der: &[u8]) -> Vec<String> {
                 x509_parser::extensions::GeneralName::IPAddress(bytes) => {
                     let ip = match bytes.len() {
                         4 => <[u8; 4]>::try_from(*bytes).map(std::net::IpAddr::from).ok(),
-                        16 => <[u8; 16]>::try_from(*bytes).map(std::net::IpAddr::from).ok(),
+                        16 => <[u8; 16]>::try_from(*bytes)
+                            .map(std::net::IpAddr::from)
+                            .ok(),
                         _ => None,
                     };
                     out.extend(ip.map(|ip| ip.to_string()));
@@ -214,7 +227,11 @@ mod tests {
         let (name, fingerprints) = add(state.path(), &cert_path, None).unwrap();
         assert_eq!(name, "tls-cert");
         assert_eq!(fingerprints, [identity.fingerprint()]);
-        assert!(add(state.path(), &cert_path, None).unwrap_err().contains("exists"));
+        assert!(
+            add(state.path(), &cert_path, None)
+                .unwrap_err()
+                .contains("exists")
+        );
         add(state.path(), &cert_path, Some("host2")).unwrap();
         let listed = list(state.path()).unwrap();
         assert_eq!(

@@ -101,7 +101,10 @@ impl Message {
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
         match &self.request {
             Request::Check(offer) | Request::Reserve(offer) => {
-                props.push(prop("source-daemon", format!("{:032x}", offer.source_daemon)));
+                props.push(prop(
+                    "source-daemon",
+                    format!("{:032x}", offer.source_daemon),
+                ));
                 props.push(prop("definition", b64(&offer.definition)));
                 if offer.force {
                     options.push("force".to_owned());
@@ -192,7 +195,11 @@ impl Message {
             Ok(Offer {
                 source_daemon: u128::from_be_bytes(daemon),
                 definition: b64("definition")?,
-                force: cmd.options.iter().chain(&cmd.arguments).any(|o| o == "force" || o == "-f"),
+                force: cmd
+                    .options
+                    .iter()
+                    .chain(&cmd.arguments)
+                    .any(|o| o == "force" || o == "-f"),
             })
         };
         let request = match action {
@@ -201,9 +208,7 @@ impl Message {
             Action::MigrateTransfer => {
                 let (seq, chunks) = (number("seq")?, number("chunks")?);
                 if seq >= chunks {
-                    return Err(format!(
-                        "{action}: chunk {seq} of {chunks} is past the end"
-                    ));
+                    return Err(format!("{action}: chunk {seq} of {chunks} is past the end"));
                 }
                 Request::Transfer {
                     token: token()?,
@@ -346,8 +351,7 @@ mod tests {
         let mut xml = Vec::new();
         crate::ldm::write::write_request(&mut xml, &document);
         let xml = String::from_utf8(xml).unwrap();
-        let root =
-            crate::xml::Element::parse(&xml, &crate::xml::NamespaceScope::client()).unwrap();
+        let root = crate::xml::Element::parse(&xml, &crate::xml::NamespaceScope::client()).unwrap();
         let parsed = crate::ldm::parse_document(&root);
         let cmd = &parsed.cmds[0];
         let action = cmd.action.as_ref().and_then(|a| a.known()).unwrap();
@@ -406,8 +410,7 @@ mod tests {
         let tampered = |key: usize, value: &str| {
             let mut document = message.to_document();
             let cmd = &mut document.cmds[0];
-            let item =
-                &mut cmd.data[0].envelope.as_mut().unwrap().contents[0].sections[0].items[0];
+            let item = &mut cmd.data[0].envelope.as_mut().unwrap().contents[0].sections[0].items[0];
             item.properties[key].value = value.into();
             let cmd = document.cmds.remove(0);
             Message::parse(Action::MigrateResolve, &cmd, &cmd.data[0])

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
+use super::MigrationId;
 use super::plan::{Contact, Plan, WorkerReport};
 use super::source::Send;
 use super::wire::{self, Answer, Message, Offer, Request};
-use super::MigrationId;
 use crate::client::{ClientError, Endpoint, Login, Session, Target};
 
 /// `[migration]`: how the worker reaches and waits for targets.
@@ -101,7 +101,11 @@ pub fn start(plan: Plan, settings: Arc<Settings>, reports: Reports) -> std::io::
 
 /// Starts a worker for a migration whose worker is gone (after a restart): it only sends what
 /// it is told.
-pub fn contact(id: MigrationId, settings: Arc<Settings>, reports: Reports) -> std::io::Result<Worker> {
+pub fn contact(
+    id: MigrationId,
+    settings: Arc<Settings>,
+    reports: Reports,
+) -> std::io::Result<Worker> {
     spawn(id, None, settings, reports)
 }
 
@@ -210,7 +214,8 @@ impl Thread {
         };
         // The modelled runtime state, paced like the guest's memory would be.
         let total = Duration::from_secs_f64(
-            (plan.memory_bytes as f64 / (1u64 << 30) as f64) * self.settings.seconds_per_gib.max(0.0),
+            (plan.memory_bytes as f64 / (1u64 << 30) as f64)
+                * self.settings.seconds_per_gib.max(0.0),
         );
         let pace = total
             .checked_div(plan.chunks.max(1))
@@ -314,8 +319,7 @@ impl Thread {
     /// Commit, on the operator's session (a resolver may not commit): one try. No definitive
     /// answer within `commit_timeout` leaves the outcome to resolve.
     fn commit(&mut self, contact: &Contact) {
-        let (Some(mut session), Some((chunks, digest))) = (self.session.take(), self.commit)
-        else {
+        let (Some(mut session), Some((chunks, digest))) = (self.session.take(), self.commit) else {
             return self.report(WorkerReport::NoOutcome(format!(
                 "the session with {} was gone before the commit",
                 contact.host
@@ -341,15 +345,18 @@ impl Thread {
                 session.close();
                 WorkerReport::Outcome(outcome)
             }
-            Ok(Answer::Success { outcome: None, .. }) => {
-                WorkerReport::NoOutcome(format!("{} answered the commit without an outcome", contact.host))
-            }
+            Ok(Answer::Success { outcome: None, .. }) => WorkerReport::NoOutcome(format!(
+                "{} answered the commit without an outcome",
+                contact.host
+            )),
             Ok(Answer::Failure(reasons)) => WorkerReport::NoOutcome(format!(
                 "{} refused the commit ({})",
                 contact.host,
                 reasons.join("; ")
             )),
-            Err(why) => WorkerReport::NoOutcome(format!("the link failed after the handoff ({why})")),
+            Err(why) => {
+                WorkerReport::NoOutcome(format!("the link failed after the handoff ({why})"))
+            }
         });
     }
 
@@ -377,7 +384,9 @@ impl Thread {
                 // A newer command supersedes this one (a cancel's resolve while resolving).
                 Ok(Command::Send { .. }) => {}
             }
-            backoff = backoff.saturating_mul(2).min(self.settings.resolve_backoff_max);
+            backoff = backoff
+                .saturating_mul(2)
+                .min(self.settings.resolve_backoff_max);
         }
     }
 
@@ -411,10 +420,13 @@ impl Thread {
         session.close();
         match (send, answer) {
             (Send::Forget, Ok(Answer::Success { .. })) => Some(WorkerReport::Forgotten),
-            (_, Ok(Answer::Success {
-                outcome: Some(outcome),
-                ..
-            })) => Some(WorkerReport::Outcome(outcome)),
+            (
+                _,
+                Ok(Answer::Success {
+                    outcome: Some(outcome),
+                    ..
+                }),
+            ) => Some(WorkerReport::Outcome(outcome)),
             (_, Ok(answer)) => {
                 tracing::debug!(migration = %contact.id, ?answer, "no outcome from the target yet");
                 None

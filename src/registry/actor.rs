@@ -600,7 +600,11 @@ impl Actor {
                 Note::Suspended { id } => {
                     self.suspended.insert(id, Instant::now());
                 }
-                Note::Ended { id, source, outcome } => {
+                Note::Ended {
+                    id,
+                    source,
+                    outcome,
+                } => {
                     let role = if source { "source" } else { "target" };
                     metrics.migration_ended(role, outcome);
                     if outcome == "in_doubt" {
@@ -619,19 +623,18 @@ impl Actor {
                 Note::Log { warn: false, line } => tracing::info!("{line}"),
             }
         }
-        let (mut source, mut target, mut in_doubt) = (0, 0, 0);
-        for record in self.registry.migrations().filter(|m| m.holds_domain()) {
-            match record.outgoing() {
-                Some(outgoing) => {
-                    source += 1;
-                    if outgoing.in_doubt {
-                        in_doubt += 1;
-                    }
-                }
-                None => target += 1,
+        let (mut holding, mut records, mut in_doubt) = ([0; 2], [0; 2], 0);
+        for record in self.registry.migrations() {
+            let role = usize::from(record.outgoing().is_none());
+            records[role] += 1;
+            if record.holds_domain() {
+                holding[role] += 1;
+            }
+            if record.outgoing().is_some_and(|o| o.in_doubt) && record.holds_domain() {
+                in_doubt += 1;
             }
         }
-        metrics.migrations_in_progress(source, target, in_doubt);
+        metrics.migrations_in_progress(holding, in_doubt, records);
     }
 
     /// Remembers that the store failed, and when to try it again.

@@ -188,7 +188,8 @@ pub struct Registry {
     /// Physical device → its owner.
     pub(crate) io_owner: HashMap<String, String>,
     /// Migrations this daemon takes part in (durable), and what only lives while it runs.
-    pub(crate) migrations: BTreeMap<crate::migration::MigrationId, crate::registry::model::MigrationRecord>,
+    pub(crate) migrations:
+        BTreeMap<crate::migration::MigrationId, crate::registry::model::MigrationRecord>,
     pub(crate) migrating: crate::registry::actions::migration::Volatile,
     /// Unpredictable bytes from the shell, refreshed before each batch: migration ids and
     /// tokens are drawn from them (the rules themselves stay deterministic given them).

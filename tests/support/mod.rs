@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -69,10 +71,29 @@ impl Daemon {
 
     /// Starts `ldmd` serving /metrics on a free port.
     pub fn start_with_metrics(config: &str, users: &[(&str, &str, &str)]) -> Daemon {
+        Daemon::start_with_metrics_env(config, users, &[])
+    }
+
+    /// [`Daemon::start_with_metrics`], with extra environment variables.
+    pub fn start_with_metrics_env(
+        config: &str,
+        users: &[(&str, &str, &str)],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         add_users(&dir.path().join("state"), users);
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        Daemon::spawn(dir, config, Some(addr), &[])
+        Daemon::spawn(dir, config, Some(addr), env)
+    }
+
+    /// Starts `ldmd` again in `dir` (after a crash), serving /metrics on a free port.
+    pub fn restart_with_metrics(
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Daemon::spawn(dir, config, Some(addr), env)
     }
 
     fn spawn(

@@ -85,12 +85,19 @@ pub struct VerifierConfig {
 /// registry last committed them.
 #[derive(Clone, Default)]
 pub struct ResolverTokens(
-    Arc<std::sync::RwLock<Arc<HashMap<crate::migration::MigrationId, crate::migration::TokenDigest>>>>,
+    Arc<
+        std::sync::RwLock<
+            Arc<HashMap<crate::migration::MigrationId, crate::migration::TokenDigest>>,
+        >,
+    >,
 );
 
 impl ResolverTokens {
     /// Replaces the table (the registry, after a commit that changed migrations).
-    pub fn publish(&self, tokens: HashMap<crate::migration::MigrationId, crate::migration::TokenDigest>) {
+    pub fn publish(
+        &self,
+        tokens: HashMap<crate::migration::MigrationId, crate::migration::TokenDigest>,
+    ) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
     }
 
@@ -232,8 +239,7 @@ impl Verifier {
             }
         }
         // A migration's resolver: its token, checked at once (a digest, no argon2).
-        if let Some(id) = crate::migration::MigrationId::from_resolver_user(&credentials.authcid)
-        {
+        if let Some(id) = crate::migration::MigrationId::from_resolver_user(&credentials.authcid) {
             let token = crate::migration::Token::parse(&credentials.password);
             let verdict = match (self.resolvers.get(id), token) {
                 (Some(digest), Some(token)) if digest.matches(&token) => Ok(Identity {

@@ -97,8 +97,7 @@ pub enum Note {
 pub(super) fn migrate_domain(reg: &mut Registry, ctx: &Ctx<'_>, data: &Data, now: u64) -> Outcome {
     if !reg.settings.xmpp_enabled {
         return Err(
-            "Migration is disabled because the XMPP interface is off (xmpp_enabled = false)"
-                .into(),
+            "Migration is disabled because the XMPP interface is off (xmpp_enabled = false)".into(),
         );
     }
     let request = MigrationRequest::parse(data)?;
@@ -271,7 +270,11 @@ pub fn parse_target(text: &str) -> Result<(String, u16), String> {
         }
     };
     let port = match port {
-        Some(port) => port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?,
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(bad)?,
         None => DEFAULT_PORT,
     };
     let valid = !host.is_empty()
@@ -449,9 +452,12 @@ pub(super) fn internal(
         }
         Request::Reserve(offer) => {
             if incoming.is_some() {
-                let step = target::step(incoming.as_ref(), TargetInput::Reserve {
-                    fresh: Token([0; 32]),
-                });
+                let step = target::step(
+                    incoming.as_ref(),
+                    TargetInput::Reserve {
+                        fresh: Token([0; 32]),
+                    },
+                );
                 return target_answer(&message.domain, step.answer);
             }
             check_room(reg)?;
@@ -551,7 +557,9 @@ fn target_answer(domain: &str, answer: Option<TargetAnswer>) -> Outcome {
             domain,
             vec![("outcome", outcome.as_str().into())],
         )),
-        Some(TargetAnswer::Forgotten) => Ok(self::answer(domain, vec![("forgotten", "yes".into())])),
+        Some(TargetAnswer::Forgotten) => {
+            Ok(self::answer(domain, vec![("forgotten", "yes".into())]))
+        }
         Some(TargetAnswer::Refused(refusal)) => Err(refusal.message().into()),
         None => Err("the target's state machine gave no answer".into()),
     }
@@ -570,7 +578,9 @@ fn apply_target(
         RecordChange::Keep => {}
         RecordChange::Set(incoming) => {
             if let Some(r) = reg.migrations.get_mut(&id)
-                && let MigrationSide::Target { incoming: current, .. } = &mut r.side
+                && let MigrationSide::Target {
+                    incoming: current, ..
+                } = &mut r.side
             {
                 *current = *incoming;
             }
@@ -714,7 +724,10 @@ fn receive(
     let mut warning = None;
     if state != DomainState::Inactive {
         let binding = binding.ok_or_else(|| {
-            format!("The definition of {source_name} is {} but has no binding", state.as_str())
+            format!(
+                "The definition of {source_name} is {} but has no binding",
+                state.as_str()
+            )
         })?;
         let console = reg.console_service(&domain).ok_or_else(|| {
             format!("No virtual console concentrator (vcc) exists on the target for the console of {source_name}")
@@ -806,8 +819,13 @@ fn receive(
 
 /// A definition from another daemon is hostile until checked: everything a request to this
 /// daemon could not have made is refused.
-fn validate_definition(reg: &mut Registry, domain: &Domain, source_name: &str) -> Result<(), String> {
-    let bad = |what: &str| format!("The definition of {source_name} is not acceptable here: {what}");
+fn validate_definition(
+    reg: &mut Registry,
+    domain: &Domain,
+    source_name: &str,
+) -> Result<(), String> {
+    let bad =
+        |what: &str| format!("The definition of {source_name} is not acceptable here: {what}");
     check_name("domain", source_name, NAME_CHARS_MAX).map_err(|e| bad(&e))?;
     if !domain.io.is_empty() {
         return Err(bad("it owns physical I/O devices"));
@@ -819,7 +837,9 @@ fn validate_definition(reg: &mut Registry, domain: &Domain, source_name: &str) -
         return Err(bad("a reconfiguration is in progress on it"));
     }
     if domain.memory > MEMORY_BYTES_MAX || domain.mau > reg.machine.crypto_units {
-        return Err(bad("its memory or crypto units exceed what any machine has"));
+        return Err(bad(
+            "its memory or crypto units exceed what any machine has",
+        ));
     }
     if domain.master.len() > 4 {
         return Err(bad("it has more than 4 master domains"));
@@ -858,7 +878,12 @@ fn validate_definition(reg: &mut Registry, domain: &Domain, source_name: &str) -
     {
         return Err(bad("it has more devices than this daemon allows"));
     }
-    if domain.uuid.len() != 36 || !domain.uuid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+    if domain.uuid.len() != 36
+        || !domain
+            .uuid
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '-')
+    {
         return Err(bad("its UUID is malformed"));
     }
     if let Some(binding) = &domain.binding {
@@ -875,14 +900,18 @@ fn validate_definition(reg: &mut Registry, domain: &Domain, source_name: &str) -
         if binding.maus.len() > usize::try_from(reg.machine.crypto_units).unwrap_or(usize::MAX)
             || binding.cpus.len() > usize::try_from(reg.machine.threads()).unwrap_or(usize::MAX)
         {
-            return Err(bad("it is bound to more CPUs or crypto units than this machine has"));
+            return Err(bad(
+                "it is bound to more CPUs or crypto units than this machine has",
+            ));
         }
     }
     let mut scratch = std::mem::take(&mut reg.scratch);
     let size = crate::registry::listing::constraints_len(reg, domain, &mut scratch);
     reg.scratch = scratch;
     if size > limits.stanza_bytes_max {
-        return Err(bad("its constraints would not fit this daemon's stanza limit"));
+        return Err(bad(
+            "its constraints would not fit this daemon's stanza limit",
+        ));
     }
     Ok(())
 }
@@ -955,7 +984,12 @@ fn apply_source(
     reason: &str,
 ) -> Vec<(u64, Outcome)> {
     let id = record.id;
-    let MigrationSide::Source { outgoing, host, port } = &record.side else {
+    let MigrationSide::Source {
+        outgoing,
+        host,
+        port,
+    } = &record.side
+    else {
         return Vec::new();
     };
     let token = match &step.record {
@@ -1222,7 +1256,12 @@ pub fn status(reg: &Registry, name: &str) -> Option<(String, String, String)> {
     let record = reg.migration_of(name)?;
     let (operation, progress) = match &record.side {
         MigrationSide::Source { outgoing, .. } => {
-            let (sent, chunks) = reg.migrating.progress.get(&record.id).copied().unwrap_or((0, 0));
+            let (sent, chunks) = reg
+                .migrating
+                .progress
+                .get(&record.id)
+                .copied()
+                .unwrap_or((0, 0));
             let what = if outgoing.in_doubt {
                 "migration out (in doubt)"
             } else {
@@ -1235,7 +1274,11 @@ pub fn status(reg: &Registry, name: &str) -> Option<(String, String, String)> {
             (what, progress)
         }
         MigrationSide::Target { .. } => {
-            let next = reg.migrating.transfers.get(&record.id).map_or(0, |t| t.next);
+            let next = reg
+                .migrating
+                .transfers
+                .get(&record.id)
+                .map_or(0, |t| t.next);
             ("migration in", format!("{next} chunks"))
         }
     };
@@ -1300,7 +1343,16 @@ mod tests {
         assert_eq!(parse_target("[::1]:6482").unwrap(), ("::1".into(), 6482));
         assert_eq!(parse_target("[::1]").unwrap(), ("::1".into(), 6482));
         assert_eq!(parse_target("fe80::1").unwrap(), ("fe80::1".into(), 6482));
-        for bad in ["", ":6482", "host:0", "host:70000", "[::1", "[::1]x", "a b", "host:port"] {
+        for bad in [
+            "",
+            ":6482",
+            "host:0",
+            "host:70000",
+            "[::1",
+            "[::1]x",
+            "a b",
+            "host:port",
+        ] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
     }
