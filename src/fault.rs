@@ -19,6 +19,13 @@
 //! | `store.commit` | the registry's durable write of a batch | a failed commit refuses that batch's writes, reads go on, the store is retried |
 //! | `store.open` | reopening the store after a failure | retries back off and never end the daemon |
 //! | `registry.commit` | the registry thread, before it writes a batch | a panic ends the process; nothing acknowledged is lost |
+//! | `migration.source.preparing`, `.reserved`, `.prepared`, `.in_doubt`, `.done`, `.resumed`, `.forgotten` | right after the source's commit of that transition | `kill`: the restart rules of the source |
+//! | `migration.source.sent_reserve`, `.sent_transfer`, `.sent_commit`, `.sent_resolve`, `.sent_forget` | the source's worker, right after that message's answer | `kill`, or `pause` to cut the link at that step |
+//! | `migration.target.reserved`, `.committed`, `.released`, `.forgotten` | right after the target's commit of that transition, before its answer | `kill`: the restart rules of the target |
+//! | `migration.target.answered` | each answer of the target to a migration message, once written (count them with `@`) | `kill` after the answer left |
+//!
+//! `kill` sends the process SIGKILL; `pause` holds the thread 1.5 s after printing
+//! `ldmd: fault point NAME: pausing` on stderr.
 
 use std::io;
 
@@ -33,6 +40,9 @@ pub enum Fault {
     Panic,
     /// The process sends itself SIGKILL: a `kill -9` at exactly this instant.
     Kill,
+    /// The thread sleeps a second and a half, after saying so on stderr: a window for a test
+    /// to cut the link at exactly this step.
+    Pause,
 }
 
 impl Fault {
@@ -43,8 +53,20 @@ impl Fault {
             Fault::Enospc => io::Error::from_raw_os_error(libc::ENOSPC),
             Fault::Panic => panic!("fault point {point} fired"),
             Fault::Kill => kill(point),
+            Fault::Pause => {
+                pause(point);
+                io::Error::other(format!("fault point {point} paused"))
+            }
         }
     }
+}
+
+/// How long a `pause` fault holds its thread.
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(1500);
+
+fn pause(point: &str) {
+    eprintln!("ldmd: fault point {point}: pausing");
+    std::thread::sleep(PAUSE);
 }
 
 /// Ends the process with SIGKILL, as `kill -9` would, saying where on stderr first.
@@ -55,12 +77,13 @@ fn kill(point: &str) -> ! {
     std::process::abort()
 }
 
-/// A point where a test may kill the daemon (`point=kill`); any other fault armed here
-/// panics.
+/// A point where a test may kill the daemon (`point=kill`) or hold it a moment
+/// (`point=pause`); any other fault armed here panics.
 pub fn kill_point(name: &str) {
     if let Some(fault) = point(name) {
         match fault {
             Fault::Kill => kill(name),
+            Fault::Pause => pause(name),
             other => panic!("fault point {name} fired ({other:?})"),
         }
     }
@@ -153,6 +176,7 @@ mod armed {
                 "enospc" => Fault::Enospc,
                 "panic" => Fault::Panic,
                 "kill" => Fault::Kill,
+                "pause" => Fault::Pause,
                 other => return Err(format!("unknown fault '{other}'")),
             };
             armed.push(Armed {

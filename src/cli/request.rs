@@ -581,17 +581,118 @@ pub fn spconfig(action: Action, name: &str) -> Document {
 }
 
 /// cancel-operation `migration|reconf|memdr DOMAIN`.
-pub fn cancel_operation(operation: &str, domain: &str) -> Result<Document, UsageError> {
+/// `cancel-operation [-f] migration|reconf|memdr DOMAIN`; `-f` only with migration (the
+/// forced recovery of an in-doubt migration).
+pub fn cancel_operation(
+    operation: &str,
+    domain: &str,
+    force: bool,
+) -> Result<Document, UsageError> {
     if !["migration", "reconf", "memdr"].contains(&operation) {
         return Err(usage(format!(
             "cancel-operation: expected migration, reconf or memdr, got '{operation}'"
         )));
     }
+    if force && operation != "migration" {
+        return Err(usage(
+            "cancel-operation: -f applies to migration only (restoring an in-doubt migration)",
+        ));
+    }
+    let options: &[&str] = if force {
+        &[operation, "force"]
+    } else {
+        &[operation]
+    };
     Ok(single(
         Action::CancelOperation,
-        &[operation],
+        options,
         on_domain(domain, Vec::new()),
     ))
+}
+
+/// Where `ldm migrate-domain` sends a domain: `[USER@]HOST[:NAME]`, an IPv6 address in
+/// brackets (`root@[::1]:ldg1-new`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationTarget {
+    pub user: Option<String>,
+    pub host: String,
+    pub name: Option<String>,
+}
+
+pub fn migration_target(text: &str) -> Result<MigrationTarget, UsageError> {
+    let bad = || {
+        usage(format!(
+            "migrate-domain: expected [USER@]HOST[:NAME], got '{text}'"
+        ))
+    };
+    let (user, rest) = match text.split_once('@') {
+        Some((user, rest)) if !user.is_empty() => (Some(user.to_owned()), rest),
+        Some(_) => return Err(bad()),
+        None => (None, text),
+    };
+    let (host, name) = if let Some(bracketed) = rest.strip_prefix('[') {
+        let (host, after) = bracketed.split_once(']').ok_or_else(bad)?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':').ok_or_else(bad)?)),
+        }
+    } else {
+        match rest.split_once(':') {
+            Some((host, name)) => (host, Some(name)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() || name.is_some_and(str::is_empty) || host.contains(['[', ']', '@']) {
+        return Err(bad());
+    }
+    Ok(MigrationTarget {
+        user,
+        host: host.to_owned(),
+        name: name.map(str::to_owned),
+    })
+}
+
+/// `migrate-domain` (§6): the domain, then its name on the target with the target's address
+/// and credentials (base64).
+pub fn migrate_domain(
+    domain: &str,
+    target: &MigrationTarget,
+    port: u16,
+    user: &str,
+    password: &str,
+    dry_run: bool,
+    force: bool,
+) -> Document {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let address = if target.host.contains(':') {
+        format!("[{}]:{port}", target.host)
+    } else {
+        format!("{}:{port}", target.host)
+    };
+    let info = with_props(
+        "ldom_info",
+        &[
+            ("target", &address),
+            ("username", &b64(user)),
+            ("password", &b64(password)),
+        ],
+    );
+    let mut data = on_domain(domain, Vec::new());
+    if let Some(envelope) = data.envelope.as_mut() {
+        envelope.contents.push(Content {
+            id: target.name.clone().unwrap_or_else(|| domain.to_owned()),
+            sections: section(vec![info]),
+        });
+    }
+    let mut options = Vec::new();
+    if dry_run {
+        options.push("dry-run");
+    }
+    if force {
+        options.push("force");
+    }
+    single(Action::MigrateDomain, &options, data)
 }
 
 /// List actions, each over `domains` (one data object per domain, so that a missing one fails

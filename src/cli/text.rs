@@ -109,6 +109,38 @@ pub fn parseable_row(row: &DomainRow) -> String {
     )
 }
 
+/// `ldm list -o status`: each domain, and the long operation running on it (a migration in or
+/// out, a memory DR) with its progress and the other daemon.
+pub fn status(rows: &[DomainRow]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        let setting = |key: &str| {
+            row.settings
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        out.push_str(&format!("NAME\n{}\n", row.name));
+        let running = match (setting("operation"), setting("memdr")) {
+            (Some(operation), _) => Some((
+                operation.to_owned(),
+                setting("progress").unwrap_or_default().to_owned(),
+                setting("peer").unwrap_or_default().to_owned(),
+            )),
+            (None, Some(memdr)) => Some(("memory-dr".to_owned(), memdr.to_owned(), String::new())),
+            (None, None) => None,
+        };
+        if let Some((operation, progress, peer)) = running {
+            out.push_str(&format!(
+                "\nSTATUS\n    {:<26}{:<22}PEER\n    {:<26}{:<22}{}\n",
+                "OPERATION", "PROGRESS", operation, progress, peer
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// `ldm list -p`
 pub fn list_parseable(rows: &[DomainRow]) -> String {
     let mut out = format!("{PARSEABLE_VERSION}\n");

@@ -252,6 +252,12 @@ impl Registry {
     ) -> Result<Registry, String> {
         let mut registry = Registry::empty(machine, settings, seed);
         registry.meta.daemon_id = registry.fresh_daemon_id();
+        // Automatic MAC addresses start at a random place in the range, so that two machines
+        // do not hand out the same ones and their domains can migrate between them (the range
+        // has 2^18 addresses; two machines' first hundred collide with odds near 1 in 1,300).
+        const SPAN: u64 = MAC_LAST - MAC_FIRST + 1;
+        registry.meta.mac_cursor =
+            MAC_FIRST.saturating_add(registry.next_random().checked_rem(SPAN).unwrap_or(0));
         registry.create_control_domain(now)?;
         registry.dirty.insert(Key::SpConfigs);
         registry.dirty.insert(Key::Meta);

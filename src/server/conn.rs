@@ -425,8 +425,13 @@ impl Actor {
             return;
         }
         let metrics = self.ctx.shared.metrics;
+        let internal = crate::ldm::action::Action::MigrateCheck as usize;
         for (action, received, _written) in self.answered.drain(..) {
             metrics.request_latency(action, now - received);
+            if action == internal {
+                // A migration message's answer is on the socket (tests kill the target here).
+                crate::fault::kill_point("migration.target.answered");
+            }
         }
         if self.received.is_empty() {
             // An idle connection keeps no capacity.

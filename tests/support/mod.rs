@@ -25,6 +25,8 @@ pub struct Daemon {
     pub metrics: Option<SocketAddr>,
     pub fingerprint: String,
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// What the daemon wrote on stderr so far.
+    pub stderr_so_far: Arc<std::sync::Mutex<String>>,
 }
 
 /// A port that was free a moment ago (for the metrics listener, which cannot report its port).
@@ -121,10 +123,16 @@ impl Daemon {
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
+        let stderr_so_far = Arc::new(std::sync::Mutex::new(String::new()));
+        let so_far = stderr_so_far.clone();
         let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = BufReader::new(stderr).read_to_string(&mut text);
-            text
+            let mut reader = BufReader::new(stderr);
+            let mut line = String::new();
+            while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+                so_far.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+            so_far.lock().unwrap().clone()
         });
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
@@ -149,7 +157,25 @@ impl Daemon {
             child,
             dir,
             stderr: Some(stderr),
+            stderr_so_far,
         }
+    }
+
+    /// Waits (bounded) until the daemon has written `needle` on stderr.
+    pub fn wait_for_stderr(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.stderr_so_far.lock().unwrap().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// Whether the process has ended (a fault point killed it).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// GET /metrics, as text.
@@ -178,6 +204,14 @@ impl Daemon {
 
     pub fn unix(&self) -> Client {
         Client::unix(&self.socket, &self.state_dir())
+    }
+
+    /// SIGKILL (if it still runs), and the directory handed back for the next daemon on the
+    /// same state; this handle keeps an empty one.
+    pub fn kill_and_take_dir(&mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     /// SIGKILL, as a crash would: no shutdown, nothing flushed. Reaps the process and hands the

@@ -30,7 +30,7 @@ pub struct Proxy {
 struct Shared {
     link: AtomicU8,
     stop: AtomicBool,
-    upstream: SocketAddr,
+    upstream: Mutex<SocketAddr>,
     open: Mutex<Vec<TcpStream>>,
 }
 
@@ -43,7 +43,7 @@ impl Proxy {
         let state = Arc::new(Shared {
             link: AtomicU8::new(Link::Up as u8),
             stop: AtomicBool::new(false),
-            upstream,
+            upstream: Mutex::new(upstream),
             open: Mutex::new(Vec::new()),
         });
         let shared = state.clone();
@@ -62,6 +62,11 @@ impl Proxy {
 
     pub fn heal(&self) {
         self.set(Link::Up);
+    }
+
+    /// Forwards new connections to `upstream` (a target restarted on another port).
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        *self.state.upstream.lock().unwrap() = upstream;
     }
 }
 
@@ -96,7 +101,8 @@ fn accept(listener: TcpListener, shared: Arc<Shared>) {
             drop(client);
             continue;
         }
-        let Ok(server) = TcpStream::connect(shared.upstream) else {
+        let upstream = *shared.upstream.lock().unwrap();
+        let Ok(server) = TcpStream::connect(upstream) else {
             continue;
         };
         let _ = client.set_nonblocking(false);

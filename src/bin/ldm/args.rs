@@ -367,9 +367,37 @@ pub enum Command {
     /// Remove a saved SP configuration: NAME.
     #[command(name = "remove-spconfig", visible_aliases = ["rm-spconfig", "remove-config", "rm-config"])]
     RemoveSpconfig { name: String },
-    /// Cancel a long operation: migration|reconf|memdr DOMAIN.
+    /// Cancel a long operation: migration|reconf|memdr DOMAIN. With -f and migration: restore
+    /// an in-doubt migration here without asking the target (only when it is gone for good).
     #[command(name = "cancel-operation", visible_alias = "cancel-op")]
-    CancelOperation { operation: String, domain: String },
+    CancelOperation {
+        #[arg(short = 'f', long = "force")]
+        force: bool,
+        operation: String,
+        domain: String,
+    },
+    /// Migrate a domain to another ldmd: [-f] [-n] [-p FILE] SOURCE [USER@]HOST[:NAME].
+    /// USER defaults to your login name; the target's password comes from -p FILE, then
+    /// LDM_TARGET_PASSWORD, then a prompt. The reply waits for the outcome (see --timeout; a
+    /// dropped ldm does not cancel the migration).
+    #[command(name = "migrate-domain", visible_alias = "migrate")]
+    MigrateDomain {
+        /// Override soft checks on the target (a console port in use is replaced by a free one).
+        #[arg(short = 'f', long = "force")]
+        force: bool,
+        /// Only run the checks, on both sides; nothing changes.
+        #[arg(short = 'n', long = "dry-run")]
+        dry_run: bool,
+        /// Read the target user's password from the first line of FILE.
+        #[arg(short = 'p', long = "target-password-file", value_name = "FILE")]
+        target_password_file: Option<PathBuf>,
+        /// The target daemon's XMPP port.
+        #[arg(long = "target-port", value_name = "PORT", default_value_t = 6482)]
+        target_port: u16,
+        source: String,
+        /// [USER@]HOST[:NAME]: the target host, its user, and the domain's name there.
+        target: String,
+    },
     /// Discard the control domain's delayed reconfiguration: DOMAIN.
     #[command(name = "cancel-reconf", visible_alias = "remove-reconf")]
     CancelReconf { domain: String },

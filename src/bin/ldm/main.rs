@@ -61,17 +61,20 @@ enum Output {
     Json,
     /// `-o` groups of the long listing.
     Groups(Vec<String>),
+    /// `-o status`: the long operation of each domain.
+    Status,
 }
 
 fn output(text: Option<&str>) -> Result<Output, Failure> {
     match text {
         None | Some("text") => Ok(Output::Text),
         Some("json") => Ok(Output::Json),
+        Some("status") => Ok(Output::Status),
         Some(list) => {
             let groups: Vec<String> = list.split(',').map(|g| g.trim().to_owned()).collect();
             match groups.iter().find(|g| !GROUPS.contains(&g.as_str())) {
                 Some(bad) => Err(Failure::Usage(format!(
-                    "-o: unknown format '{bad}' (expected text, json, or sections among {})",
+                    "-o: unknown format '{bad}' (expected text, json, status, or sections among {})",
                     GROUPS.join(",")
                 ))),
                 None => Ok(Output::Groups(groups)),
@@ -100,7 +103,11 @@ fn main() -> ExitCode {
 fn check_output(command: &Command, output: &Output) -> Result<(), Failure> {
     match (command, output) {
         (_, Output::Text | Output::Json)
-        | (Command::ListDomain { .. } | Command::ListBindings { .. }, Output::Groups(_)) => Ok(()),
+        | (Command::ListDomain { .. } | Command::ListBindings { .. }, Output::Groups(_))
+        | (Command::ListDomain { long: false, .. }, Output::Status) => Ok(()),
+        (_, Output::Status) => Err(Failure::Usage(
+            "-o status applies to list-domain only".into(),
+        )),
         (_, Output::Groups(_)) => Err(Failure::Usage(
             "-o SECTIONS applies to list-domain and list-bindings only (here: -o text or -o json)"
                 .into(),
@@ -118,6 +125,36 @@ fn run(cli: Cli) -> Result<(), Failure> {
             events(conn, &document, &class, count, output == Output::Json)
         }
         Command::Xml { file } => xml(conn, &file, &output),
+        Command::MigrateDomain {
+            force,
+            dry_run,
+            target_password_file,
+            target_port,
+            source,
+            target,
+        } => {
+            let target = request::migration_target(&target)?;
+            let user = match &target.user {
+                Some(user) => user.clone(),
+                None => login_name()?,
+            };
+            let session_target = connect::target(conn)?;
+            let password = target_password(target_password_file.as_deref(), &user, &target.host)?;
+            let document = request::migrate_domain(
+                &source,
+                &target,
+                target_port,
+                &user,
+                &password,
+                dry_run,
+                force,
+            );
+            request::check_characters(&document)?;
+            let mut session = Session::connect(&session_target)?;
+            let (_, reply) = send(&mut session, &document)?;
+            session.close();
+            show(&reply, &View::Quiet, &output)
+        }
         mut command => {
             // `-o cpu,network` picks sections of the long form, so it implies `-l`.
             if let (Command::ListDomain { long, .. }, Output::Groups(_)) = (&mut command, &output) {
@@ -140,6 +177,57 @@ fn run(cli: Cli) -> Result<(), Failure> {
             show(&reply, &plan.view, &output)
         }
     }
+}
+
+/// The invoking user's login name: the default user on the migration target.
+fn login_name() -> Result<String, Failure> {
+    // SAFETY: getpwuid returns a pointer into static storage or null; it is read at once, on
+    // this thread, before any other passwd call.
+    let name = unsafe {
+        let entry = libc::getpwuid(libc::geteuid());
+        if entry.is_null() || (*entry).pw_name.is_null() {
+            None
+        } else {
+            std::ffi::CStr::from_ptr((*entry).pw_name)
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        }
+    };
+    name.or_else(|| std::env::var("USER").ok())
+        .ok_or_else(|| Failure::Usage("migrate-domain: no login name: give USER@HOST".into()))
+}
+
+/// The target user's password: `-p FILE`, then `LDM_TARGET_PASSWORD`, then a prompt without
+/// echo (`--password-file` and `LDM_PASSWORD` stay the source login's).
+fn target_password(
+    file: Option<&std::path::Path>,
+    user: &str,
+    host: &str,
+) -> Result<zeroize::Zeroizing<String>, Failure> {
+    use zeroize::Zeroizing;
+    if let Some(path) = file {
+        let text =
+            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                Failure::Usage(format!("migrate-domain: -p {}: {e}", path.display()))
+            })?);
+        return Ok(Zeroizing::new(
+            text.lines().next().unwrap_or_default().to_owned(),
+        ));
+    }
+    if let Some(value) = std::env::var_os("LDM_TARGET_PASSWORD") {
+        return value
+            .into_string()
+            .map(Zeroizing::new)
+            .map_err(|_| Failure::Usage("LDM_TARGET_PASSWORD is not valid UTF-8".into()));
+    }
+    rpassword::prompt_password(format!("Target password for {user}@{host}: "))
+        .map(Zeroizing::new)
+        .map_err(|e| {
+            Failure::Usage(format!(
+                "migrate-domain: no password for {user}@{host}: give -p FILE, set LDM_TARGET_PASSWORD, or run on a terminal ({e})"
+            ))
+        })
 }
 
 fn send(session: &mut Session, document: &Document) -> Result<(String, Reply), Failure> {
@@ -168,6 +256,9 @@ fn show(reply: &Reply, view: &View, output: &Output) -> Result<(), Failure> {
     } else {
         match view {
             View::Quiet => String::new(),
+            View::Table | View::Parseable if *output == Output::Status => {
+                text::status(&view::domain_rows(reply))
+            }
             View::Table => text::list_table(&view::domain_rows(reply)),
             View::Parseable => text::list_parseable(&view::domain_rows(reply)),
             View::Long { parseable } => text::long_listing(reply, &groups, *parseable),

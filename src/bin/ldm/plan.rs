@@ -382,16 +382,18 @@ fn plan_command(command: Command) -> Result<Plan, Failure> {
         Command::RemoveSpconfig { name } => {
             quiet(Ok(request::spconfig(Action::RemoveSpconfig, &name)))
         }
-        Command::CancelOperation { operation, domain } => {
-            quiet(request::cancel_operation(&operation, &domain))
-        }
+        Command::CancelOperation {
+            force,
+            operation,
+            domain,
+        } => quiet(request::cancel_operation(&operation, &domain, force)),
         Command::CancelReconf { domain } => quiet(Ok(request::on_domains(
             Action::RemoveReconf,
             &[domain],
             false,
             &[],
         ))),
-        Command::Events { .. } | Command::Xml { .. } => {
+        Command::Events { .. } | Command::Xml { .. } | Command::MigrateDomain { .. } => {
             Err(Failure::Usage("handled before planning".into()))
         }
     }

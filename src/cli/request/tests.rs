@@ -131,9 +131,12 @@ fn add_domain_properties_need_a_single_domain() {
 fn spconfig_cancel_and_events_name_what_they_act_on() {
     let text = xml(&spconfig(Action::AddSpconfig, "config1"));
     assert!(text.contains("key='spconfig_name'>config1<"), "{text}");
-    let cancel = cancel_operation("memdr", "ldg1").unwrap();
+    let cancel = cancel_operation("memdr", "ldg1", false).unwrap();
     assert_eq!(cancel.cmds[0].options, ["memdr"]);
-    assert!(cancel_operation("dance", "ldg1").is_err());
+    assert!(cancel_operation("dance", "ldg1", false).is_err());
+    assert!(cancel_operation("memdr", "ldg1", true).is_err());
+    let forced = cancel_operation("migration", "ldg1", true).unwrap();
+    assert_eq!(forced.cmds[0].options, ["migration", "force"]);
     assert_eq!(
         register_events("domain").unwrap().cmds[0].action,
         Some(Action::RegDomainEvents.into())
@@ -222,4 +225,40 @@ fn set_and_variable_commands_must_name_something_to_change() {
     ] {
         assert!(variables(action, &[], "ldg1").is_err(), "{action}");
     }
+}
+
+#[test]
+fn migration_targets_read_as_the_ldm_cli_writes_them() {
+    let t = migration_target("root@host2:ldg1-new").unwrap();
+    assert_eq!(
+        (t.user.as_deref(), t.host.as_str(), t.name.as_deref()),
+        (Some("root"), "host2", Some("ldg1-new"))
+    );
+    let t = migration_target("host2").unwrap();
+    assert_eq!((t.user, t.host.as_str(), t.name), (None, "host2", None));
+    let t = migration_target("admin@[::1]:copy").unwrap();
+    assert_eq!((t.host.as_str(), t.name.as_deref()), ("::1", Some("copy")));
+    for bad in ["", "@host", "host:", "[::1", "a@b@c", "[::1]x"] {
+        assert!(migration_target(bad).is_err(), "{bad}");
+    }
+    let document = migrate_domain(
+        "ldg1",
+        &migration_target("[::1]:b").unwrap(),
+        7000,
+        "u",
+        "p",
+        true,
+        true,
+    );
+    let cmd = &document.cmds[0];
+    assert_eq!(cmd.options, ["dry-run", "force"]);
+    let contents = &cmd.data[0].envelope.as_ref().unwrap().contents;
+    assert_eq!(
+        (contents[0].id.as_str(), contents[1].id.as_str()),
+        ("ldg1", "b")
+    );
+    let info = &contents[1].sections[0].items[0];
+    assert_eq!(info.property("target"), Some("[::1]:7000"));
+    assert_eq!(info.property("username"), Some("dQ=="));
+    assert_eq!(info.property("password"), Some("cA=="));
 }

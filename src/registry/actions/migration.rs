@@ -355,8 +355,12 @@ fn check_room(reg: &Registry) -> Result<(), String> {
     let max = reg.settings.migration.concurrent_max;
     let running = reg.migrations.values().filter(|m| m.holds_domain()).count();
     if running >= max {
+        let running = match running {
+            1 => "A migration is".to_owned(),
+            n => format!("{n} migrations are"),
+        };
         return Err(format!(
-            "{running} migrations are in progress on this machine; at most {max} can run at once (migration.concurrent_max)"
+            "{running} in progress on this machine; at most {max} can run at once (migration.concurrent_max)"
         ));
     }
     Ok(())
@@ -440,7 +444,7 @@ pub(super) fn internal(
     if let Some(record) = &record
         && record.outgoing().is_some()
     {
-        return Err("The domain cannot be migrated to the daemon it comes from".into());
+        return Err("The domain cannot be migrated to the daemon it is on".into());
     }
     let incoming = record.as_ref().and_then(|r| r.incoming().copied());
     match message.request {
@@ -1050,7 +1054,7 @@ fn apply_source(
     if step.domain == source::Domain::Resume && was != Phase::Done {
         publish_progress(reg, &name, 0, "failed");
     }
-    let gone = reg.migrations.get(&id).is_none();
+    let gone = !reg.migrations.contains_key(&id);
     if let (Some(send), Some(token)) = (step.send, token) {
         reg.effect(Effect::MigrationSend {
             contact: Contact {
@@ -1289,7 +1293,10 @@ fn percent(done: u32, of: u32) -> u32 {
     if of == 0 {
         return 100;
     }
-    let percent = u64::from(done).saturating_mul(100) / u64::from(of);
+    let percent = u64::from(done)
+        .saturating_mul(100)
+        .checked_div(u64::from(of))
+        .unwrap_or(100);
     u32::try_from(percent.min(100)).unwrap_or(100)
 }
 
