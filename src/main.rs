@@ -222,7 +222,7 @@ fn run(config: Config) -> Result<(), String> {
     }
     let metrics_addr = config.metrics_listen;
     let mut registry = open_registry(&config)?;
-    let resolvers = ldmd::auth::verifier::ResolverTokens::default();
+    let resolvers = ldmd::auth::verifier::ResolverKey::default();
     registry.resolvers = resolvers.clone();
     let server =
         Server::start_with(config, Box::new(registry), resolvers).map_err(|e| e.to_string())?;

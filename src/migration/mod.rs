@@ -110,16 +110,60 @@ impl fmt::Debug for MigrationId {
 
 /// The secret the target gives for one reservation. Every later message of the attempt carries
 /// it, and the source's resolver logs in with it (user [`MigrationId::resolver_user`]) once the
-/// operator's password is gone: the password is never stored. The target keeps only its
-/// SHA-256 ([`TokenDigest`]).
+/// operator's password is gone: the password is never stored. The target's record keeps only
+/// its SHA-256 ([`TokenDigest`]).
+///
+/// A token is a fresh random nonce and a MAC of the migration and the nonce under the target's
+/// durable resolver key ([`Token::mint`]), so the target authenticates a resolver with its key
+/// alone ([`Token::verifies`]). That matters once the record is gone: a source that restarts
+/// after the target forgot or released the migration must still hear `forgotten` or `aborted`,
+/// not a refused login it could never get past. The nonce keeps each reservation's token new,
+/// which the target's rules rely on (a stale commit never matches a later reservation).
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Token(pub [u8; 32]);
+
+/// Domain separation of the MAC behind tokens.
+const TOKEN_CONTEXT: &[u8] = b"ldmd migration resolver token v1\0";
 
 impl Token {
     /// 64 hex digits.
     pub fn parse(text: &str) -> Option<Token> {
         let bytes = decode_hex::<32>(text)?;
         Some(Token(bytes))
+    }
+
+    /// The token of a new reservation of `id`: `nonce` (16 bytes nobody saw before), then the
+    /// first 16 bytes of HMAC-SHA256(`key`, context, id, nonce).
+    pub fn mint(key: &[u8; 32], id: MigrationId, nonce: [u8; 16]) -> Token {
+        let mut out = [0u8; 32];
+        let (head, tail) = out.split_at_mut(16);
+        head.copy_from_slice(&nonce);
+        tail.copy_from_slice(&Token::tag(key, id, &nonce));
+        Token(out)
+    }
+
+    /// Whether this token was minted under `key` for `id` (in time independent of where a
+    /// wrong one differs).
+    pub fn verifies(&self, key: &[u8; 32], id: MigrationId) -> bool {
+        let (nonce, tag) = self.0.split_at(16);
+        let expected = Token::tag(key, id, nonce);
+        tag.iter()
+            .zip(expected.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+
+    fn tag(key: &[u8; 32], id: MigrationId, nonce: &[u8]) -> [u8; 16] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+        let mut context = ring::hmac::Context::with_key(&key);
+        context.update(TOKEN_CONTEXT);
+        context.update(&id.0.to_be_bytes());
+        context.update(nonce);
+        let mut tag = [0u8; 16];
+        for (out, byte) in tag.iter_mut().zip(context.sign().as_ref()) {
+            *out = *byte;
+        }
+        tag
     }
 
     pub fn digest(&self) -> TokenDigest {
@@ -239,6 +283,25 @@ pub fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_verifies_only_under_its_key_for_its_migration() {
+        let key = [5u8; 32];
+        let id = MigrationId(42);
+        let token = Token::mint(&key, id, [9; 16]);
+        assert!(token.verifies(&key, id));
+        assert!(!token.verifies(&[6; 32], id), "another daemon's key");
+        assert!(!token.verifies(&key, MigrationId(43)), "another migration");
+        // A fresh nonce makes a different token, and each verifies on its own.
+        let other = Token::mint(&key, id, [10; 16]);
+        assert_ne!(other, token);
+        assert!(other.verifies(&key, id));
+        for byte in 0..32 {
+            let mut forged = token.clone();
+            forged.0[byte] ^= 1;
+            assert!(!forged.verifies(&key, id), "byte {byte} flipped");
+        }
+    }
 
     #[test]
     fn ids_and_tokens_round_trip_as_hex_and_refuse_anything_else() {

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::auth::verifier::ResolverTokens;
+use crate::auth::verifier::ResolverKey;
 use crate::ldm::event::Event;
 use crate::migration::MigrationId;
 use crate::migration::plan::WorkerReport;
@@ -110,7 +110,7 @@ pub struct RegistryActor {
     pub migration: Arc<worker::Settings>,
     /// Where the tokens of migrations this daemon is the target of are published for the
     /// verifier (a source's resolver logs in with one).
-    pub resolvers: ResolverTokens,
+    pub resolvers: ResolverKey,
 }
 
 impl RegistryActor {
@@ -122,7 +122,7 @@ impl RegistryActor {
             store_fault: None,
             reply_bytes_in_flight_max: crate::limits::Limits::default().reply_bytes_in_flight_max,
             migration: Arc::new(worker::Settings::default()),
-            resolvers: ResolverTokens::default(),
+            resolvers: ResolverKey::default(),
         }
     }
 }
@@ -246,7 +246,7 @@ struct Actor {
     migration_reports: worker::Reports,
     began: HashMap<MigrationId, Instant>,
     suspended: HashMap<MigrationId, Instant>,
-    resolvers: ResolverTokens,
+    resolvers: ResolverKey,
     entropy: ring::rand::SystemRandom,
 }
 
@@ -300,7 +300,7 @@ impl RegistryActor {
             actor.resync = true;
             actor.store_failed(reason);
         }
-        actor.publish_resolvers();
+        actor.publish_resolver_key();
         crate::metrics::get()
             .registry_domains
             .set(actor.registry.domains().count() as f64);
@@ -531,9 +531,9 @@ impl Actor {
         let elapsed = started.elapsed();
         if changes
             .iter()
-            .any(|(key, _)| matches!(key, crate::registry::state::Key::Migration(_)))
+            .any(|(key, _)| matches!(key, crate::registry::state::Key::Meta))
         {
-            self.publish_resolvers();
+            self.publish_resolver_key();
         }
         self.migration_notes();
         for (key, value) in changes {
@@ -574,17 +574,10 @@ impl Actor {
         }
     }
 
-    /// The tokens of the migrations this daemon is the target of, for the verifier.
-    fn publish_resolvers(&self) {
-        let tokens = self
-            .registry
-            .migrations()
-            .filter_map(|m| match m.incoming()? {
-                crate::migration::target::Incoming::Reserved { token }
-                | crate::migration::target::Incoming::Committed { token } => Some((m.id, *token)),
-            })
-            .collect();
-        self.resolvers.publish(tokens);
+    /// The key of this daemon's migration tokens, for the verifier: published only once the
+    /// commit that made it durable succeeded, so no token outlives a key that was never stored.
+    fn publish_resolver_key(&self) {
+        self.resolvers.publish(self.registry.resolver_key());
     }
 
     /// What the migration rules noted in a batch that is now durable: metrics, log lines, and

@@ -122,6 +122,11 @@ pub struct Meta {
     /// at the first start (0 in stores older than migration: one is drawn at load).
     #[serde(default)]
     pub daemon_id: u128,
+    /// The key behind the tokens this daemon hands out as a migration's target
+    /// ([`crate::migration::Token::mint`]). Drawn with the first reservation and made durable
+    /// in its commit; all zero until then.
+    #[serde(default)]
+    pub resolver_key: [u8; 32],
 }
 
 /// Every durable record, as loaded from the store.
@@ -283,6 +288,7 @@ impl Registry {
                 next_operation: 1,
                 rng: seed,
                 daemon_id: 0,
+                resolver_key: [0; 32],
             },
             pools,
             macs: HashSet::new(),
@@ -604,6 +610,28 @@ impl Registry {
         half.copy_from_slice(secret.get(..16).unwrap_or(&[0; 16]));
         // Never 0, which means "none yet".
         u128::from_be_bytes(half).max(1)
+    }
+
+    /// A token for a new reservation of `id`, minted under the resolver key, which is drawn
+    /// (and marked for this batch's commit) the first time.
+    pub(crate) fn mint_token(
+        &mut self,
+        id: crate::migration::MigrationId,
+    ) -> crate::migration::Token {
+        if self.meta.resolver_key == [0; 32] {
+            self.meta.resolver_key = self.draw_secret();
+            self.touch_meta();
+        }
+        let mut nonce = [0u8; 16];
+        for (out, byte) in nonce.iter_mut().zip(self.draw_secret()) {
+            *out = byte;
+        }
+        crate::migration::Token::mint(&self.meta.resolver_key, id, nonce)
+    }
+
+    /// The key resolvers' tokens are checked against, once one was drawn.
+    pub fn resolver_key(&self) -> Option<[u8; 32]> {
+        (self.meta.resolver_key != [0; 32]).then_some(self.meta.resolver_key)
     }
 
     /// This daemon's identity among its peers.

@@ -332,6 +332,7 @@ mod tests {
             next_operation: 1,
             rng: 7,
             daemon_id: 9,
+            resolver_key: [7; 32],
         };
         (Key::Meta, Some(serde_json::to_vec(&meta).unwrap()))
     }

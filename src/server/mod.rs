@@ -30,7 +30,7 @@ use std::thread::JoinHandle;
 use tokio::sync::mpsc;
 
 use crate::auth::guard::LoginGuard;
-use crate::auth::verifier::{OnAccountsChanged, ResolverTokens};
+use crate::auth::verifier::{OnAccountsChanged, ResolverKey};
 use crate::auth::{UserStore, Verifier, VerifierConfig};
 use crate::config::Config;
 use crate::server::dispatch::{Backend, ToIo};
@@ -76,7 +76,7 @@ pub struct Server {
 impl Server {
     /// Binds everything, starts every thread, and returns once the daemon accepts connections.
     pub fn start(config: Config, backend: Box<dyn Backend>) -> Result<Server, StartError> {
-        Server::start_with(config, backend, ResolverTokens::default())
+        Server::start_with(config, backend, ResolverKey::default())
     }
 
     /// [`Server::start`], with the tokens of the migrations this daemon is the target of, as
@@ -84,7 +84,7 @@ impl Server {
     pub fn start_with(
         config: Config,
         backend: Box<dyn Backend>,
-        resolvers: ResolverTokens,
+        resolvers: ResolverKey,
     ) -> Result<Server, StartError> {
         let state_err = |source| StartError::StateDir {
             path: config.state_dir.clone(),

@@ -16,7 +16,7 @@
 //! known user.
 //!
 //! A source ldmd settling a migration logs in as `ldmd-migration-<id>` with the token this
-//! daemon gave it ([`ResolverTokens`]): checked at once against the token's digest, with the
+//! daemon gave it: checked at once against this daemon's key ([`ResolverKey`]), with the
 //! restricted role [`Role::Resolve`]. Its failures count against the source like any other.
 
 use std::collections::{HashMap, HashSet};
@@ -76,37 +76,25 @@ pub struct VerifierConfig {
     /// Successes remembered at most.
     pub remembered_max: usize,
     pub guard: LoginGuard,
-    /// Tokens of the migrations this daemon is the target of: a source's resolver logs in
-    /// with one (see `crate::migration`).
-    pub resolvers: ResolverTokens,
+    /// The key of the tokens this daemon hands out as a migration's target: a source's
+    /// resolver logs in with one (see `crate::migration`).
+    pub resolvers: ResolverKey,
 }
 
-/// The token digests of the migrations this daemon is the target of, by migration, as the
-/// registry last committed them.
+/// The key this daemon mints migration tokens under, as the registry last committed it (see
+/// [`crate::migration::Token`]): a resolver's login is checked against it alone, so a source
+/// can still settle a migration this daemon has already forgotten.
 #[derive(Clone, Default)]
-pub struct ResolverTokens(
-    Arc<
-        std::sync::RwLock<
-            Arc<HashMap<crate::migration::MigrationId, crate::migration::TokenDigest>>,
-        >,
-    >,
-);
+pub struct ResolverKey(Arc<std::sync::RwLock<Option<[u8; 32]>>>);
 
-impl ResolverTokens {
-    /// Replaces the table (the registry, after a commit that changed migrations).
-    pub fn publish(
-        &self,
-        tokens: HashMap<crate::migration::MigrationId, crate::migration::TokenDigest>,
-    ) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
+impl ResolverKey {
+    /// Sets the key (the registry, once it is durable).
+    pub fn publish(&self, key: Option<[u8; 32]>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = key;
     }
 
-    fn get(&self, id: crate::migration::MigrationId) -> Option<crate::migration::TokenDigest> {
-        self.0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .copied()
+    fn get(&self) -> Option<[u8; 32]> {
+        *self.0.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -116,7 +104,7 @@ pub struct Verifier {
     queue: SyncSender<VerifyRequest>,
     shared: Arc<Mutex<Shared>>,
     threads: Arc<Mutex<Threads>>,
-    resolvers: ResolverTokens,
+    resolvers: ResolverKey,
 }
 
 struct Threads {
@@ -241,8 +229,8 @@ impl Verifier {
         // A migration's resolver: its token, checked at once (a digest, no argon2).
         if let Some(id) = crate::migration::MigrationId::from_resolver_user(&credentials.authcid) {
             let token = crate::migration::Token::parse(&credentials.password);
-            let verdict = match (self.resolvers.get(id), token) {
-                (Some(digest), Some(token)) if digest.matches(&token) => Ok(Identity {
+            let verdict = match (self.resolvers.get(), token) {
+                (Some(key), Some(token)) if token.verifies(&key, id) => Ok(Identity {
                     user: credentials.authcid.clone(),
                     role: Role::Resolve,
                     credential: 0,

@@ -466,7 +466,7 @@ pub(super) fn internal(
             }
             check_room(reg)?;
             let (state, warning) = receive(reg, &message.domain, &offer, true)?;
-            let fresh = Token(reg.draw_secret());
+            let fresh = reg.mint_token(id);
             let step = target::step(None, TargetInput::Reserve { fresh });
             let RecordChange::Set(incoming) = step.record else {
                 return Err("the target's state machine did not reserve".into());
