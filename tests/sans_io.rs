@@ -19,6 +19,7 @@ const PURE: &[&str] = &[
     "src/registry/model.rs",
     "src/registry/units.rs",
     "src/migration/mod.rs",
+    "src/migration/plan.rs",
     "src/migration/source.rs",
     "src/migration/target.rs",
     "src/migration/wire.rs",
