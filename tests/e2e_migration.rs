@@ -8,7 +8,12 @@ mod support;
 #[path = "e2e_migration/harness.rs"]
 mod harness;
 
+#[path = "e2e_migration/cli.rs"]
+mod cli;
 #[path = "e2e_migration/flows.rs"]
 mod flows;
+#[cfg(feature = "fault-points")]
+#[path = "e2e_migration/recovery.rs"]
+mod recovery;
 #[path = "e2e_migration/refusals.rs"]
 mod refusals;

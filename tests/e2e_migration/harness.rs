@@ -49,6 +49,8 @@ pub struct Setup<'a> {
     pub source_migration: &'a str,
     pub source_env: &'a [(&'a str, &'a str)],
     pub target_env: &'a [(&'a str, &'a str)],
+    /// The shipped `[migration]` timers on both sides instead of the short test ones.
+    pub default_timers: bool,
 }
 
 impl Hosts {
@@ -66,15 +68,22 @@ impl Hosts {
     }
 
     pub fn start_with(setup: &Setup<'_>) -> Hosts {
+        let migration = |pace: f64, extra: &str| {
+            if setup.default_timers {
+                format!("[migration]\nseconds_per_gib = {pace}\n{extra}")
+            } else {
+                migration_config(pace, extra)
+            }
+        };
         let target_config = format!(
             "tcp_loopback_is_local = false\n{}{}",
             setup.target_config,
-            migration_config(0.0, "")
+            migration(0.0, "")
         );
         let source_config = format!(
             "{}{}",
             setup.source_config,
-            migration_config(setup.pace, setup.source_migration)
+            migration(setup.pace, setup.source_migration)
         );
         let target = Daemon::start_with_metrics_env(
             &target_config,
@@ -236,17 +245,35 @@ pub fn migrate_document(
 
 /// Runs `ldm --socket <daemon's socket> ARGS` (bounded in time).
 pub fn ldm(daemon: &Daemon, args: &[&str]) -> Output {
-    let mut child = Command::new(LDM)
+    ldm_with(daemon, args, &[])
+}
+
+/// `ldm` with more environment, in a session of its own: no controlling terminal, so a
+/// password prompt fails at once instead of waiting on the tester's terminal.
+pub fn ldm_with(daemon: &Daemon, args: &[&str], env: &[(&str, &str)]) -> Output {
+    use std::os::unix::process::CommandExt as _;
+    let mut command = Command::new(LDM);
+    command
         .arg("--socket")
         .arg(&daemon.socket)
         .args(args)
         .env_remove("LDMD_SOCKET")
         .env_remove("LDM_PASSWORD")
+        .env_remove("LDM_TARGET_PASSWORD")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    // SAFETY: setsid is async-signal-safe and touches no memory of this process.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
     let deadline = Instant::now() + SETTLE;
     loop {
         if child.try_wait().unwrap().is_some() {

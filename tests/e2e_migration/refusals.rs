@@ -199,6 +199,25 @@ fn wrong_credentials_or_an_untrusted_target_change_nothing() {
                 "ldmd_sasl_authentications_total{result=\"not-authorized\"}",
             )
     };
+    // `ldmd trust list`: the pin the harness added is the target's certificate.
+    let out = run_cli(&hosts.source.state_dir(), &["trust", "list"], None);
+    assert!(out.status.success());
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row: Vec<&str> = listing
+        .lines()
+        .find(|l| l.starts_with("target "))
+        .unwrap_or_else(|| panic!("{listing}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[1].len(), 95, "{listing}");
+    let (identity, _) =
+        ldmd::server::certs::load_or_generate(None, &hosts.target.state_dir(), &[]).unwrap();
+    assert_eq!(
+        row[1],
+        identity.fingerprint(),
+        "not the target's: {listing}"
+    );
+    assert!(row[2..].join(" ").contains("localhost"), "{listing}");
     let seen = logins(&hosts);
     let out = run_cli(
         &hosts.source.state_dir(),

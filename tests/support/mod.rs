@@ -206,6 +206,12 @@ impl Daemon {
         Client::unix(&self.socket, &self.state_dir())
     }
 
+    /// SIGKILL, as a host that dies would; the state stays here for a restart.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGKILL (if it still runs), and the directory handed back for the next daemon on the
     /// same state; this handle keeps an empty one.
     pub fn kill_and_take_dir(&mut self) -> tempfile::TempDir {

@@ -488,8 +488,12 @@ pub(super) fn apply_source(
         return answers;
     };
     let peer = &record.peer;
+    // An abort the operator asked for (cancel after the handoff, and the target agreed) is
+    // counted as a cancel: it is one, only confirmed by the target.
+    let cancelled_here = reg.migrating.cancels.contains_key(&id);
     let outcome_label = match end {
         source::End::Committed => "committed",
+        source::End::Aborted if cancelled_here => "cancelled",
         source::End::Aborted => "aborted",
         source::End::Cancelled => "cancelled",
         source::End::InDoubt => "in_doubt",
