@@ -439,6 +439,10 @@ fn metric_names_pass_promtool_and_the_shipped_prometheus_and_grafana_files_check
     let (ok, out) = promtool(&["check", "config", config.to_str().unwrap()], None);
     assert!(ok, "{out}");
     let rules = std::fs::read_to_string(deploy.join("prometheus/ldmd-rules.yml")).unwrap();
+    // The alerts' own unit tests: each fires when it should, and not before.
+    let rule_tests = deploy.join("prometheus/ldmd-rules.test.yml");
+    let (ok, out) = promtool(&["test", "rules", rule_tests.to_str().unwrap()], None);
+    assert!(ok && out.contains("SUCCESS"), "{out}");
 
     // Every dashboard query parses as PromQL: promtool checks them as recording rules, with
     // Grafana's variables replaced by what they stand for.
