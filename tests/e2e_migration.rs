@@ -12,6 +12,8 @@ mod harness;
 mod cli;
 #[path = "e2e_migration/flows.rs"]
 mod flows;
+#[path = "e2e_migration/measure.rs"]
+mod measure;
 #[cfg(feature = "fault-points")]
 #[path = "e2e_migration/recovery.rs"]
 mod recovery;
