@@ -51,3 +51,8 @@ fn ldm_document_corpus() {
 fn registry_corpus() {
     replay("registry", ldmd::fuzz::registry);
 }
+
+#[test]
+fn migration_offer_corpus() {
+    replay("migration_offer", ldmd::fuzz::migration_offer);
+}
