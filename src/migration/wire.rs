@@ -277,6 +277,17 @@ impl Answer {
             warnings: reply.warnings().into_iter().map(str::to_owned).collect(),
         }
     }
+
+    /// Whether the answer came from a daemon that knows the internal actions: an ldmd older
+    /// than migration answers them "Unknown action 'migrate-…'".
+    pub fn speaks_migration(&self) -> bool {
+        match self {
+            Answer::Failure(reasons) => !reasons
+                .iter()
+                .any(|r| r.starts_with("Unknown action 'migrate-")),
+            Answer::Success { .. } => true,
+        }
+    }
 }
 
 /// The object a target answers with: the domain named, and `props` in its ldom_info.
@@ -396,6 +407,32 @@ mod tests {
             };
             assert_eq!(round_trip(&message), message);
         }
+    }
+
+    #[test]
+    fn a_daemon_older_than_migration_is_recognised_by_its_answer() {
+        let message = Message {
+            id: MigrationId(1),
+            domain: "ldg1".into(),
+            request: Request::Resolve {
+                token: Token([1; 32]),
+            },
+        };
+        let answered = |reason: &str| {
+            let response = crate::ldm::handler::respond_to_each_cmd(&message.to_document(), |_| {
+                reason.to_owned()
+            });
+            let mut out = Vec::new();
+            crate::ldm::write_response(&mut out, &response);
+            let reply = Reply::from_xml(std::str::from_utf8(&out).unwrap()).unwrap();
+            Answer::from_reply(Action::MigrateResolve, &reply)
+        };
+        // The words of this daemon's own registry for an action it does not know.
+        let old = answered("Unknown action 'migrate-resolve'");
+        assert!(!old.speaks_migration(), "{old:?}");
+        let refusal = answered("No reservation for this migration exists on the target");
+        assert!(refusal.speaks_migration(), "{refusal:?}");
+        assert!(matches!(refusal, Answer::Failure(_)));
     }
 
     #[test]

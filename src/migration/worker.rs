@@ -467,11 +467,7 @@ fn ask(session: &mut Session, message: &Message, host: &str) -> Result<Answer, S
     match session.request(&xml) {
         Ok((_, reply)) => {
             let answer = Answer::from_reply(message.action(), &reply);
-            if let Answer::Failure(reasons) = &answer
-                && reasons
-                    .iter()
-                    .any(|r| r.starts_with("Unknown action 'migrate-"))
-            {
+            if !answer.speaks_migration() {
                 return Ok(Answer::Failure(vec![format!(
                     "the ldmd at {host} does not speak migration protocol {}",
                     super::PROTOCOL_VERSION

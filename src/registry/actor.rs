@@ -108,8 +108,8 @@ pub struct RegistryActor {
     pub reply_bytes_in_flight_max: usize,
     /// How migration workers reach their targets.
     pub migration: Arc<worker::Settings>,
-    /// Where the tokens of migrations this daemon is the target of are published for the
-    /// verifier (a source's resolver logs in with one).
+    /// Where the key of this daemon's migration tokens is published for the verifier (a
+    /// source's resolver logs in with a token).
     pub resolvers: ResolverKey,
 }
 

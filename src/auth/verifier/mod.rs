@@ -226,7 +226,7 @@ impl Verifier {
                 });
             }
         }
-        // A migration's resolver: its token, checked at once (a digest, no argon2).
+        // A migration's resolver: its token, checked at once (an HMAC, no argon2).
         if let Some(id) = crate::migration::MigrationId::from_resolver_user(&credentials.authcid) {
             let token = crate::migration::Token::parse(&credentials.password);
             let verdict = match (self.resolvers.get(), token) {

@@ -272,3 +272,36 @@ fn full_queue_answers_busy_at_once() {
     verifier.join();
     assert!(rx.iter().all(|v| v == Err(SaslFailure::NotAuthorized)));
 }
+
+#[test]
+fn a_migration_resolver_logs_in_with_a_token_of_this_daemons_key_only() {
+    use crate::migration::{MigrationId, Token};
+    let dir = tempfile::tempdir().unwrap();
+    let verifier = start(dir.path().join("users.toml"), 1, 4);
+    let id = MigrationId(0xabc);
+    let key = [3u8; 32];
+    let token = Token::mint(&key, id, [1; 16]);
+    // No key yet (this daemon never reserved): nobody is a resolver.
+    let (verdict, at_once) = check_from(&verifier, SOURCE, &id.resolver_user(), &token.to_hex());
+    assert_eq!(verdict.unwrap_err(), SaslFailure::NotAuthorized);
+    assert!(at_once, "a resolver's login never waits for argon2");
+    verifier.resolvers.publish(Some(key));
+    let identity = check(&verifier, &id.resolver_user(), &token.to_hex()).unwrap();
+    assert_eq!(identity.role, Role::Resolve);
+    assert_eq!(identity.user, id.resolver_user());
+    // Another migration's name, another daemon's key, a token that is not hex: refused.
+    let other = MigrationId(0xabd).resolver_user();
+    assert_eq!(
+        check(&verifier, &other, &token.to_hex()).unwrap_err(),
+        SaslFailure::NotAuthorized
+    );
+    let forged = Token::mint(&[4; 32], id, [1; 16]);
+    assert_eq!(
+        check(&verifier, &id.resolver_user(), &forged.to_hex()).unwrap_err(),
+        SaslFailure::NotAuthorized
+    );
+    assert_eq!(
+        check(&verifier, &id.resolver_user(), "not-a-token").unwrap_err(),
+        SaslFailure::NotAuthorized
+    );
+}
