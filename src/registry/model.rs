@@ -64,8 +64,8 @@ pub struct Domain {
     pub reconf: Option<DelayedReconf>,
     /// A memory dynamic reconfiguration in progress.
     pub memdr: Option<MemDr>,
-    /// Next device id for virtual disks and networks.
-    pub next_device_id: u32,
+    // Records written before per-class device numbering also hold `next_device_id` (a counter
+    // disks and networks shared): serde skips it, and the ids it gave stay as stored.
 }
 
 impl Domain {
@@ -97,7 +97,6 @@ impl Domain {
             binding: None,
             reconf: None,
             memdr: None,
-            next_device_id: 0,
         }
     }
 }

@@ -171,7 +171,7 @@ pub(super) fn vdisk(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Out
             .map(|t| parse_number("timeout", t))
             .transpose()?;
         let domain = get_mut(reg, name)?;
-        let id = next_device_id(domain)?;
+        let id = lowest_free_device_id(domain.vdisks.iter().map(|d| d.id));
         domain.vdisks.push(VDisk {
             name: disk.into(),
             service: service.into(),
@@ -383,7 +383,7 @@ pub(super) fn vnet(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outc
             }
             let mac = mac_for(reg, item, None)?;
             let domain = get_mut(reg, name)?;
-            let id = next_device_id(domain)?;
+            let id = lowest_free_device_id(domain.vnets.iter().map(|n| n.id));
             domain.vnets.push(VNet {
                 name: net.into(),
                 service: service.into(),
@@ -430,11 +430,12 @@ pub(super) fn vnet(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> Outc
     Ok(Applied::default())
 }
 
-/// The next virtual device id of `domain` (`disk@N`, `network@N`), never reused.
-fn next_device_id(domain: &mut Domain) -> Result<u32, String> {
-    let id = domain.next_device_id;
-    domain.next_device_id = id
-        .checked_add(1)
-        .ok_or_else(|| format!("LDom {} has used every virtual device id", domain.name))?;
-    Ok(id)
+/// The lowest device number of a class (`disk@N`, `network@N`) that no device of the class in
+/// the domain holds, as Oracle numbers them: each class from 0, a freed number used again.
+pub(crate) fn lowest_free_device_id(taken: impl Iterator<Item = u32>) -> u32 {
+    let taken: std::collections::BTreeSet<u32> = taken.collect();
+    // A domain has far fewer devices than u32 numbers (its constraints fit in a stanza).
+    (0..=u32::MAX)
+        .find(|n| !taken.contains(n))
+        .unwrap_or(u32::MAX)
 }

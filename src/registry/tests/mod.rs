@@ -408,3 +408,61 @@ fn list_constraints_output_feeds_back_into_add_domain() {
     let copy = reg.domain("copy").unwrap();
     assert_eq!((copy.vcpus, copy.memory, copy.mau), (3, 3 << 30, 1));
 }
+
+#[test]
+fn disks_and_networks_are_numbered_per_class_lowest_free_first_and_kept_across_restarts() {
+    let mut reg = registry();
+    let mut store = std::collections::BTreeMap::new();
+    let vnet = |name: &str| {
+        format!(
+            "<Item><rasd:OtherResourceType>network</rasd:OtherResourceType><gprop:GenericProperty key='vnet_name'>{name}</gprop:GenericProperty><gprop:GenericProperty key='service_name'>primary-vsw0</gprop:GenericProperty></Item>"
+        )
+    };
+    let vdisk = |name: &str| {
+        format!(
+            "<Item><rasd:OtherResourceType>disk</rasd:OtherResourceType><gprop:GenericProperty key='vdisk_name'>{name}</gprop:GenericProperty><gprop:GenericProperty key='service_name'>primary-vds0</gprop:GenericProperty><gprop:GenericProperty key='vol_name'>vol1</gprop:GenericProperty></Item>"
+        )
+    };
+    let volume = "<Item><rasd:OtherResourceType>vds_volume</rasd:OtherResourceType><gprop:GenericProperty key='vol_name'>vol1</gprop:GenericProperty><gprop:GenericProperty key='service_name'>primary-vds0</gprop:GenericProperty><gprop:GenericProperty key='block_dev'>/dev/zvol/v1</gprop:GenericProperty></Item>";
+    ok(&mut reg, &cmd("add-vdiskserverdevice", "primary", volume));
+    ok(&mut reg, &cmd("add-domain", "ldg1", ""));
+    ok(&mut reg, &cmd("add-vdisk", "ldg1", &vdisk("d0")));
+    ok(&mut reg, &cmd("add-vnet", "ldg1", &vnet("n0")));
+    ok(&mut reg, &cmd("add-vnet", "ldg1", &vnet("n1")));
+    ok(&mut reg, &cmd("add-vdisk", "ldg1", &vdisk("d1")));
+    let ids = |reg: &Registry| {
+        let d = reg.domain("ldg1").unwrap();
+        (
+            d.vdisks
+                .iter()
+                .map(|v| (v.name.clone(), v.id))
+                .collect::<Vec<_>>(),
+            d.vnets
+                .iter()
+                .map(|v| (v.name.clone(), v.id))
+                .collect::<Vec<_>>(),
+        )
+    };
+    // Each class from 0: the first network is network@0 although a disk came first.
+    assert_eq!(
+        ids(&reg),
+        (
+            vec![("d0".into(), 0), ("d1".into(), 1)],
+            vec![("n0".into(), 0), ("n1".into(), 1)]
+        )
+    );
+    // A freed number is the next one given; the others keep theirs.
+    ok(&mut reg, &cmd("remove-vnet", "ldg1", &vnet("n0")));
+    ok(&mut reg, &cmd("add-vnet", "ldg1", &vnet("n2")));
+    let (_, nets) = ids(&reg);
+    assert_eq!(nets, vec![("n1".into(), 1), ("n2".into(), 0)]);
+    // A restart keeps every number.
+    let restored = reload(&mut reg, &mut store);
+    assert_eq!(ids(&restored), ids(&reg));
+    // A record written with the counter disks and networks once shared still loads, its
+    // numbers as stored.
+    let mut legacy: serde_json::Value = serde_json::to_value(reg.domain("ldg1").unwrap()).unwrap();
+    legacy["next_device_id"] = 4.into();
+    let domain: crate::registry::model::Domain = serde_json::from_value(legacy).unwrap();
+    assert_eq!(&domain, reg.domain("ldg1").unwrap());
+}

@@ -462,6 +462,17 @@ pub(super) fn validate_definition(
     {
         return Err(bad("it has more devices than this daemon allows"));
     }
+    // Device names and numbers are unique within their class, as this daemon makes them.
+    fn unique<'d>(mut keys: impl Iterator<Item = (&'d str, u32)>) -> bool {
+        let mut names = std::collections::HashSet::new();
+        let mut ids = std::collections::HashSet::new();
+        keys.all(|(name, id)| names.insert(name) && ids.insert(id))
+    }
+    if !unique(domain.vdisks.iter().map(|d| (d.name.as_str(), d.id)))
+        || !unique(domain.vnets.iter().map(|n| (n.name.as_str(), n.id)))
+    {
+        return Err(bad("two of its devices share a name or a number"));
+    }
     if domain.uuid.len() != 36
         || !domain
             .uuid
