@@ -114,7 +114,7 @@ pub struct Connection {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// List domains: the table, -l the long form, -p parseable.
-    #[command(name = "list-domain", visible_aliases = ["list", "ls"])]
+    #[command(name = "list-domain", visible_aliases = ["list", "ls", "ls-domain"])]
     ListDomain {
         #[arg(short = 'l', long)]
         long: bool,
@@ -123,21 +123,21 @@ pub enum Command {
         domains: Vec<String>,
     },
     /// List domains with what each resource is bound to.
-    #[command(name = "list-bindings")]
+    #[command(name = "list-bindings", visible_alias = "ls-bindings")]
     ListBindings {
         #[arg(short = 'p', long)]
         parseable: bool,
         domains: Vec<String>,
     },
     /// List the constraints of domains.
-    #[command(name = "list-constraints")]
+    #[command(name = "list-constraints", visible_alias = "ls-constraints")]
     ListConstraints {
         #[arg(short = 'p', long)]
         parseable: bool,
         domains: Vec<String>,
     },
     /// List free resources and I/O devices (cpu, crypto, memory, io).
-    #[command(name = "list-devices")]
+    #[command(name = "list-devices", visible_alias = "ls-devices")]
     ListDevices {
         #[arg(short = 'p', long)]
         parseable: bool,
@@ -145,20 +145,26 @@ pub enum Command {
         classes: Vec<String>,
     },
     /// List virtual I/O services (VCC, VSW, VDS).
-    #[command(name = "list-services")]
+    #[command(name = "list-services", visible_alias = "ls-services")]
     ListServices {
         #[arg(short = 'p', long)]
         parseable: bool,
         domains: Vec<String>,
     },
     /// List SP configurations.
-    #[command(name = "list-spconfig", visible_alias = "list-config")]
+    #[command(
+        name = "list-spconfig",
+        visible_aliases = ["list-config", "ls-spconfig", "ls-config"]
+    )]
     ListSpconfig {
         #[arg(short = 'p', long)]
         parseable: bool,
     },
     /// List variables of a domain: [NAME...] DOMAIN.
-    #[command(name = "list-variable", visible_alias = "list-var")]
+    #[command(
+        name = "list-variable",
+        visible_aliases = ["list-var", "ls-variable", "ls-var"]
+    )]
     ListVariable {
         #[arg(required = true, value_name = "[NAME...] DOMAIN")]
         operands: Vec<String>,

@@ -441,6 +441,16 @@ mod tests {
             (&["add-crypto", "1", "ldg1"], Action::AddMau),
             (&["cancel-op", "memdr", "ldg1"], Action::CancelOperation),
             (&["add-config", "c1"], Action::AddSpconfig),
+            // Every list-* has its ls-* (Oracle's ldm(8) aliases), the first action of each.
+            (&["ls-domain"], Action::ListDomain),
+            (&["ls-bindings"], Action::ListDomain),
+            (&["ls-constraints"], Action::ListConstraints),
+            (&["ls-devices"], Action::ListDevices),
+            (&["ls-services"], Action::ListServices),
+            (&["ls-spconfig"], Action::ListSpconfig),
+            (&["ls-config"], Action::ListSpconfig),
+            (&["ls-var", "ldg1"], Action::ListVariable),
+            (&["ls-variable", "ldg1"], Action::ListVariable),
         ] {
             assert_eq!(
                 document(argv).cmds[0].action,
