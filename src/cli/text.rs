@@ -35,7 +35,8 @@ pub fn format_uptime(seconds: u64) -> String {
     }
 }
 
-/// The six flag positions spelled out as `ldm list -p` does (`normal,control,vio-service`).
+/// The six flag positions spelled out as `ldm list -l -p` does (`normal,control,vio-service`);
+/// the short `ldm list -p` keeps the letters (`-n-cv-`), as Oracle's does.
 pub fn flag_words(flags: &str) -> String {
     let words: Vec<&str> = flags
         .chars()
@@ -94,13 +95,19 @@ pub fn list_table(rows: &[DomainRow]) -> String {
     out
 }
 
-/// `DOMAIN|name=..|state=..|flags=..|cons=..|ncpu=..|mem=..|util=..|uptime=..`
-pub fn parseable_row(row: &DomainRow) -> String {
+/// `DOMAIN|name=..|state=..|flags=..|cons=..|ncpu=..|mem=..|util=..|uptime=..`, the flags
+/// spelled out (`long`, for `-l -p`) or as their six letters.
+pub fn parseable_row(row: &DomainRow, long: bool) -> String {
+    let flags = if long {
+        flag_words(&row.flags)
+    } else {
+        row.flags.clone()
+    };
     format!(
         "DOMAIN|name={}|state={}|flags={}|cons={}|ncpu={}|mem={}|util={}|uptime={}",
         row.name,
         row.state,
-        flag_words(&row.flags),
+        flags,
         row.cons,
         row.ncpu.map_or(String::new(), |n| n.to_string()),
         row.mem.map_or(String::new(), |m| m.to_string()),
@@ -145,7 +152,7 @@ pub fn status(rows: &[DomainRow]) -> String {
 pub fn list_parseable(rows: &[DomainRow]) -> String {
     let mut out = format!("{PARSEABLE_VERSION}\n");
     for row in rows {
-        out.push_str(&parseable_row(row));
+        out.push_str(&parseable_row(row, false));
         out.push('\n');
     }
     out
@@ -255,7 +262,7 @@ pub fn long_listing(reply: &Reply, groups: &[String], parseable: bool) -> String
             .map(|c| keep(domain_blocks(c, &owners), groups))
             .unwrap_or_default();
         if parseable {
-            let _ = writeln!(out, "{}", parseable_row(row));
+            let _ = writeln!(out, "{}", parseable_row(row, true));
             out.push_str(&blocks_parseable(&blocks));
             continue;
         }
@@ -463,13 +470,23 @@ mod tests {
     }
 
     #[test]
-    fn the_parseable_form_spells_flags_and_gives_bytes_and_seconds() {
+    fn the_parseable_form_gives_flag_letters_bytes_and_seconds_and_spells_flags_when_long() {
+        // Oracle's rule (Flag Definitions): letters in `ldm list -p`, words with `-l -p`.
         assert_eq!(
             list_parseable(&rows()),
             "VERSION 1.6\n\
-             DOMAIN|name=primary|state=active|flags=normal,control,vio-service|cons=UART|ncpu=16|mem=17179869184|util=|uptime=90061\n\
-             DOMAIN|name=ldg1|state=active|flags=normal|cons=5000|ncpu=8|mem=4294967296|util=|uptime=3720\n\
-             DOMAIN|name=ldg2|state=inactive|flags=|cons=|ncpu=2|mem=1610612736|util=|uptime=\n"
+             DOMAIN|name=primary|state=active|flags=-n-cv-|cons=UART|ncpu=16|mem=17179869184|util=|uptime=90061\n\
+             DOMAIN|name=ldg1|state=active|flags=-n----|cons=5000|ncpu=8|mem=4294967296|util=|uptime=3720\n\
+             DOMAIN|name=ldg2|state=inactive|flags=------|cons=|ncpu=2|mem=1610612736|util=|uptime=\n"
+        );
+        let long: Vec<String> = rows().iter().map(|r| parseable_row(r, true)).collect();
+        assert_eq!(
+            long,
+            [
+                "DOMAIN|name=primary|state=active|flags=normal,control,vio-service|cons=UART|ncpu=16|mem=17179869184|util=|uptime=90061",
+                "DOMAIN|name=ldg1|state=active|flags=normal|cons=5000|ncpu=8|mem=4294967296|util=|uptime=3720",
+                "DOMAIN|name=ldg2|state=inactive|flags=|cons=|ncpu=2|mem=1610612736|util=|uptime=",
+            ]
         );
         assert_eq!(
             flag_words("snrcvs"),

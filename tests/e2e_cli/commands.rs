@@ -54,11 +54,19 @@ fn full_domain_lifecycle_through_the_ldm_binary() {
         "{uptime}"
     );
 
-    // -p: the VERSION line, then one DOMAIN line each, flags spelled out, bytes and seconds.
+    // -p: the VERSION line, then one DOMAIN line each, the flags' letters, bytes and seconds.
     let parseable = ok(ldm(d, &["list", "-p"]));
     let lines: Vec<&str> = parseable.lines().collect();
     assert_eq!(lines[0], "VERSION 1.6");
-    assert!(lines[1].starts_with("DOMAIN|name=primary|state=active|flags=normal,control,vio-service|cons=UART|ncpu=16|mem=17179869184|util=|uptime="), "{parseable}");
+    assert!(lines[1].starts_with("DOMAIN|name=primary|state=active|flags=-n-cv-|cons=UART|ncpu=16|mem=17179869184|util=|uptime="), "{parseable}");
+    // -l -p spells them out.
+    let long = ok(ldm(d, &["list", "-l", "-p", "primary"]));
+    assert!(
+        long.contains(
+            "\nDOMAIN|name=primary|state=active|flags=normal,control,vio-service|cons=UART|"
+        ),
+        "{long}"
+    );
     let line = lines
         .iter()
         .find(|l| l.starts_with("DOMAIN|name=ldg1|"))
@@ -70,7 +78,7 @@ fn full_domain_lifecycle_through_the_ldm_binary() {
             "DOMAIN",
             "name=ldg1",
             "state=active",
-            "flags=normal",
+            "flags=-n----",
             "cons=5000",
             "ncpu=8",
             "mem=4294967296",
@@ -488,7 +496,7 @@ fn resource_spconfig_and_listing_commands_show_in_the_next_listing() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + RUN_LIMIT;
-    while !ok(ldm(d, &["list", "-p", "t1"])).contains("memory-dr") {
+    while !ok(ldm(d, &["list", "-p", "t1"])).contains("flags=-nr---") {
         assert!(Instant::now() < deadline, "the memory DR never started");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -131,6 +131,15 @@ fn ldm_list_o_status_shows_the_migration_on_both_sides() {
         row.contains('%') && row.trim_end().ends_with(&peer),
         "{row}"
     );
+    // The short parseable form gives the flags' letters: the sixth is s here and t there.
+    let letters = |daemon: &Daemon| {
+        let out = ok(daemon, &["list", "-p", "ldg1"]);
+        let line = out.lines().find(|l| l.starts_with("DOMAIN|")).unwrap();
+        field(line, "flags")
+    };
+    let (here, there) = (letters(&hosts.source), letters(&hosts.target));
+    assert!(here.len() == 6 && here.ends_with('s'), "{here}");
+    assert!(there.len() == 6 && there.ends_with('t'), "{there}");
     let target_view = ok(&hosts.target, &["list", "-o", "status", "ldg1"]);
     assert!(
         target_view.contains("migration in") && target_view.contains("chunks"),

@@ -333,11 +333,12 @@ pub fn guest(hosts: &Hosts, name: &str, state: &str) {
     }
 }
 
-/// The parseable line of `name` in `ldm list -p`, or None.
+/// The DOMAIN line of `name` in `ldm list -l -p` (flags spelled out: `source`, `error`), or
+/// None.
 pub fn listed(daemon: &Daemon, name: &str) -> Option<String> {
-    ok(daemon, &["list", "-p"])
+    ok(daemon, &["list", "-l", "-p"])
         .lines()
-        .find(|l| l.contains(&format!("|name={name}|")))
+        .find(|l| l.starts_with(&format!("DOMAIN|name={name}|")))
         .map(str::to_owned)
 }
 
