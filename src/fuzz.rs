@@ -827,4 +827,21 @@ mod tests {
         assert_eq!(offer_reach(b"{"), OfferReach::Refused);
         assert_eq!(offer_reach(b""), OfferReach::Refused);
     }
+
+    /// The fuzzer's first finding (`fuzz/corpus/migration_offer/a-vnet-with-the-domains-own-mac.json`):
+    /// a definition whose vnet had the domain's own MAC was reserved, and the target's records
+    /// then claimed that MAC twice, so the target's next start would have refused its store.
+    #[test]
+    fn a_definition_that_claims_a_mac_twice_or_past_48_bits_is_refused() {
+        let (_, inactive) = seed_definitions().remove(0);
+        let mut definition: serde_json::Value = serde_json::from_slice(&inactive).unwrap();
+        let own = definition["mac"].clone();
+        definition["vnets"][0]["mac"] = own;
+        let twice = serde_json::to_vec(&definition).unwrap();
+        assert_eq!(offer_reach(&twice), OfferReach::Refused);
+        let mut definition: serde_json::Value = serde_json::from_slice(&inactive).unwrap();
+        definition["vnets"][0]["mac"] = (1u64 << 48).into();
+        let wide = serde_json::to_vec(&definition).unwrap();
+        assert_eq!(offer_reach(&wide), OfferReach::Refused);
+    }
 }

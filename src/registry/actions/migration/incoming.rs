@@ -462,6 +462,18 @@ pub(super) fn validate_definition(
     {
         return Err(bad("it has more devices than this daemon allows"));
     }
+    // Its MAC addresses are 48-bit and distinct, as this daemon's own are: the target's
+    // store refuses to load a domain that claims one twice (the fuzzer sent a vnet with the
+    // domain's own MAC, which made the target's next start fail).
+    let macs: Vec<u64> = std::iter::once(domain.mac)
+        .chain(domain.vnets.iter().map(|n| n.mac))
+        .collect();
+    if macs.iter().any(|m| *m > 0xffff_ffff_ffff) {
+        return Err(bad("a MAC address is out of range"));
+    }
+    if macs.iter().collect::<std::collections::HashSet<_>>().len() != macs.len() {
+        return Err(bad("two of its MAC addresses are the same"));
+    }
     // Device names and numbers are unique within their class, as this daemon makes them.
     fn unique<'d>(mut keys: impl Iterator<Item = (&'d str, u32)>) -> bool {
         let mut names = std::collections::HashSet::new();
