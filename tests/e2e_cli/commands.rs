@@ -443,6 +443,12 @@ fn resource_spconfig_and_listing_commands_show_in_the_next_listing() {
         ),
         step(&["list", "-l", "-p", "t1"], &[], Line("|ra=0x10000000|pa=")),
         step(&["list", "-o", "network", "t1"], &[], Not("\nVCPU\n")),
+        // A prefix names its section, as Oracle's ldm takes it.
+        step(
+            &["list", "-o", "net", "t1"],
+            &[],
+            Line("    vnet1  t1-vsw0@primary  network@0  "),
+        ),
         step(
             &["list", "-o", "network", "t1"],
             &[],

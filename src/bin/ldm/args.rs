@@ -18,8 +18,9 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(flatten)]
     pub conn: Connection,
-    /// Output: text (default), json, or for `list -l` and `list-bindings` the sections to show
-    /// (domain,cpu,crypto,memory,network,disk,console,physio); other commands refuse sections.
+    /// Output: text (default), json, status (`list`), or for `list -l` and `list-bindings` the
+    /// sections to show (domain,cpu,crypto,memory,network,disk,console,physio), each also by a
+    /// prefix no other shares (net, mem); other commands refuse sections.
     #[arg(short = 'o', long = "output", global = true, value_name = "FORMAT")]
     pub output: Option<String>,
     #[command(subcommand)]

@@ -69,17 +69,49 @@ fn output(text: Option<&str>) -> Result<Output, Failure> {
     match text {
         None | Some("text") => Ok(Output::Text),
         Some("json") => Ok(Output::Json),
-        Some("status") => Ok(Output::Status),
         Some(list) => {
-            let groups: Vec<String> = list.split(',').map(|g| g.trim().to_owned()).collect();
-            match groups.iter().find(|g| !GROUPS.contains(&g.as_str())) {
-                Some(bad) => Err(Failure::Usage(format!(
-                    "-o: unknown format '{bad}' (expected text, json, status, or sections among {})",
-                    GROUPS.join(",")
-                ))),
-                None => Ok(Output::Groups(groups)),
+            let mut groups = Vec::new();
+            for given in list.split(',').map(str::trim) {
+                groups.push(group(given)?);
             }
+            if groups.iter().any(|g| g == "status") {
+                return match groups.len() {
+                    1 => Ok(Output::Status),
+                    _ => Err(Failure::Usage(
+                        "-o: status is shown on its own, not with other sections".into(),
+                    )),
+                };
+            }
+            Ok(Output::Groups(groups))
         }
+    }
+}
+
+/// A section of `-o`, as named or by a prefix of its name that no other section shares
+/// (`net` is network, `mem` memory; `d` could be disk or domain), as Oracle's ldm accepts.
+fn group(given: &str) -> Result<String, Failure> {
+    let known = || {
+        let mut all: Vec<&str> = GROUPS.to_vec();
+        all.push("status");
+        all
+    };
+    if known().contains(&given) {
+        return Ok(given.to_owned());
+    }
+    let matches: Vec<&str> = known()
+        .into_iter()
+        .filter(|g| !given.is_empty() && g.starts_with(given))
+        .collect();
+    match matches[..] {
+        [one] => Ok(one.to_owned()),
+        [] => Err(Failure::Usage(format!(
+            "-o: unknown format '{given}' (expected text, json, status, or sections among {})",
+            GROUPS.join(",")
+        ))),
+        _ => Err(Failure::Usage(format!(
+            "-o: '{given}' is ambiguous: {}",
+            matches.join(", ")
+        ))),
     }
 }
 
@@ -576,6 +608,27 @@ mod tests {
             Some(Output::Groups(vec!["cpu".into(), "network".into()]))
         );
         assert!(output(Some("yaml")).is_err());
+        // Prefixes that name one section, as Oracle's ldm takes them.
+        assert_eq!(
+            output(Some("net,disk,mem,cons")).ok(),
+            Some(Output::Groups(vec![
+                "network".into(),
+                "disk".into(),
+                "memory".into(),
+                "console".into()
+            ]))
+        );
+        assert_eq!(output(Some("stat")).ok(), Some(Output::Status));
+        assert_eq!(output(Some("status")).ok(), Some(Output::Status));
+        let usage = |text: &str| match output(Some(text)) {
+            Err(Failure::Usage(message)) => message,
+            Ok(parsed) => panic!("{text}: {parsed:?}"),
+            Err(_) => panic!("{text}: not a usage error"),
+        };
+        assert_eq!(usage("d"), "-o: 'd' is ambiguous: domain, disk");
+        assert_eq!(usage("c"), "-o: 'c' is ambiguous: cpu, crypto, console");
+        assert!(usage("status,cpu").contains("on its own"));
+        assert!(usage("").contains("unknown format ''"));
         let cli = Cli::try_parse_from(["ldm", "list", "--socket", "/s", "-o", "json"]).unwrap();
         assert_eq!(cli.conn.socket.as_deref(), Some(std::path::Path::new("/s")));
         assert_eq!(cli.output.as_deref(), Some("json"));
