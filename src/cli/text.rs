@@ -59,27 +59,24 @@ pub fn flag_words(flags: &str) -> String {
     words.join(",")
 }
 
-fn dash(text: &str) -> &str {
-    if text.is_empty() { "-" } else { text }
-}
-
 /// The header of the table.
 pub const TABLE_HEADER: &str =
     "NAME             STATE      FLAGS   CONS    VCPU  MEMORY   UTIL  UPTIME";
 
-/// One row of the table (no trailing spaces).
+/// One row of the table (no trailing spaces). A field the daemon does not report is left
+/// blank, as Oracle's ldm leaves an inactive domain's CONS, UTIL and UPTIME.
 pub fn table_row(row: &DomainRow) -> String {
     let util = row.util.as_ref().map(|u| format!("{u}%"));
     let line = format!(
         "{:<16} {:<10} {:<7} {:<7} {:<5} {:<8} {:<5} {}",
         row.name,
-        dash(&row.state),
-        dash(&row.flags),
-        dash(&row.cons),
-        row.ncpu.map_or("-".into(), |n| n.to_string()),
-        row.mem.map_or("-".into(), format_size),
-        util.as_deref().unwrap_or("-"),
-        row.uptime.map_or("-".into(), format_uptime),
+        row.state,
+        row.flags,
+        row.cons,
+        row.ncpu.map_or(String::new(), |n| n.to_string()),
+        row.mem.map_or(String::new(), format_size),
+        util.as_deref().unwrap_or_default(),
+        row.uptime.map_or(String::new(), format_uptime),
     );
     line.trim_end().to_owned()
 }
@@ -463,9 +460,9 @@ mod tests {
         assert_eq!(
             list_table(&rows()),
             "NAME             STATE      FLAGS   CONS    VCPU  MEMORY   UTIL  UPTIME\n\
-             primary          active     -n-cv-  UART    16    16G      -     1d 1h 1m\n\
-             ldg1             active     -n----  5000    8     4G       -     1h 2m\n\
-             ldg2             inactive   ------  -       2     1536M    -     -\n"
+             primary          active     -n-cv-  UART    16    16G            1d 1h 1m\n\
+             ldg1             active     -n----  5000    8     4G             1h 2m\n\
+             ldg2             inactive   ------          2     1536M\n"
         );
     }
 
@@ -550,11 +547,8 @@ mod tests {
         );
         assert_eq!(long_listing(&reply, &[], false), "");
         assert_eq!(reply.failures(), ["LDom x does not exist"]);
-        // A Content without any ldom_info still gets a row, of dashes.
+        // A Content without any ldom_info still gets a row: its name, every field blank.
         let bare = Reply::from_xml("<LDM_interface><cmd><action>list-domain</action><data><Envelope><Content id='y'/></Envelope><response><status>success</status></response></data></cmd></LDM_interface>").unwrap();
-        assert_eq!(
-            table_row(&domain_rows(&bare)[0]),
-            "y                -          -       -       -     -        -     -"
-        );
+        assert_eq!(table_row(&domain_rows(&bare)[0]), "y");
     }
 }
