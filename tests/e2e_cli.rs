@@ -18,6 +18,8 @@ mod commands;
 mod connection;
 #[path = "e2e_cli/events.rs"]
 mod events;
+#[path = "e2e_cli/oracle_shapes.rs"]
+mod oracle_shapes;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;

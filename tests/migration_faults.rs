@@ -50,8 +50,7 @@ struct Before {
 }
 
 fn free_mib(daemon: &Daemon) -> u64 {
-    let line = free_memory(daemon);
-    field(&line, "free").trim_end_matches('M').parse().unwrap()
+    free_memory(daemon) >> 20
 }
 
 fn env_of(faults: &[Fault], side: Side) -> String {

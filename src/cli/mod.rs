@@ -3,6 +3,7 @@
 //! familiar table, `-l`, `-p`, JSON). No I/O here (`tests/sans_io.rs` checks); the sockets,
 //! TLS and prompts are in [`crate::client`], the command line itself in `src/bin/ldm/`.
 
+pub mod devices;
 pub mod json;
 pub mod raw;
 pub mod request;

@@ -718,6 +718,54 @@ pub fn list_with_service_owners(actions: &[Action], domains: &[String]) -> Docum
     document
 }
 
+/// list-devices: free resources, or with `all` (`-a`) bound ones too, with their owners.
+pub fn list_devices(all: bool) -> Document {
+    let options: &[&str] = if all { &["-a"] } else { &[] };
+    single(Action::ListDevices, options, no_object())
+}
+
+/// `ldm list-constraints -x`: what recreates the listed domains as list-constraints gave
+/// them, sent back by `ldm add-domain -i`: per domain, an add-domain with its own resources,
+/// then an add-vdisk, add-vnet or add-io per device (add-domain takes no devices), in order.
+/// The daemon answers a document's cmds in order, so the devices find their domain.
+pub fn recreate(contents: &[&Content]) -> Document {
+    let on = |id: &str, items: Vec<Item>| Data {
+        version: Some(DATA_VERSION.into()),
+        envelope: Some(Envelope {
+            contents: vec![Content {
+                id: id.to_owned(),
+                sections: vec![Section {
+                    kind: SectionKind::ResourceAllocation,
+                    items,
+                }],
+            }],
+            sections: Vec::new(),
+        }),
+    };
+    let mut cmds = Vec::new();
+    for content in contents {
+        let all = content.sections.iter().flat_map(|s| &s.items);
+        let device = |item: &Item| match item.resource_type.as_str() {
+            "disk" => Some(Action::AddVdisk),
+            "network" => Some(Action::AddVnet),
+            "physio_device" => Some(Action::AddIo),
+            _ => None,
+        };
+        let own: Vec<Item> = all
+            .clone()
+            .filter(|i| device(i).is_none())
+            .cloned()
+            .collect();
+        cmds.push(cmd(Action::AddDomain, &[], vec![on(&content.id, own)]));
+        for item in all {
+            if let Some(action) = device(item) {
+                cmds.push(cmd(action, &[], vec![on(&content.id, vec![item.clone()])]));
+            }
+        }
+    }
+    document(cmds)
+}
+
 /// A list action over no domain in particular (list-devices, list-spconfig, list-services).
 pub fn list_all(action: Action) -> Document {
     single(action, &[], no_object())

@@ -1,38 +1,47 @@
 //! The text renderings: the familiar `ldm list` table, its long form (`-l`), the parseable
-//! form (`-p`: `VERSION 1.6`, then `|`-separated `key=value` lines, stable for scripts), and
+//! form (`-p`: `VERSION 1.6`, then Oracle's `|`-separated records, stable for scripts), and
 //! the readable output of the other list commands and of events.
 //!
-//! Columns of the table are those of the ldm CLI: NAME STATE FLAGS CONS VCPU MEMORY UTIL
-//! UPTIME, with MEMORY in the largest exact unit (`4G`, `1536M`) and UPTIME like `1h 2m`. A
-//! field the daemon did not report prints as `-` in the table and empty in `-p`.
+//! Shapes follow Oracle VM Server for SPARC's `ldm` as its Administration Guide shows them:
+//! the table's columns NAME STATE FLAGS CONS VCPU MEMORY UTIL NORM UPTIME, MEMORY in the
+//! largest exact unit (`4G`, `1536M`), UPTIME like `1d 2h 3m`, sections separated by blank
+//! lines and domains by 78 dashes. A field the daemon did not report is blank.
 
 use std::fmt::Write as _;
 
 use crate::cli::view::{
-    Block, Body, DomainRow, contents, device_blocks, domain_blocks, domain_rows, items,
-    service_blocks, service_owners, spconfigs,
+    Block, DomainRow, contents, domain_blocks, domain_rows, items, percent, service_blocks,
+    service_owners, spconfigs,
 };
 use crate::ldm::action::Action;
 use crate::ldm::document::Item;
 use crate::ldm::reply::{EventDoc, Reply};
-use crate::registry::units::{format_size, parse_size};
+use crate::registry::units::format_size;
 
 /// The first line of every parseable listing (the version the ldm CLI's `-p` output carries).
 pub const PARSEABLE_VERSION: &str = "VERSION 1.6";
 
-/// The line between domains in a long listing.
-const SEPARATOR: &str =
+/// The line between domains in a long listing: 78 dashes.
+pub const SEPARATOR: &str =
     "------------------------------------------------------------------------------";
 
-/// `1h 2m`, `3d 4h 5m`, `42s`.
+/// `3d 21h 7m`, `19d 9m`, `2m`, `42s`: the units that are not zero, seconds only under a
+/// minute, as Oracle's UPTIME.
 pub fn format_uptime(seconds: u64) -> String {
-    let (days, hours, minutes) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60);
-    match (days, hours) {
-        (0, 0) if seconds < 60 => format!("{seconds}s"),
-        (0, 0) => format!("{minutes}m"),
-        (0, _) => format!("{hours}h {minutes}m"),
-        _ => format!("{days}d {hours}h {minutes}m"),
+    if seconds < 60 {
+        return format!("{seconds}s");
     }
+    let parts = [
+        (seconds / 86_400, "d"),
+        (seconds / 3600 % 24, "h"),
+        (seconds / 60 % 60, "m"),
+    ];
+    parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The six flag positions spelled out as `ldm list -l -p` does (`normal,control,vio-service`);
@@ -61,21 +70,23 @@ pub fn flag_words(flags: &str) -> String {
 
 /// The header of the table.
 pub const TABLE_HEADER: &str =
-    "NAME             STATE      FLAGS   CONS    VCPU  MEMORY   UTIL  UPTIME";
+    "NAME             STATE      FLAGS   CONS    VCPU  MEMORY   UTIL  NORM  UPTIME";
 
 /// One row of the table (no trailing spaces). A field the daemon does not report is left
-/// blank, as Oracle's ldm leaves an inactive domain's CONS, UTIL and UPTIME.
+/// blank, as Oracle's ldm leaves an inactive domain's CONS, UTIL, NORM and UPTIME; the
+/// utilisations are right-aligned in their four places (`0.4%`, ` 23%`).
 pub fn table_row(row: &DomainRow) -> String {
-    let util = row.util.as_ref().map(|u| format!("{u}%"));
+    let util = |u: &Option<String>| percent(u.as_deref().unwrap_or_default());
     let line = format!(
-        "{:<16} {:<10} {:<7} {:<7} {:<5} {:<8} {:<5} {}",
+        "{:<16} {:<10} {:<7} {:<7} {:<5} {:<8} {:>4}  {:>4}  {}",
         row.name,
         row.state,
         row.flags,
         row.cons,
         row.ncpu.map_or(String::new(), |n| n.to_string()),
         row.mem.map_or(String::new(), format_size),
-        util.as_deref().unwrap_or_default(),
+        util(&row.util),
+        util(&row.norm_util),
         row.uptime.map_or(String::new(), format_uptime),
     );
     line.trim_end().to_owned()
@@ -92,15 +103,15 @@ pub fn list_table(rows: &[DomainRow]) -> String {
     out
 }
 
-/// `DOMAIN|name=..|state=..|flags=..|cons=..|ncpu=..|mem=..|util=..|uptime=..`, the flags
-/// spelled out (`long`, for `-l -p`) or as their six letters.
+/// The DOMAIN record. `ldm list -p` gives the flags' letters and ends with `norm_util`;
+/// `-l -p` (`long`) spells the flags out and adds `softstate` after `uptime`, as Oracle's.
 pub fn parseable_row(row: &DomainRow, long: bool) -> String {
     let flags = if long {
         flag_words(&row.flags)
     } else {
         row.flags.clone()
     };
-    format!(
+    let mut line = format!(
         "DOMAIN|name={}|state={}|flags={}|cons={}|ncpu={}|mem={}|util={}|uptime={}",
         row.name,
         row.state,
@@ -110,7 +121,16 @@ pub fn parseable_row(row: &DomainRow, long: bool) -> String {
         row.mem.map_or(String::new(), |m| m.to_string()),
         row.util.as_deref().unwrap_or_default(),
         row.uptime.map_or(String::new(), |u| u.to_string()),
-    )
+    );
+    if long {
+        let _ = write!(line, "|softstate={}", row.softstate);
+    }
+    let _ = write!(
+        line,
+        "|norm_util={}",
+        row.norm_util.as_deref().unwrap_or_default()
+    );
+    line
 }
 
 /// `ldm list -o status`: each domain, and the long operation running on it (a migration in or
@@ -155,96 +175,32 @@ pub fn list_parseable(rows: &[DomainRow]) -> String {
     out
 }
 
-/// Keeps the blocks of the `-o` groups asked for (all when none).
-fn keep(blocks: Vec<Block>, groups: &[String]) -> Vec<Block> {
-    blocks
-        .into_iter()
-        .filter(|b| groups.is_empty() || groups.iter().any(|g| g == b.group))
-        .collect()
-}
-
-/// Blocks as text: a title, then indented values, settings or an aligned table.
+/// Blocks as text: each title, its lines, a blank line.
 pub fn blocks_text(blocks: &[Block]) -> String {
     let mut out = String::new();
-    for block in blocks {
+    for block in blocks.iter().filter(|b| !b.human.is_empty()) {
         let _ = writeln!(out, "{}", block.title);
-        match &block.body {
-            Body::Value(_, value) => {
-                let _ = writeln!(out, "    {value}");
-            }
-            Body::Settings(settings) => {
-                for (key, value) in settings {
-                    let _ = writeln!(out, "    {key}={value}");
-                }
-            }
-            Body::Table { columns, rows } => {
-                let headers: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
-                let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-                for row in rows {
-                    for (width, cell) in widths.iter_mut().zip(row) {
-                        *width = (*width).max(cell.chars().count());
-                    }
-                }
-                let line = |cells: &mut dyn Iterator<Item = &str>| {
-                    let mut text = String::from("    ");
-                    for (cell, width) in cells.zip(&widths) {
-                        let _ = write!(text, "{cell:<width$}  ");
-                    }
-                    text.trim_end().to_owned()
-                };
-                let _ = writeln!(out, "{}", line(&mut headers.iter().copied()));
-                for row in rows {
-                    let _ = writeln!(out, "{}", line(&mut row.iter().map(String::as_str)));
-                }
-            }
+        for line in &block.human {
+            let _ = writeln!(out, "{line}");
         }
         out.push('\n');
     }
     out
 }
 
-/// Sizes are bytes in the parseable form, as the ldm CLI writes them.
-fn parseable_cell(key: &str, cell: &str) -> String {
-    match key {
-        "size" => parse_size(cell).map_or_else(|_| cell.to_owned(), |b| b.to_string()),
-        _ => cell.to_owned(),
-    }
-}
-
-/// Blocks in the parseable form: `TITLE|key=value` for values and settings, `TITLE` then one
-/// `|key=value|...` line per row for tables.
+/// Blocks in the parseable form: each block's records.
 pub fn blocks_parseable(blocks: &[Block]) -> String {
     let mut out = String::new();
-    for block in blocks {
-        let title = block.title.replace(' ', "-");
-        match &block.body {
-            Body::Value(key, value) => {
-                let _ = writeln!(out, "{title}|{key}={value}");
-            }
-            Body::Settings(settings) => {
-                out.push_str(&title);
-                for (key, value) in settings {
-                    let _ = write!(out, "|{key}={value}");
-                }
-                out.push('\n');
-            }
-            Body::Table { columns, rows } => {
-                let _ = writeln!(out, "{title}");
-                for row in rows {
-                    for ((_, key), cell) in columns.iter().zip(row) {
-                        let _ = write!(out, "|{key}={}", parseable_cell(key, cell));
-                    }
-                    out.push('\n');
-                }
-            }
-        }
+    for line in blocks.iter().flat_map(|b| &b.parseable) {
+        let _ = writeln!(out, "{line}");
     }
     out
 }
 
 /// `ldm list -l` / `ldm list-bindings`: each domain's row, then its blocks (bindings as
 /// list-bindings reports them, service owners from list-services), domains separated by a
-/// line of dashes. `parseable` gives the `-l -p` form.
+/// line of dashes. `-o` (`groups`) narrows the blocks and, as Oracle's, heads each domain
+/// with `NAME` and its name instead of the table. `parseable` gives the `-l -p` form.
 pub fn long_listing(reply: &Reply, groups: &[String], parseable: bool) -> String {
     let owners = service_owners(reply);
     let bindings = contents(reply, Action::ListBindings);
@@ -253,11 +209,15 @@ pub fn long_listing(reply: &Reply, groups: &[String], parseable: bool) -> String
         let _ = writeln!(out, "{PARSEABLE_VERSION}");
     }
     for (n, row) in domain_rows(reply).iter().enumerate() {
-        let blocks = bindings
+        let blocks: Vec<Block> = bindings
             .iter()
             .find(|c| c.id == row.name)
-            .map(|c| keep(domain_blocks(c, &owners), groups))
-            .unwrap_or_default();
+            .map(|c| domain_blocks(c, &owners))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|b| b.shown(groups))
+            .collect();
+        let blocks = with_stats(blocks, row, groups);
         if parseable {
             let _ = writeln!(out, "{}", parseable_row(row, true));
             out.push_str(&blocks_parseable(&blocks));
@@ -266,25 +226,63 @@ pub fn long_listing(reply: &Reply, groups: &[String], parseable: bool) -> String
         if n > 0 {
             let _ = writeln!(out, "{SEPARATOR}");
         }
-        let _ = writeln!(out, "{TABLE_HEADER}\n{}\n", table_row(row));
+        if groups.is_empty() {
+            let _ = writeln!(out, "{TABLE_HEADER}\n{}\n", table_row(row));
+        } else {
+            let _ = writeln!(out, "NAME\n{}\n", row.name);
+        }
         out.push_str(&blocks_text(&blocks));
     }
     out
 }
 
-/// `ldm list-constraints [-p]`: each domain's constraints in the long form's blocks.
+/// `-o stats`: the domain's utilisation and uptime, which the table row carries otherwise.
+fn with_stats(mut blocks: Vec<Block>, row: &DomainRow, groups: &[String]) -> Vec<Block> {
+    if groups.iter().any(|g| g == "stats") {
+        let util = row.util.clone().unwrap_or_default();
+        let norm = row.norm_util.clone().unwrap_or_default();
+        let uptime = row.uptime.map_or(String::new(), |u| u.to_string());
+        let readable = row.uptime.map_or(String::new(), format_uptime);
+        blocks.push(Block {
+            title: "STATS",
+            group: "stats",
+            human: crate::cli::view::table(
+                &[
+                    crate::cli::view::col("UTIL", 5),
+                    crate::cli::view::col("NORM", 5),
+                    crate::cli::view::col("UPTIME", 0),
+                ],
+                &[vec![percent(&util), percent(&norm), readable]],
+            ),
+            parseable: vec![crate::cli::view::record(
+                "STATS",
+                &[("util", &util), ("norm_util", &norm), ("uptime", &uptime)],
+            )],
+        });
+    }
+    blocks
+}
+
+/// `ldm list-constraints [-p]`: each domain's constraints (`DOMAIN` and its name, then the
+/// long form's blocks with counts and sizes), domains separated by a line of dashes.
 pub fn constraints(reply: &Reply, parseable: bool) -> String {
     let owners = service_owners(reply);
     let mut out = String::new();
     if parseable {
         let _ = writeln!(out, "{PARSEABLE_VERSION}");
     }
-    for content in contents(reply, Action::ListConstraints) {
+    let mut listed = contents(reply, Action::ListConstraints);
+    // The control domain first, as in every listing.
+    listed.sort_by_key(|c| c.id != crate::registry::CONTROL_DOMAIN);
+    for (n, content) in listed.into_iter().enumerate() {
         let blocks = domain_blocks(content, &owners);
         if parseable {
             let _ = writeln!(out, "DOMAIN|name={}", content.id);
             out.push_str(&blocks_parseable(&blocks));
         } else {
+            if n > 0 {
+                let _ = writeln!(out, "{SEPARATOR}");
+            }
             let _ = writeln!(out, "DOMAIN\n{}\n", content.id);
             out.push_str(&blocks_text(&blocks));
         }
@@ -292,49 +290,32 @@ pub fn constraints(reply: &Reply, parseable: bool) -> String {
     out
 }
 
-/// `ldm list-services [-p]`: VCC, VSW and VDS tables over every domain, with an LDOM column.
+/// `ldm list-services [-p]`: VCC, VSW and VDS over every domain, with the providing domain.
 pub fn services(reply: &Reply, parseable: bool) -> String {
     let mut merged: Vec<Block> = Vec::new();
     for content in contents(reply, Action::ListServices) {
         let all: Vec<&Item> = items(content).collect();
         for block in service_blocks(&all, Some(&content.id)) {
             match merged.iter_mut().find(|b| b.title == block.title) {
-                Some(Block {
-                    body: Body::Table { rows, .. },
-                    ..
-                }) => {
-                    if let Body::Table { rows: more, .. } = block.body {
-                        rows.extend(more);
-                    }
+                Some(existing) => {
+                    // The header is already there.
+                    existing.human.extend(block.human.into_iter().skip(1));
+                    existing.parseable.extend(block.parseable);
                 }
-                _ => merged.push(block),
+                None => merged.push(block),
             }
         }
     }
     render(&merged, parseable)
 }
 
-fn render(blocks: &[Block], parseable: bool) -> String {
+/// Blocks in either form, the parseable one after its VERSION line.
+pub fn render(blocks: &[Block], parseable: bool) -> String {
     if parseable {
         format!("{PARSEABLE_VERSION}\n{}", blocks_parseable(blocks))
     } else {
         blocks_text(blocks)
     }
-}
-
-/// `ldm list-devices [-p] [cpu|crypto|memory|io...]`: free resources and I/O devices.
-pub fn devices(reply: &Reply, groups: &[String], parseable: bool) -> String {
-    let groups: Vec<String> = groups
-        .iter()
-        .map(|g| {
-            if g == "io" {
-                "physio".into()
-            } else {
-                g.clone()
-            }
-        })
-        .collect();
-    render(&keep(device_blocks(reply), &groups), parseable)
 }
 
 /// `ldm list-spconfig [-p]`: one configuration a line, `[current]` and `[next poweron]`
@@ -439,12 +420,12 @@ mod tests {
         <Content id='ldg1'><Section><Item><rasd:OtherResourceType>ldom_info</rasd:OtherResourceType><uuid>u-1</uuid><rasd:Address>00:14:4f:f8:00:02</rasd:Address>\
         <gprop:GenericProperty key='state'>active</gprop:GenericProperty><gprop:GenericProperty key='flags'>-n----</gprop:GenericProperty>\
         <gprop:GenericProperty key='cons'>5000</gprop:GenericProperty><gprop:GenericProperty key='ncpu'>8</gprop:GenericProperty>\
-        <gprop:GenericProperty key='mem'>4294967296</gprop:GenericProperty><gprop:GenericProperty key='uptime'>3720</gprop:GenericProperty>\
+        <gprop:GenericProperty key='mem'>4294967296</gprop:GenericProperty><gprop:GenericProperty key='util'>0.0</gprop:GenericProperty><gprop:GenericProperty key='norm_util'>0.0</gprop:GenericProperty><gprop:GenericProperty key='uptime'>3720</gprop:GenericProperty><gprop:GenericProperty key='softstate'>OpenBoot Running</gprop:GenericProperty>\
         <gprop:GenericProperty key='hostid'>0x84f80002</gprop:GenericProperty><gprop:GenericProperty key='failure-policy'>ignore</gprop:GenericProperty></Item></Section></Content>\
         <Content id='primary'><Section><Item><rasd:OtherResourceType>ldom_info</rasd:OtherResourceType>\
         <gprop:GenericProperty key='state'>active</gprop:GenericProperty><gprop:GenericProperty key='flags'>-n-cv-</gprop:GenericProperty>\
         <gprop:GenericProperty key='cons'>UART</gprop:GenericProperty><gprop:GenericProperty key='ncpu'>16</gprop:GenericProperty>\
-        <gprop:GenericProperty key='mem'>17179869184</gprop:GenericProperty><gprop:GenericProperty key='uptime'>90061</gprop:GenericProperty></Item></Section></Content>\
+        <gprop:GenericProperty key='mem'>17179869184</gprop:GenericProperty><gprop:GenericProperty key='util'>23</gprop:GenericProperty><gprop:GenericProperty key='norm_util'>23</gprop:GenericProperty><gprop:GenericProperty key='uptime'>90061</gprop:GenericProperty><gprop:GenericProperty key='softstate'>Linux running</gprop:GenericProperty></Item></Section></Content>\
         <Content id='ldg2'><Section><Item><rasd:OtherResourceType>ldom_info</rasd:OtherResourceType>\
         <gprop:GenericProperty key='state'>inactive</gprop:GenericProperty><gprop:GenericProperty key='flags'>------</gprop:GenericProperty>\
         <gprop:GenericProperty key='cons'></gprop:GenericProperty><gprop:GenericProperty key='ncpu'>2</gprop:GenericProperty>\
@@ -459,9 +440,9 @@ mod tests {
     fn the_table_has_the_ldm_columns_control_domain_first() {
         assert_eq!(
             list_table(&rows()),
-            "NAME             STATE      FLAGS   CONS    VCPU  MEMORY   UTIL  UPTIME\n\
-             primary          active     -n-cv-  UART    16    16G            1d 1h 1m\n\
-             ldg1             active     -n----  5000    8     4G             1h 2m\n\
+            "NAME             STATE      FLAGS   CONS    VCPU  MEMORY   UTIL  NORM  UPTIME\n\
+             primary          active     -n-cv-  UART    16    16G       23%   23%  1d 1h 1m\n\
+             ldg1             active     -n----  5000    8     4G       0.0%  0.0%  1h 2m\n\
              ldg2             inactive   ------          2     1536M\n"
         );
     }
@@ -472,17 +453,17 @@ mod tests {
         assert_eq!(
             list_parseable(&rows()),
             "VERSION 1.6\n\
-             DOMAIN|name=primary|state=active|flags=-n-cv-|cons=UART|ncpu=16|mem=17179869184|util=|uptime=90061\n\
-             DOMAIN|name=ldg1|state=active|flags=-n----|cons=5000|ncpu=8|mem=4294967296|util=|uptime=3720\n\
-             DOMAIN|name=ldg2|state=inactive|flags=------|cons=|ncpu=2|mem=1610612736|util=|uptime=\n"
+             DOMAIN|name=primary|state=active|flags=-n-cv-|cons=UART|ncpu=16|mem=17179869184|util=23|uptime=90061|norm_util=23\n\
+             DOMAIN|name=ldg1|state=active|flags=-n----|cons=5000|ncpu=8|mem=4294967296|util=0.0|uptime=3720|norm_util=0.0\n\
+             DOMAIN|name=ldg2|state=inactive|flags=------|cons=|ncpu=2|mem=1610612736|util=|uptime=|norm_util=\n"
         );
         let long: Vec<String> = rows().iter().map(|r| parseable_row(r, true)).collect();
         assert_eq!(
             long,
             [
-                "DOMAIN|name=primary|state=active|flags=normal,control,vio-service|cons=UART|ncpu=16|mem=17179869184|util=|uptime=90061",
-                "DOMAIN|name=ldg1|state=active|flags=normal|cons=5000|ncpu=8|mem=4294967296|util=|uptime=3720",
-                "DOMAIN|name=ldg2|state=inactive|flags=|cons=|ncpu=2|mem=1610612736|util=|uptime=",
+                "DOMAIN|name=primary|state=active|flags=normal,control,vio-service|cons=UART|ncpu=16|mem=17179869184|util=23|uptime=90061|softstate=Linux running|norm_util=23",
+                "DOMAIN|name=ldg1|state=active|flags=normal|cons=5000|ncpu=8|mem=4294967296|util=0.0|uptime=3720|softstate=OpenBoot Running|norm_util=0.0",
+                "DOMAIN|name=ldg2|state=inactive|flags=|cons=|ncpu=2|mem=1610612736|util=|uptime=|softstate=|norm_util=",
             ]
         );
         assert_eq!(
@@ -497,36 +478,43 @@ mod tests {
         assert_eq!(format_uptime(0), "0s");
         assert_eq!(format_uptime(59), "59s");
         assert_eq!(format_uptime(60), "1m");
+        assert_eq!(format_uptime(3600), "1h");
         assert_eq!(format_uptime(3720), "1h 2m");
         assert_eq!(format_uptime(86_400 + 7260), "1d 2h 1m");
+        // Oracle's `19d 9m`: a zero unit is left out.
+        assert_eq!(format_uptime(19 * 86_400 + 540), "19d 9m");
     }
 
     #[test]
-    fn blocks_render_as_text_tables_and_as_parseable_lines() {
+    fn blocks_render_as_titled_text_and_as_their_records() {
+        use crate::cli::view::{col, record, table};
         let blocks = vec![
             Block {
-                title: "UUID".into(),
+                title: "UUID",
                 group: "domain",
-                body: Body::Value("uuid", "u-1".into()),
+                human: vec!["    u-1".into()],
+                parseable: vec![record("UUID", &[("uuid", "u-1")])],
             },
             Block {
-                title: "MEMORY".into(),
+                title: "MEMORY",
                 group: "memory",
-                body: Body::Table {
-                    columns: vec![("RA", "ra"), ("SIZE", "size")],
-                    rows: vec![vec!["0x10000000".into(), "4G".into()]],
-                },
+                human: table(
+                    &[col("RA", 16), col("SIZE", 0)],
+                    &[vec!["0x10000000".into(), "4G".into()]],
+                ),
+                parseable: vec!["MEMORY".into(), record("", &[("ra", "0x10000000")])],
             },
         ];
         assert_eq!(
             blocks_text(&blocks),
-            "UUID\n    u-1\n\nMEMORY\n    RA          SIZE\n    0x10000000  4G\n\n"
+            "UUID\n    u-1\n\nMEMORY\n    RA               SIZE\n    0x10000000       4G\n\n"
         );
         assert_eq!(
             blocks_parseable(&blocks),
-            "UUID|uuid=u-1\nMEMORY\n|ra=0x10000000|size=4294967296\n"
+            "UUID|uuid=u-1\nMEMORY\n|ra=0x10000000\n"
         );
-        assert_eq!(keep(blocks, &["memory".into()]).len(), 1);
+        assert!(blocks[1].shown(&["memory".into()]) && !blocks[0].shown(&["memory".into()]));
+        assert!(blocks[0].shown(&[]));
     }
 
     #[test]

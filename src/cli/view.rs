@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use crate::ldm::action::Action;
 use crate::ldm::document::{Content, Envelope, Item, Section, Status};
 use crate::ldm::reply::Reply;
+use crate::registry::units::parse_size;
 
 /// One domain of a list-domain reply.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,8 +25,12 @@ pub struct DomainRow {
     pub ncpu: Option<u64>,
     /// Bytes.
     pub mem: Option<u64>,
-    /// Percent, when the daemon reports it (ldmd does not model utilisation).
+    /// Percent, as the daemon words it (`0.4`, `23`), for an active domain.
     pub util: Option<String>,
+    /// Utilisation normalised for power management (`NORM`).
+    pub norm_util: Option<String>,
+    /// What the domain's software is doing (`OpenBoot Running`), for an active domain.
+    pub softstate: String,
     /// Seconds since start, for an active domain.
     pub uptime: Option<u64>,
     pub uuid: String,
@@ -37,7 +42,16 @@ pub struct DomainRow {
 
 /// Keys of the summary that have columns of their own.
 const SUMMARY_KEYS: &[&str] = &[
-    "state", "flags", "cons", "ncpu", "mem", "util", "uptime", "hostid",
+    "state",
+    "flags",
+    "cons",
+    "ncpu",
+    "mem",
+    "util",
+    "norm_util",
+    "uptime",
+    "softstate",
+    "hostid",
 ];
 
 /// Envelopes of the successful objects of `action`'s cmd, in reply order.
@@ -66,7 +80,7 @@ pub fn items(content: &Content) -> impl Iterator<Item = &Item> {
     content.sections.iter().flat_map(|s| &s.items)
 }
 
-fn prop(item: &Item, key: &str) -> String {
+pub fn prop(item: &Item, key: &str) -> String {
     item.property(key).unwrap_or_default().trim().to_owned()
 }
 
@@ -95,11 +109,15 @@ pub fn domain_row(content: &Content) -> DomainRow {
     row.cons = prop(info, "cons");
     row.ncpu = number("ncpu");
     row.mem = number("mem");
-    row.util = info
-        .property("util")
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(str::to_owned);
+    let text = |key: &str| {
+        info.property(key)
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+    };
+    row.util = text("util");
+    row.norm_util = text("norm_util");
+    row.softstate = prop(info, "softstate");
     row.uptime = number("uptime");
     row.uuid = info.uuid.clone().unwrap_or_default();
     row.mac = info.address.clone().unwrap_or_default();
@@ -130,54 +148,126 @@ pub fn service_owners(reply: &Reply) -> ServiceOwners {
     owners
 }
 
-/// The `-o` groups of the long form, as the ldm CLI names them.
+/// The `-o` groups of the long form, as the ldm CLI names them (`status` is a view of its
+/// own, see [`crate::cli::text::status`]).
 pub const GROUPS: &[&str] = &[
-    "domain", "cpu", "crypto", "memory", "network", "disk", "console", "physio",
+    "console", "core", "cpu", "crypto", "disk", "domain", "memory", "network", "physio", "resmgmt",
+    "serial", "stats",
 ];
 
-/// A titled part of a long listing.
+/// Groups whose blocks the long form shows only when `-o` asks for them.
+const ASKED_ONLY: &[&str] = &["stats"];
+
+/// A titled part of a listing, in both of its forms: the readable lines under the title, and
+/// the parseable records (Oracle's shapes differ per section, so each block writes its own).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Block {
-    pub title: String,
+    pub title: &'static str,
     /// The `-o` group it belongs to.
     pub group: &'static str,
-    pub body: Body,
+    /// The lines under the title in the readable form, indented; none: the block is not shown
+    /// there.
+    pub human: Vec<String>,
+    /// Its lines in the parseable form (`-p`); none: not shown there.
+    pub parseable: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Body {
-    /// One value (`UUID`): its parseable key and the value.
-    Value(&'static str, String),
-    /// `key=value` settings (`CONTROL`, `VARIABLES`).
-    Settings(Vec<(String, String)>),
-    /// Rows under headers; each column also has its parseable key.
-    Table {
-        columns: Vec<(&'static str, &'static str)>,
-        rows: Vec<Vec<String>>,
-    },
-}
-
-fn value(title: &str, group: &'static str, key: &'static str, v: String) -> Block {
-    Block {
-        title: title.into(),
-        group,
-        body: Body::Value(key, v),
+impl Block {
+    /// Whether the long form shows it when `-o` named `groups` (everything but the
+    /// asked-only groups when it named none).
+    pub fn shown(&self, groups: &[String]) -> bool {
+        if groups.is_empty() {
+            !ASKED_ONLY.contains(&self.group)
+        } else {
+            groups.iter().any(|g| g == self.group)
+        }
     }
 }
 
-fn table(
-    title: &str,
-    group: &'static str,
-    columns: &[(&'static str, &'static str)],
-    rows: Vec<Vec<String>>,
-) -> Block {
-    Block {
-        title: title.into(),
-        group,
-        body: Body::Table {
-            columns: columns.to_vec(),
-            rows,
-        },
+/// A column of a readable table: printed `width` wide (longer cells push the rest along by
+/// one space, like printf's `%-16s `), right-aligned when `right`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Column {
+    pub header: &'static str,
+    pub width: usize,
+    pub right: bool,
+}
+
+pub const fn col(header: &'static str, width: usize) -> Column {
+    Column {
+        header,
+        width,
+        right: false,
+    }
+}
+
+pub const fn right(header: &'static str, width: usize) -> Column {
+    Column {
+        header,
+        width,
+        right: true,
+    }
+}
+
+/// One readable table line: four spaces, then the cells in their columns; no trailing spaces.
+pub fn fixed(columns: &[Column], cells: &[&str]) -> String {
+    let mut line = String::from("    ");
+    let last = columns.len().saturating_sub(1);
+    for (n, (column, cell)) in columns.iter().zip(cells).enumerate() {
+        let width = column.width;
+        let cell = if column.right {
+            format!("{cell:>width$}")
+        } else {
+            format!("{cell:<width$}")
+        };
+        line.push_str(&cell);
+        if n < last {
+            line.push(' ');
+        }
+    }
+    line.trim_end().to_owned()
+}
+
+/// A table's readable lines: the header, then each row.
+pub fn table(columns: &[Column], rows: &[Vec<String>]) -> Vec<String> {
+    let headers: Vec<&str> = columns.iter().map(|c| c.header).collect();
+    let mut lines = vec![fixed(columns, &headers)];
+    for row in rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        lines.push(fixed(columns, &cells));
+    }
+    lines
+}
+
+/// `HEAD|key=value|key=value`; an empty head gives a continuation row, `|key=value|...`.
+pub fn record(head: &str, fields: &[(&str, &str)]) -> String {
+    let mut line = head.to_owned();
+    for (key, value) in fields {
+        line.push('|');
+        line.push_str(key);
+        line.push('=');
+        line.push_str(value);
+    }
+    line
+}
+
+/// A size as the parseable form writes it: bytes (`4G` → `4294967296`).
+pub fn bytes(size: &str) -> String {
+    parse_size(size).map_or_else(|_| size.to_owned(), |b| b.to_string())
+}
+
+/// `0,1,2,3` → `(0, 1, 2, 3)`, as Oracle prints a CPU set.
+pub fn cpuset(ids: &str) -> String {
+    let ids: Vec<&str> = ids.split(',').filter(|i| !i.is_empty()).collect();
+    format!("({})", ids.join(", "))
+}
+
+/// `23` → `23%`; nothing stays nothing.
+pub fn percent(value: &str) -> String {
+    if value.is_empty() {
+        String::new()
+    } else {
+        format!("{value}%")
     }
 }
 
@@ -197,6 +287,7 @@ fn at_owner(service: &str, owners: &ServiceOwners) -> String {
     }
 }
 
+/// `network@0`; nothing when the daemon gave no number (an unbound constraint).
 fn device(kind: &str, id: &str) -> String {
     if id.is_empty() {
         String::new()
@@ -205,366 +296,630 @@ fn device(kind: &str, id: &str) -> String {
     }
 }
 
-/// The long form of one domain: from a list-bindings Content (bindings shown) or a
-/// list-constraints Content (counts and sizes only).
+fn bound_items(item: &Item) -> Vec<&Item> {
+    item.bindings.iter().flat_map(|b| &b.items).collect()
+}
+
+/// A block whose value stands alone: `UUID` / `    value`, `UUID|uuid=value`.
+fn value_block(title: &'static str, key: &str, value: &str) -> Block {
+    Block {
+        title,
+        group: "domain",
+        human: vec![format!("    {value}")],
+        parseable: vec![record(title, &[(key, value)])],
+    }
+}
+
+/// The long form of one domain, in Oracle's order: from a list-bindings Content (what each
+/// resource is bound to) or a list-constraints Content (counts and sizes).
 pub fn domain_blocks(content: &Content, owners: &ServiceOwners) -> Vec<Block> {
-    let mut blocks = Vec::new();
     let all: Vec<&Item> = items(content).collect();
+    let mut blocks = Vec::new();
     if let Some(info) = of_type(&all, "ldom_info").next() {
         if let Some(uuid) = &info.uuid {
-            blocks.push(value("UUID", "domain", "uuid", uuid.clone()));
+            blocks.push(value_block("UUID", "uuid", uuid));
         }
         if let Some(mac) = &info.address {
-            blocks.push(value("MAC", "domain", "mac-addr", mac.clone()));
+            blocks.push(value_block("MAC", "mac-addr", mac));
         }
         if let Some(hostid) = info.property("hostid") {
-            blocks.push(value("HOSTID", "domain", "hostid", hostid.to_owned()));
+            blocks.push(value_block("HOSTID", "hostid", hostid.trim()));
         }
-        let control: Vec<(String, String)> = info
+        let control: Vec<(&str, &str)> = info
             .properties
             .iter()
-            .filter(|p| !SUMMARY_KEYS.contains(&p.key.as_str()) && p.key != "master")
-            .map(|p| (p.key.clone(), p.value.clone()))
+            .filter(|p| !SUMMARY_KEYS.contains(&p.key.as_str()))
+            .filter(|p| !matches!(p.key.as_str(), "master" | "operation" | "progress" | "peer"))
+            .map(|p| (p.key.as_str(), p.value.as_str()))
             .collect();
-        blocks.push(Block {
-            title: "CONTROL".into(),
-            group: "domain",
-            body: Body::Settings(control),
-        });
-        blocks.push(Block {
-            title: "DEPENDENCY".into(),
-            group: "domain",
-            body: Body::Settings(vec![("master".into(), prop(info, "master"))]),
-        });
+        blocks.push(settings_block("CONTROL", "domain", &control));
+        let master = prop(info, "master");
+        blocks.push(settings_block(
+            "DEPENDENCY",
+            "domain",
+            &[("master", &master)],
+        ));
     }
     for cpu in of_type(&all, "cpu") {
-        blocks.push(resource_block(
-            cpu,
-            "VCPU",
-            "cpu",
-            &[("VID", "vid"), ("PID", "pid"), ("CID", "cid")],
-        ));
+        blocks.extend(cpu_blocks(cpu));
     }
     for mau in of_type(&all, "mau") {
-        blocks.push(resource_block(
-            mau,
-            "MAU",
-            "crypto",
-            &[("ID", "id"), ("CID", "cid")],
-        ));
+        blocks.push(mau_block(mau));
     }
     for memory in of_type(&all, "memory") {
-        blocks.push(resource_block(
-            memory,
-            "MEMORY",
-            "memory",
-            &[("RA", "ra"), ("PA", "pa"), ("SIZE", "size")],
-        ));
+        blocks.push(memory_block(memory));
     }
     for reconf in of_type(&all, "reconf") {
-        blocks.push(Block {
-            title: "DELAYED RECONFIGURATION".into(),
-            group: "domain",
-            body: Body::Settings(
-                reconf
-                    .properties
-                    .iter()
-                    .map(|p| (p.key.clone(), p.value.clone()))
-                    .collect(),
-            ),
-        });
+        let pending: Vec<(&str, &str)> = reconf
+            .properties
+            .iter()
+            .map(|p| (p.key.as_str(), p.value.as_str()))
+            .collect();
+        blocks.push(settings_block(
+            "DELAYED-RECONFIGURATION",
+            "domain",
+            &pending,
+        ));
     }
     let variables: Vec<(String, String)> = of_type(&all, "var")
         .map(|v| (prop(v, "name"), prop(v, "value")))
         .collect();
     if !variables.is_empty() {
         blocks.push(Block {
-            title: "VARIABLES".into(),
+            title: "VARIABLES",
             group: "domain",
-            body: Body::Settings(variables),
+            human: variables
+                .iter()
+                .map(|(k, v)| format!("    {k}={v}"))
+                .collect(),
+            parseable: std::iter::once("VARIABLES".to_owned())
+                .chain(variables.iter().map(|(k, v)| record("", &[(k, v)])))
+                .collect(),
         });
     }
-    let io: Vec<Vec<String>> = of_type(&all, "physio_device")
-        .map(|d| vec![prop(d, "name")])
-        .collect();
+    let io: Vec<&Item> = of_type(&all, "physio_device").collect();
     if !io.is_empty() {
-        blocks.push(table("IO", "physio", &[("DEVICE", "dev")], io));
+        let rows: Vec<Vec<String>> = io
+            .iter()
+            .map(|d| vec![prop(d, "path"), prop(d, "name"), String::new()])
+            .collect();
+        blocks.push(Block {
+            title: "IO",
+            group: "physio",
+            human: table(IO_COLUMNS, &rows),
+            parseable: std::iter::once("IO".to_owned())
+                .chain(
+                    rows.iter()
+                        .map(|r| record("", &[("dev", &r[0]), ("alias", &r[1])])),
+                )
+                .collect(),
+        });
     }
     blocks.extend(service_blocks(&all, None));
-    let nets: Vec<Vec<String>> = of_type(&all, "network")
-        .map(|n| {
-            vec![
-                prop(n, "vnet_name"),
-                at_owner(&prop(n, "service_name"), owners),
-                device("network", &prop(n, "id")),
-                n.address.clone().unwrap_or_default(),
-                prop(n, "mode"),
-                prop(n, "pvid"),
-                prop(n, "vid"),
-                prop(n, "linkprop"),
-            ]
-        })
-        .collect();
+    let nets: Vec<&Item> = of_type(&all, "network").collect();
     if !nets.is_empty() {
-        blocks.push(table("NETWORK", "network", NETWORK_COLUMNS, nets));
+        blocks.push(network_block(&nets, owners));
     }
-    let disks: Vec<Vec<String>> = of_type(&all, "disk")
-        .map(|d| {
-            let service = prop(d, "service_name");
-            vec![
-                prop(d, "vdisk_name"),
-                format!("{}@{service}", prop(d, "vol_name")),
-                prop(d, "timeout"),
-                device("disk", &prop(d, "id")),
-                owners.get(&service).cloned().unwrap_or_default(),
-            ]
-        })
-        .collect();
+    let disks: Vec<&Item> = of_type(&all, "disk").collect();
     if !disks.is_empty() {
-        blocks.push(table("DISK", "disk", DISK_COLUMNS, disks));
+        blocks.push(disk_block(&disks, owners));
     }
-    let consoles: Vec<Vec<String>> = of_type(&all, "console")
-        .map(|c| {
-            vec![
-                content.id.clone(),
-                at_owner(&prop(c, "service_name"), owners),
-                prop(c, "port"),
-                prop(c, "group"),
-                prop(c, "enable-log"),
-            ]
-        })
-        .collect();
-    if !consoles.is_empty() {
-        blocks.push(table("VCONS", "console", VCONS_COLUMNS, consoles));
+    for console in of_type(&all, "console") {
+        blocks.push(console_block(&content.id, console, owners));
+    }
+    if content.id == crate::registry::CONTROL_DOMAIN {
+        // The control domain's console is the SP's: no vcc port.
+        blocks.push(Block {
+            title: "VCONS",
+            group: "console",
+            human: table(VCONS_COLUMNS, &[vec!["UART".into()]]),
+            parseable: vec![record("VCONS", &[("type", "SP")])],
+        });
     }
     blocks
 }
 
-const NETWORK_COLUMNS: &[(&str, &str)] = &[
-    ("NAME", "name"),
-    ("SERVICE", "service"),
-    ("DEVICE", "dev"),
-    ("MAC", "mac-addr"),
-    ("MODE", "mode"),
-    ("PVID", "pvid"),
-    ("VID", "vid"),
-    ("LINKPROP", "linkprop"),
-];
-const DISK_COLUMNS: &[(&str, &str)] = &[
-    ("NAME", "name"),
-    ("VOLUME", "vol"),
-    ("TOUT", "timeout"),
-    ("DEVICE", "dev"),
-    ("SERVER", "server"),
-];
-const VCONS_COLUMNS: &[(&str, &str)] = &[
-    ("NAME", "name"),
-    ("SERVICE", "service"),
-    ("PORT", "port"),
-    ("GROUP", "group"),
-    ("LOGGING", "logging"),
+const IO_COLUMNS: &[Column] = &[col("DEVICE", 16), col("PSEUDONYM", 16), col("OPTIONS", 0)];
+const VCONS_COLUMNS: &[Column] = &[
+    col("NAME", 16),
+    col("SERVICE", 27),
+    col("PORT", 6),
+    col("LOGGING", 0),
 ];
 
-/// A CPU, crypto or memory Item: its bound pieces when list-bindings gave them, else the
-/// constraint (`COUNT`, `SIZE`).
-fn resource_block(
-    item: &Item,
-    title: &str,
-    group: &'static str,
-    columns: &[(&'static str, &'static str)],
-) -> Block {
-    let bound: Vec<&Item> = item.bindings.iter().flat_map(|b| &b.items).collect();
-    if bound.is_empty() {
-        let units = item.allocation_units.clone().unwrap_or_default();
-        let (header, key) = if group == "memory" {
-            ("SIZE", "size")
-        } else {
-            ("COUNT", "count")
-        };
-        let mut columns = vec![(header, key)];
-        let mut row = vec![units];
-        if let Some(cores) = item.property("wcore").filter(|w| w.trim() != "0") {
-            columns.push(("WHOLE-CORES", "wcore"));
-            row.push(cores.trim().to_owned());
-        }
-        return Block {
-            title: title.into(),
-            group,
-            body: Body::Table {
-                columns,
-                rows: vec![row],
-            },
-        };
+/// `CONTROL` / `    key=value` lines; `CONTROL|key=value|...` on one line.
+fn settings_block(title: &'static str, group: &'static str, settings: &[(&str, &str)]) -> Block {
+    Block {
+        title,
+        group,
+        human: settings
+            .iter()
+            .map(|(k, v)| format!("    {k}={v}"))
+            .collect(),
+        parseable: vec![record(title, settings)],
     }
-    let rows = bound
-        .iter()
-        .map(|b| columns.iter().map(|(_, key)| prop(b, key)).collect())
-        .collect();
-    table(title, group, columns, rows)
 }
 
-/// VCC, VSW and VDS tables of the services among `items`; with `owner`, an LDOM column
-/// names the domain that provides them (list-services).
+/// VCPU (and CORE, CONSTRAINT): bound strands from list-bindings, else the count.
+fn cpu_blocks(cpu: &Item) -> Vec<Block> {
+    let count = cpu.allocation_units.clone().unwrap_or_default();
+    let wcore = prop(cpu, "wcore");
+    let whole_cores = !wcore.is_empty() && wcore != "0";
+    let bound = bound_items(cpu);
+    let mut blocks = Vec::new();
+    if bound.is_empty() {
+        if whole_cores {
+            blocks.push(count_block("CORE", "core", "COUNT", "count", &wcore));
+        }
+        blocks.push(count_block("VCPU", "cpu", "COUNT", "count", &count));
+    } else {
+        let mut cores: Vec<(String, Vec<String>)> = Vec::new();
+        for strand in &bound {
+            let cid = prop(strand, "cid");
+            match cores.iter_mut().find(|(c, _)| *c == cid) {
+                Some((_, pids)) => pids.push(prop(strand, "pid")),
+                None => cores.push((cid, vec![prop(strand, "pid")])),
+            }
+        }
+        let rows: Vec<Vec<String>> = cores
+            .iter()
+            .map(|(cid, pids)| vec![cid.clone(), cpuset(&pids.join(","))])
+            .collect();
+        blocks.push(Block {
+            title: "CORE",
+            group: "core",
+            human: table(&[col("CID", 6), col("CPUSET", 0)], &rows),
+            parseable: std::iter::once("CORE".to_owned())
+                .chain(
+                    rows.iter()
+                        .map(|r| record("", &[("cid", &r[0]), ("cpuset", &r[1])])),
+                )
+                .collect(),
+        });
+        let columns = [
+            col("VID", 6),
+            col("PID", 6),
+            col("CID", 6),
+            col("UTIL", 4),
+            col("NORM", 4),
+            right("STRAND", 6),
+        ];
+        let fields: Vec<[String; 5]> = bound
+            .iter()
+            .map(|s| {
+                [
+                    prop(s, "vid"),
+                    prop(s, "pid"),
+                    prop(s, "cid"),
+                    prop(s, "util"),
+                    prop(s, "strand"),
+                ]
+            })
+            .collect();
+        let rows: Vec<Vec<String>> = fields
+            .iter()
+            .map(|[vid, pid, cid, util, strand]| {
+                vec![
+                    vid.clone(),
+                    pid.clone(),
+                    cid.clone(),
+                    percent(util),
+                    percent(util),
+                    percent(strand),
+                ]
+            })
+            .collect();
+        blocks.push(Block {
+            title: "VCPU",
+            group: "cpu",
+            human: table(&columns, &rows),
+            parseable: std::iter::once("VCPU".to_owned())
+                .chain(fields.iter().map(|[vid, pid, cid, util, strand]| {
+                    record(
+                        "",
+                        &[
+                            ("vid", vid),
+                            ("pid", pid),
+                            ("cid", cid),
+                            ("util", util),
+                            ("norm_util", util),
+                            ("strand", strand),
+                        ],
+                    )
+                }))
+                .collect(),
+        });
+    }
+    if whole_cores {
+        blocks.push(Block {
+            title: "CONSTRAINT",
+            group: "resmgmt",
+            human: vec!["    whole-core".into()],
+            parseable: vec!["CONSTRAINT|whole-core".into()],
+        });
+    }
+    blocks
+}
+
+/// `VCPU` / `    COUNT` / `    8`, and `VCPU|count=8`.
+fn count_block(
+    title: &'static str,
+    group: &'static str,
+    header: &'static str,
+    key: &str,
+    value: &str,
+) -> Block {
+    let parseable = if key == "size" {
+        bytes(value)
+    } else {
+        value.to_owned()
+    };
+    Block {
+        title,
+        group,
+        human: table(&[col(header, 0)], &[vec![value.to_owned()]]),
+        parseable: vec![record(title, &[(key, &parseable)])],
+    }
+}
+
+fn mau_block(mau: &Item) -> Block {
+    let bound = bound_items(mau);
+    if bound.is_empty() {
+        let count = mau.allocation_units.clone().unwrap_or_default();
+        return count_block("MAU", "crypto", "COUNT", "count", &count);
+    }
+    let rows: Vec<Vec<String>> = bound
+        .iter()
+        .map(|m| vec![prop(m, "id"), cpuset(&prop(m, "cpuset"))])
+        .collect();
+    Block {
+        title: "MAU",
+        group: "crypto",
+        human: table(&[col("ID", 6), col("CPUSET", 0)], &rows),
+        parseable: std::iter::once("MAU".to_owned())
+            .chain(
+                rows.iter()
+                    .map(|r| record("", &[("id", &r[0]), ("cpuset", &r[1])])),
+            )
+            .collect(),
+    }
+}
+
+fn memory_block(memory: &Item) -> Block {
+    let bound = bound_items(memory);
+    if bound.is_empty() {
+        let size = memory.allocation_units.clone().unwrap_or_default();
+        return count_block("MEMORY", "memory", "SIZE", "size", &size);
+    }
+    let rows: Vec<Vec<String>> = bound
+        .iter()
+        .map(|m| vec![prop(m, "ra"), prop(m, "pa"), prop(m, "size")])
+        .collect();
+    Block {
+        title: "MEMORY",
+        group: "memory",
+        human: table(&[col("RA", 16), col("PA", 16), col("SIZE", 0)], &rows),
+        parseable: std::iter::once("MEMORY".to_owned())
+            .chain(
+                rows.iter()
+                    .map(|r| record("", &[("ra", &r[0]), ("pa", &r[1]), ("size", &bytes(&r[2]))])),
+            )
+            .collect(),
+    }
+}
+
+const NETWORK_COLUMNS: &[Column] = &[
+    col("NAME", 16),
+    col("SERVICE", 27),
+    col("ID", 4),
+    col("DEVICE", 10),
+    col("MAC", 17),
+    col("MODE", 6),
+    col("PVID", 4),
+    col("VID", 20),
+    col("MTU", 5),
+    col("LINKPROP", 0),
+];
+
+fn network_block(nets: &[&Item], owners: &ServiceOwners) -> Block {
+    let mut human_rows = Vec::new();
+    let mut parseable = Vec::new();
+    for n in nets {
+        let (name, service, id) = (prop(n, "vnet_name"), prop(n, "service_name"), prop(n, "id"));
+        let (mode, pvid, vid, linkprop) = (
+            prop(n, "mode"),
+            prop(n, "pvid"),
+            prop(n, "vid"),
+            prop(n, "linkprop"),
+        );
+        let mac = n.address.clone().unwrap_or_default();
+        let dev = device("network", &id);
+        human_rows.push(vec![
+            name.clone(),
+            at_owner(&service, owners),
+            id.clone(),
+            dev.clone(),
+            mac.clone(),
+            mode.clone(),
+            pvid.clone(),
+            vid.clone(),
+            String::new(),
+            linkprop.clone(),
+        ]);
+        parseable.push(record(
+            "VNET",
+            &[
+                ("name", &name),
+                ("dev", &dev),
+                ("service", &service),
+                ("mac-addr", &mac),
+                ("mode", &mode),
+                ("pvid", &pvid),
+                ("vid", &vid),
+                ("linkprop", &linkprop),
+                ("id", &id),
+            ],
+        ));
+    }
+    Block {
+        title: "NETWORK",
+        group: "network",
+        human: table(NETWORK_COLUMNS, &human_rows),
+        parseable,
+    }
+}
+
+const DISK_COLUMNS: &[Column] = &[
+    col("NAME", 16),
+    col("VOLUME", 27),
+    col("TOUT", 4),
+    col("ID", 4),
+    col("DEVICE", 7),
+    col("SERVER", 14),
+    col("MPGROUP", 0),
+];
+
+fn disk_block(disks: &[&Item], owners: &ServiceOwners) -> Block {
+    let mut human_rows = Vec::new();
+    let mut parseable = Vec::new();
+    for d in disks {
+        let service = prop(d, "service_name");
+        let (name, id) = (prop(d, "vdisk_name"), prop(d, "id"));
+        let volume = format!("{}@{service}", prop(d, "vol_name"));
+        let (timeout, mpgroup) = (prop(d, "timeout"), prop(d, "mpgroup"));
+        let server = owners.get(&service).cloned().unwrap_or_default();
+        let dev = device("disk", &id);
+        human_rows.push(vec![
+            name.clone(),
+            volume.clone(),
+            timeout.clone(),
+            id.clone(),
+            dev.clone(),
+            server.clone(),
+            mpgroup.clone(),
+        ]);
+        parseable.push(record(
+            "VDISK",
+            &[
+                ("name", &name),
+                ("vol", &volume),
+                ("timeout", &timeout),
+                ("dev", &dev),
+                ("server", &server),
+                ("mpgroup", &mpgroup),
+                ("id", &id),
+            ],
+        ));
+    }
+    Block {
+        title: "DISK",
+        group: "disk",
+        human: table(DISK_COLUMNS, &human_rows),
+        parseable,
+    }
+}
+
+/// A guest's console: its group (the domain's name by default), vcc, port and logging.
+fn console_block(domain: &str, console: &Item, owners: &ServiceOwners) -> Block {
+    let group = Some(prop(console, "group"))
+        .filter(|g| !g.is_empty())
+        .unwrap_or_else(|| domain.to_owned());
+    let service = prop(console, "service_name");
+    let (port, logging) = (prop(console, "port"), prop(console, "enable-log"));
+    Block {
+        title: "VCONS",
+        group: "console",
+        human: table(
+            VCONS_COLUMNS,
+            &[vec![
+                group.clone(),
+                at_owner(&service, owners),
+                port.clone(),
+                logging.clone(),
+            ]],
+        ),
+        parseable: vec![record(
+            "VCONS",
+            &[
+                ("name", &group),
+                ("service", &service),
+                ("port", &port),
+                ("logging", &logging),
+            ],
+        )],
+    }
+}
+
+/// The VCC, VSW and VDS blocks of the services among `items`; with `owner`, an LDOM column
+/// and `ldom=` name the domain that provides them (list-services).
 pub fn service_blocks(items: &[&Item], owner: Option<&str>) -> Vec<Block> {
-    let with_owner = |mut row: Vec<String>| {
+    let with_owner = |columns: &[Column]| {
+        let mut columns = columns.to_vec();
+        if owner.is_some() {
+            columns.insert(1, col("LDOM", 16));
+        }
+        columns
+    };
+    let owned = |mut row: Vec<String>| {
         if let Some(owner) = owner {
             row.insert(1, owner.to_owned());
         }
         row
     };
-    let columns = |list: &[(&'static str, &'static str)]| {
-        let mut list = list.to_vec();
-        if owner.is_some() {
-            list.insert(1, ("LDOM", "ldom"));
-        }
-        list
-    };
+    let ldom: Vec<(&str, &str)> = owner.map(|o| ("ldom", o)).into_iter().collect();
     let mut blocks = Vec::new();
-    let vcc: Vec<Vec<String>> = of_type(items, "vcc")
-        .map(|v| {
-            with_owner(vec![
-                prop(v, "service_name"),
-                format!("{}-{}", prop(v, "min_port"), prop(v, "max_port")),
-            ])
-        })
-        .collect();
+    let vcc: Vec<&Item> = of_type(items, "vcc").collect();
     if !vcc.is_empty() {
-        blocks.push(table(
-            "VCC",
-            "console",
-            &columns(&[("NAME", "name"), ("PORT-RANGE", "port-range")]),
-            vcc,
-        ));
+        let rows: Vec<Vec<String>> = vcc
+            .iter()
+            .map(|v| {
+                owned(vec![
+                    prop(v, "service_name"),
+                    format!("{}-{}", prop(v, "min_port"), prop(v, "max_port")),
+                ])
+            })
+            .collect();
+        blocks.push(Block {
+            title: "VCC",
+            group: "console",
+            human: table(&with_owner(&[col("NAME", 16), col("PORT-RANGE", 0)]), &rows),
+            parseable: vcc
+                .iter()
+                .map(|v| {
+                    let (name, nclients) = (prop(v, "service_name"), prop(v, "nclients"));
+                    let range = format!("{}-{}", prop(v, "min_port"), prop(v, "max_port"));
+                    let mut fields = vec![("name", name.as_str())];
+                    fields.extend(ldom.iter().copied());
+                    fields.extend([("nclients", nclients.as_str()), ("port-range", &range)]);
+                    record("VCC", &fields)
+                })
+                .collect(),
+        });
     }
-    let vsw: Vec<Vec<String>> = of_type(items, "vsw")
-        .map(|v| {
-            with_owner(vec![
-                prop(v, "service_name"),
-                v.address.clone().unwrap_or_default(),
-                prop(v, "dev_path"),
-                prop(v, "pvid"),
-                prop(v, "vid"),
-                prop(v, "mtu"),
-                prop(v, "mode"),
-                prop(v, "linkprop"),
-                prop(v, "inter_vnet_link"),
-            ])
-        })
-        .collect();
+    let vsw: Vec<&Item> = of_type(items, "vsw").collect();
     if !vsw.is_empty() {
-        blocks.push(table(
-            "VSW",
-            "network",
-            &columns(&[
-                ("NAME", "name"),
-                ("MAC", "mac-addr"),
-                ("NET-DEV", "net-dev"),
-                ("PVID", "pvid"),
-                ("VID", "vid"),
-                ("MTU", "mtu"),
-                ("MODE", "mode"),
-                ("LINKPROP", "linkprop"),
-                ("INTER-VNET-LINK", "inter-vnet-link"),
-            ]),
-            vsw,
-        ));
+        let mut rows = Vec::new();
+        let mut parseable = Vec::new();
+        for v in &vsw {
+            let f = |key: &str| prop(v, key);
+            let mac = v.address.clone().unwrap_or_default();
+            let (id, pvid) = (f("id"), f("pvid"));
+            let dev = device("switch", &id);
+            rows.push(owned(vec![
+                f("service_name"),
+                mac.clone(),
+                f("dev_path"),
+                id.clone(),
+                dev.clone(),
+                f("linkprop"),
+                pvid.clone(),
+                pvid.clone(),
+                f("vid"),
+                f("mtu"),
+                f("mode"),
+                f("inter_vnet_link"),
+            ]));
+            let (name, nclients, net_dev) = (f("service_name"), f("nclients"), f("dev_path"));
+            let (vid, mtu, mode, linkprop, ivl) = (
+                f("vid"),
+                f("mtu"),
+                f("mode"),
+                f("linkprop"),
+                f("inter_vnet_link"),
+            );
+            let mut fields = vec![("name", name.as_str())];
+            fields.extend(ldom.iter().copied());
+            fields.extend([
+                ("nclients", nclients.as_str()),
+                ("mac-addr", &mac),
+                ("net-dev", &net_dev),
+                ("dev", &dev),
+                ("default-vlan-id", &pvid),
+                ("pvid", &pvid),
+                ("vid", &vid),
+                ("mtu", &mtu),
+                ("mode", &mode),
+                ("linkprop", &linkprop),
+                ("inter-vnet-link", &ivl),
+                ("id", &id),
+            ]);
+            parseable.push(record("VSW", &fields));
+        }
+        blocks.push(Block {
+            title: "VSW",
+            group: "network",
+            human: table(&with_owner(VSW_COLUMNS), &rows),
+            parseable,
+        });
     }
-    let mut vds: Vec<Vec<String>> = Vec::new();
+    let mut rows = Vec::new();
+    let mut parseable = Vec::new();
     for server in of_type(items, "vds") {
-        let name = prop(server, "service_name");
+        let (name, nclients) = (prop(server, "service_name"), prop(server, "nclients"));
+        let mut fields = vec![("name", name.as_str())];
+        fields.extend(ldom.iter().copied());
+        fields.push(("nclients", &nclients));
+        parseable.push(record("VDS", &fields));
         let volumes: Vec<&Item> = of_type(items, "vds_volume")
             .filter(|v| prop(v, "service_name") == name)
             .collect();
         if volumes.is_empty() {
-            vds.push(with_owner(vec![
-                name.clone(),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-            ]));
+            rows.push(owned(vec![name.clone()]));
         }
         for (n, volume) in volumes.iter().enumerate() {
             let shown = if n == 0 { name.clone() } else { String::new() };
-            vds.push(with_owner(vec![
-                shown,
-                prop(volume, "vol_name"),
-                prop(volume, "vol_opts"),
-                prop(volume, "mpgroup"),
-                prop(volume, "block_dev"),
-            ]));
+            let f = |key: &str| prop(volume, key);
+            let mut row = owned(vec![shown]);
+            if n > 0 && owner.is_some() {
+                row[1] = String::new();
+            }
+            row.extend([f("vol_name"), f("vol_opts"), f("mpgroup"), f("block_dev")]);
+            rows.push(row);
+            parseable.push(record(
+                "",
+                &[
+                    ("vol", &f("vol_name")),
+                    ("opts", &f("vol_opts")),
+                    ("dev", &f("block_dev")),
+                    ("mpgroup", &f("mpgroup")),
+                ],
+            ));
         }
     }
-    if !vds.is_empty() {
-        blocks.push(table(
-            "VDS",
-            "disk",
-            &columns(&[
-                ("NAME", "name"),
-                ("VOLUME", "vol"),
-                ("OPTIONS", "opts"),
-                ("MPGROUP", "mpgroup"),
-                ("DEVICE", "dev"),
-            ]),
-            vds,
-        ));
+    if !parseable.is_empty() {
+        blocks.push(Block {
+            title: "VDS",
+            group: "disk",
+            human: table(
+                &with_owner(&[
+                    col("NAME", 16),
+                    col("VOLUME", 14),
+                    col("OPTIONS", 16),
+                    col("MPGROUP", 14),
+                    col("DEVICE", 0),
+                ]),
+                &rows,
+            ),
+            parseable,
+        });
     }
     blocks
 }
 
-/// The free resources and I/O devices of a list-devices reply.
-pub fn device_blocks(reply: &Reply) -> Vec<Block> {
-    let mut blocks = Vec::new();
-    for item in sections(reply, Action::ListDevices)
-        .into_iter()
-        .flat_map(|s| &s.items)
-    {
-        let units = item.allocation_units.clone().unwrap_or_default();
-        match item.resource_type.as_str() {
-            "cpu" => {
-                let rows = item
-                    .bindings
-                    .iter()
-                    .flat_map(|b| &b.items)
-                    .map(|c| vec![prop(c, "pid"), prop(c, "cid")])
-                    .collect();
-                blocks.push(table(
-                    "VCPU",
-                    "cpu",
-                    &[("PID", "pid"), ("CID", "cid")],
-                    rows,
-                ));
-            }
-            "mau" => blocks.push(value("CRYPTO", "crypto", "free", units)),
-            "memory" => blocks.push(value("MEMORY", "memory", "free", units)),
-            _ => {}
-        }
-    }
-    let io: Vec<Vec<String>> = sections(reply, Action::ListDevices)
-        .into_iter()
-        .flat_map(|s| &s.items)
-        .filter(|i| i.resource_type == "physio_device")
-        .map(|d| {
-            let owner = prop(d, "owner");
-            let bound = if owner.is_empty() { "no" } else { "yes" };
-            vec![prop(d, "path"), prop(d, "name"), bound.to_owned(), owner]
-        })
-        .collect();
-    if !io.is_empty() {
-        blocks.push(table(
-            "IO",
-            "physio",
-            &[
-                ("DEVICE", "dev"),
-                ("PSEUDONYM", "alias"),
-                ("BOUND", "bound"),
-                ("OWNER", "owner"),
-            ],
-            io,
-        ));
-    }
-    blocks
-}
+const VSW_COLUMNS: &[Column] = &[
+    col("NAME", 16),
+    col("MAC", 17),
+    col("NET-DEV", 9),
+    col("ID", 4),
+    col("DEVICE", 10),
+    col("LINKPROP", 10),
+    col("DEFAULT-VLAN-ID", 15),
+    col("PVID", 4),
+    col("VID", 20),
+    col("MTU", 5),
+    col("MODE", 6),
+    col("INTER-VNET-LINK", 0),
+];
 
 /// SP configurations and their status (`current`, `next`), from a list-spconfig reply.
 pub fn spconfigs(reply: &Reply) -> Vec<(String, String)> {

@@ -57,7 +57,7 @@ pub fn list_services(reg: &Registry, data: &Data) -> Outcome {
     let contents = domains
         .iter()
         .filter(|d| !(d.vds.is_empty() && d.vsw.is_empty() && d.vcc.is_empty()))
-        .map(|d| content(d, services(d)))
+        .map(|d| content(d, services(reg, d)))
         .collect();
     answer(data, contents, Vec::new())
 }
@@ -68,11 +68,13 @@ pub fn list_variable(reg: &Registry, data: &Data) -> Outcome {
     answer(data, contents, Vec::new())
 }
 
-/// The machine's free resources and I/O devices. Named domains must exist, though the answer
-/// is about the whole machine.
-pub fn list_devices(reg: &Registry, data: &Data) -> Outcome {
+/// The machine's free resources and unowned I/O devices; with the `-a` (`all`) option, bound
+/// ones too, each naming its owner. Named domains must exist, though the answer is about the
+/// whole machine.
+pub fn list_devices(reg: &Registry, options: &[String], data: &Data) -> Outcome {
     requested(reg, data)?;
-    answer(data, Vec::new(), vec![devices(reg)])
+    let all = options.iter().any(|o| o == "-a" || o == "all");
+    answer(data, Vec::new(), vec![devices(reg, all)])
 }
 
 /// Every SP configuration. Named domains must exist, as for list-devices.
@@ -200,13 +202,20 @@ fn summary(reg: &Registry, domain: &Domain, now: u64) -> Item {
         (DomainState::Active, Some(at)) => now.saturating_sub(at).to_string(),
         _ => String::new(),
     };
+    let util = utilisation(reg, domain).map_or_else(String::new, format_util);
     let mut properties = vec![
         prop("state", domain.state.as_str()),
         prop("flags", flags(reg, domain)),
         prop("cons", console(domain)),
-        prop("ncpu", domain.vcpus),
-        prop("mem", memory),
+        // A domain created without resources shows none, as in Oracle's listing.
+        prop("ncpu", nonzero(u64::from(domain.vcpus))),
+        prop("mem", nonzero(memory)),
+        prop("util", &util),
+        // No CPU power management: every strand runs at full speed, so the normalised figure
+        // is the figure itself.
+        prop("norm_util", &util),
         prop("uptime", uptime),
+        prop("softstate", softstate(domain)),
     ];
     if let Some(dr) = &domain.memdr {
         properties.push(prop(
@@ -231,9 +240,71 @@ fn summary(reg: &Registry, domain: &Domain, now: u64) -> Item {
     item
 }
 
+/// UTIL, in percent, of an active domain: the host's measured busy share for the control
+/// domain (the host is the control domain); 0 for a guest, whose vCPUs run no guest code
+/// (ldmd simulates domains). None for a domain that is not running, which `ldm` leaves blank.
+fn utilisation(reg: &Registry, domain: &Domain) -> Option<f64> {
+    if domain.state != DomainState::Active {
+        return None;
+    }
+    if domain.name == CONTROL_DOMAIN {
+        reg.host_util
+    } else {
+        Some(0.0)
+    }
+}
+
+fn nonzero(n: u64) -> String {
+    if n == 0 { String::new() } else { n.to_string() }
+}
+
+/// A utilisation as `ldm` prints it: one decimal below 10 (`0.6`), whole above (`29`).
+pub fn format_util(percent: f64) -> String {
+    if percent < 9.95 {
+        format!("{percent:.1}")
+    } else {
+        format!("{percent:.0}")
+    }
+}
+
+/// What the domain's software is doing, in Oracle's words where they are true: the host runs
+/// Linux; a started guest has no operating system to boot, so it sits in its firmware, as a
+/// real domain does at the `ok` prompt.
+fn softstate(domain: &Domain) -> &'static str {
+    match (domain.state, domain.name == CONTROL_DOMAIN) {
+        (DomainState::Active, true) => "Linux running",
+        (DomainState::Active, false) => "OpenBoot Running",
+        _ => "",
+    }
+}
+
 /// The core a CPU belongs to (the machine has at least one thread per core).
 fn core_of(cpu: u32, threads_per_core: u32) -> u32 {
     cpu.checked_div(threads_per_core).unwrap_or(cpu)
+}
+
+/// The strands of core `cid`.
+fn core_cpus(cid: u32, threads_per_core: u32) -> Vec<u32> {
+    let first = cid.saturating_mul(threads_per_core);
+    (first..first.saturating_add(threads_per_core)).collect()
+}
+
+/// `0,1,2,3`
+fn join_ids(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A crypto unit: one per core, serving that core's strands (`cpuset`).
+fn mau_item(id: u32, threads_per_core: u32, owner: &str) -> Item {
+    let mut properties = vec![
+        prop("id", id),
+        prop("cid", id),
+        prop("cpuset", join_ids(&core_cpus(id, threads_per_core))),
+    ];
+    if !owner.is_empty() {
+        properties.push(prop("owner", owner));
+    }
+    item("mau", None, properties)
 }
 
 fn binding(items: Vec<Item>) -> Vec<Binding> {
@@ -257,6 +328,9 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
         vec![prop("wcore", domain.wcore)],
     );
     if let Some(b) = bind {
+        // Per-vCPU figures are not measured apart: each shows the domain's. A vCPU is a whole
+        // hardware strand (STRAND 100%): ldmd never shares strands.
+        let util = utilisation(reg, domain).map_or_else(String::new, format_util);
         cpu.bindings = binding(
             b.cpus
                 .iter()
@@ -269,6 +343,8 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
                             prop("vid", vid),
                             prop("pid", pid),
                             prop("cid", core_of(*pid, tpc)),
+                            prop("util", &util),
+                            prop("strand", 100),
                         ],
                     )
                 })
@@ -279,12 +355,7 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
     if domain.mau > 0 {
         let mut mau = item("mau", Some(domain.mau.to_string()), Vec::new());
         if let Some(b) = bind {
-            mau.bindings = binding(
-                b.maus
-                    .iter()
-                    .map(|id| item("mau", None, vec![prop("id", id), prop("cid", id)]))
-                    .collect(),
-            );
+            mau.bindings = binding(b.maus.iter().map(|id| mau_item(*id, tpc, "")).collect());
         }
         items.push(mau);
     }
@@ -321,7 +392,7 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
         }
         items.push(item("reconf", None, pending));
     }
-    items.extend(services(domain));
+    items.extend(services(reg, domain));
     for disk in &domain.vdisks {
         let mut properties = vec![
             prop("vdisk_name", &disk.name),
@@ -331,9 +402,17 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
         if let Some(t) = disk.timeout {
             properties.push(prop("timeout", t));
         }
-        if bound {
-            properties.push(prop("id", disk.id));
+        let mpgroup = reg
+            .services
+            .get(&disk.service)
+            .and_then(|owner| reg.domain(owner))
+            .and_then(|d| d.vds.iter().find(|v| v.name == disk.service))
+            .and_then(|v| v.volumes.iter().find(|v| v.name == disk.volume))
+            .and_then(|v| v.mpgroup.as_deref());
+        if bound && let Some(mpgroup) = mpgroup {
+            properties.push(prop("mpgroup", mpgroup));
         }
+        properties.push(prop("id", disk.id));
         items.push(item("disk", None, properties));
     }
     for net in &domain.vnets {
@@ -347,23 +426,30 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
         }
         properties.extend(net.mode.iter().map(|m| prop("mode", m)));
         properties.extend(net.linkprop.iter().map(|l| prop("linkprop", l)));
-        if bound {
-            properties.push(prop("id", net.id));
-        }
+        properties.push(prop("id", net.id));
         let mut network = item("network", None, properties);
         network.address = Some(format_mac(net.mac));
         items.push(network);
     }
     if domain.name != CONTROL_DOMAIN {
         let mut properties = Vec::new();
-        properties.extend(
-            domain
-                .console
-                .service
-                .iter()
-                .map(|s| prop("service_name", s)),
-        );
         let port = bind.and_then(|b| b.console_port).or(domain.console.port);
+        // Bound without a named vcc, the console took a port of the first that had one free:
+        // the one holding its port.
+        let service = domain.console.service.clone().or_else(|| {
+            let port = bind.and_then(|b| b.console_port)?;
+            let holders: Vec<&String> = reg
+                .console_ports
+                .iter()
+                .filter(|(_, p)| *p == port)
+                .map(|(vcc, _)| vcc)
+                .collect();
+            match holders[..] {
+                [vcc] => Some(vcc.clone()),
+                _ => None,
+            }
+        });
+        properties.extend(service.iter().map(|s| prop("service_name", s)));
         properties.extend(port.map(|p| prop("port", p)));
         properties.extend(domain.console.group.iter().map(|g| prop("group", g)));
         properties.push(prop(
@@ -378,7 +464,15 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
     }
     items.extend(variables(domain));
     for device in &domain.io {
-        items.push(item("physio_device", None, vec![prop("name", device)]));
+        let path = reg
+            .machine()
+            .io_device(device)
+            .map_or("", |d| d.path.as_str());
+        items.push(item(
+            "physio_device",
+            None,
+            vec![prop("name", device), prop("path", path)],
+        ));
     }
     items
 }
@@ -387,10 +481,18 @@ fn join(ids: &[u16]) -> String {
     ids.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
 }
 
-fn services(domain: &Domain) -> Vec<Item> {
+/// The services a domain provides; `nclients` counts the virtual disks, virtual network
+/// devices and bound consoles that use each, across every domain.
+fn services(reg: &Registry, domain: &Domain) -> Vec<Item> {
+    let clients = |count: &dyn Fn(&Domain) -> usize| reg.domains().map(count).sum::<usize>();
     let mut items = Vec::new();
     for vds in &domain.vds {
-        items.push(item("vds", None, vec![prop("service_name", &vds.name)]));
+        let nclients = clients(&|d| d.vdisks.iter().filter(|v| v.service == vds.name).count());
+        items.push(item(
+            "vds",
+            None,
+            vec![prop("service_name", &vds.name), prop("nclients", nclients)],
+        ));
         for volume in &vds.volumes {
             let mut properties = vec![
                 prop("vol_name", &volume.name),
@@ -405,7 +507,12 @@ fn services(domain: &Domain) -> Vec<Item> {
         }
     }
     for vsw in &domain.vsw {
-        let mut properties = vec![prop("service_name", &vsw.name)];
+        let nclients = clients(&|d| d.vnets.iter().filter(|v| v.service == vsw.name).count());
+        let mut properties = vec![
+            prop("service_name", &vsw.name),
+            prop("id", vsw.id),
+            prop("nclients", nclients),
+        ];
         properties.extend(vsw.net_dev.iter().map(|d| prop("dev_path", d)));
         properties.push(prop("pvid", vsw.pvid));
         if !vsw.vid.is_empty() {
@@ -423,6 +530,11 @@ fn services(domain: &Domain) -> Vec<Item> {
         items.push(item);
     }
     for vcc in &domain.vcc {
+        let nclients = reg
+            .console_ports
+            .iter()
+            .filter(|(v, _)| *v == vcc.name)
+            .count();
         items.push(item(
             "vcc",
             None,
@@ -430,6 +542,7 @@ fn services(domain: &Domain) -> Vec<Item> {
                 prop("service_name", &vcc.name),
                 prop("min_port", vcc.min_port),
                 prop("max_port", vcc.max_port),
+                prop("nclients", nclients),
             ],
         ));
     }
@@ -444,41 +557,136 @@ fn variables(domain: &Domain) -> Vec<Item> {
         .collect()
 }
 
-/// Free resources, and who owns each I/O device.
-fn devices(reg: &Registry) -> Section {
+/// What `owner` prints for memory the hypervisor keeps, as Oracle's `ldm list-devices -a`.
+pub const HYPERVISOR_OWNER: &str = "_sys_";
+
+/// Free resources, and who owns each I/O device; with `all`, bound resources too. Each CPU,
+/// crypto unit and memory block is one binding row with an `owner` (empty when free); the
+/// allocation units stay the free totals.
+fn devices(reg: &Registry, all: bool) -> Section {
     let pools = reg.pools();
     let tpc = reg.machine().threads_per_core;
-    let free_cpus: Vec<u32> = (0..reg.machine().threads())
-        .filter(|c| {
-            !reg.domains()
-                .any(|d| d.binding.as_ref().is_some_and(|b| b.cpus.contains(c)))
-        })
-        .collect();
+    let owner_of = |taken: &dyn Fn(&crate::registry::model::Binding) -> bool| {
+        reg.domains()
+            .find(|d| d.binding.as_ref().is_some_and(taken))
+            .map_or("", |d| d.name.as_str())
+    };
     let mut cpu = item("cpu", Some(pools.cpus.free_count().to_string()), Vec::new());
     cpu.bindings = binding(
-        free_cpus
-            .iter()
+        (0..reg.machine().threads())
+            .filter(|pid| all || pools.cpus.is_free(*pid))
             .map(|pid| {
+                let owner = if pools.cpus.is_free(pid) {
+                    ""
+                } else {
+                    owner_of(&|b| b.cpus.contains(&pid))
+                };
                 item(
                     "cpu",
                     None,
-                    vec![prop("pid", pid), prop("cid", core_of(*pid, tpc))],
+                    vec![
+                        prop("pid", pid),
+                        prop("cid", core_of(pid, tpc)),
+                        prop("owner", owner),
+                    ],
                 )
             })
             .collect(),
     );
-    let mau = item("mau", Some(pools.maus.free_count().to_string()), Vec::new());
-    let memory = item(
+    // A core: its share of free strands in percent, and its strands.
+    let cores = reg.machine().cores;
+    let mut core = item("core", None, Vec::new());
+    core.bindings = binding(
+        (0..cores)
+            .filter_map(|cid| {
+                let strands = core_cpus(cid, tpc);
+                let free = strands.iter().filter(|p| pools.cpus.is_free(**p)).count();
+                let percent = free.saturating_mul(100).checked_div(strands.len())?;
+                (all || free > 0).then(|| {
+                    item(
+                        "core",
+                        None,
+                        vec![
+                            prop("cid", cid),
+                            prop("free", percent),
+                            prop("cpuset", join_ids(&strands)),
+                        ],
+                    )
+                })
+            })
+            .collect(),
+    );
+    let mut mau = item("mau", Some(pools.maus.free_count().to_string()), Vec::new());
+    mau.bindings = binding(
+        (0..reg.machine().crypto_units)
+            .filter(|id| all || pools.maus.is_free(*id))
+            .map(|id| {
+                let owner = if pools.maus.is_free(id) {
+                    ""
+                } else {
+                    owner_of(&|b| b.maus.contains(&id))
+                };
+                mau_item(id, tpc, owner)
+            })
+            .collect(),
+    );
+    let mut memory = item(
         "memory",
         Some(format_size(pools.memory.free_bytes())),
         Vec::new(),
     );
-    let mut items = vec![cpu, mau, memory];
+    let mut blocks: Vec<(u64, u64, &str)> = pools
+        .memory
+        .ranges()
+        .map(|(pa, size)| (pa, size, ""))
+        .collect();
+    if all {
+        if reg.machine().hypervisor_bytes > 0 {
+            blocks.push((0, reg.machine().hypervisor_bytes, HYPERVISOR_OWNER));
+        }
+        for domain in reg.domains() {
+            let bound = domain.binding.iter().flat_map(|b| &b.memory);
+            let reserved = domain.memdr.iter().flat_map(|m| &m.reserved);
+            let pending = domain.reconf.iter().flat_map(|r| &r.reserved);
+            for block in bound.chain(reserved).chain(pending) {
+                blocks.push((block.pa, block.size, domain.name.as_str()));
+            }
+        }
+    }
+    blocks.sort_unstable();
+    memory.bindings = binding(
+        blocks
+            .into_iter()
+            .map(|(pa, size, owner)| {
+                item(
+                    "memory",
+                    None,
+                    vec![
+                        prop("pa", format!("0x{pa:x}")),
+                        prop("size", format_size(size)),
+                        prop("owner", owner),
+                    ],
+                )
+            })
+            .collect(),
+    );
+    let mut items = vec![core, cpu, mau, memory];
     for device in &reg.machine().io {
-        let mut properties = vec![prop("name", &device.name), prop("path", &device.path)];
         let owner = reg.io_owner.get(&device.name).map_or("", String::as_str);
-        properties.push(prop("owner", owner));
-        items.push(item("physio_device", None, properties));
+        if !all && !owner.is_empty() {
+            continue;
+        }
+        let bus = device.parent.as_deref().unwrap_or(&device.name);
+        items.push(item(
+            "physio_device",
+            None,
+            vec![
+                prop("name", &device.name),
+                prop("path", &device.path),
+                prop("bus", bus),
+                prop("owner", owner),
+            ],
+        ));
     }
     Section {
         kind: SectionKind::ResourceAllocation,

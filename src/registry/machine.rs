@@ -231,6 +231,10 @@ impl UnitPool {
         self.free.len()
     }
 
+    pub fn is_free(&self, unit: u32) -> bool {
+        self.free.contains(&unit)
+    }
+
     /// Takes the `count` lowest free units, or none if there are not enough.
     pub fn take(&mut self, count: u32) -> Option<Vec<u32>> {
         let count = usize::try_from(count).ok()?;
@@ -307,6 +311,11 @@ impl MemoryPool {
             free.insert(start, len);
         }
         MemoryPool { free }
+    }
+
+    /// The free ranges, lowest first: (physical address, length).
+    pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.free.iter().map(|(&start, &len)| (start, len))
     }
 
     pub fn free_bytes(&self) -> u64 {

@@ -4,6 +4,7 @@
 //! - [`state`], [`actions`], [`listing`], [`machine`], [`model`], [`units`]: the pure rules.
 //! - [`store`]: durability (redb), one transaction per batch.
 //! - [`actor`]: the single writer, on its own thread, and the memory DR workers.
+//! - [`host_load`]: the host's CPU utilisation, the control domain's UTIL.
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -22,6 +23,7 @@
 
 pub mod actions;
 pub mod actor;
+pub mod host_load;
 pub mod listing;
 pub mod machine;
 pub mod model;

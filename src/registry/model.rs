@@ -182,6 +182,10 @@ pub struct Vsw {
     pub mode: Option<String>,
     pub linkprop: Option<String>,
     pub inter_vnet_link: bool,
+    /// Its number among the domain's switches (`switch@N`), lowest free first. Records
+    /// written before switches were numbered load as 0 and are renumbered at restore.
+    #[serde(default)]
+    pub id: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

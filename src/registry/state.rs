@@ -200,6 +200,9 @@ pub struct Registry {
     /// tokens are drawn from them (the rules themselves stay deterministic given them).
     entropy: [u8; 32],
     entropy_draws: u64,
+    /// The host's CPU busy share over the shell's last sampling window, in percent: the
+    /// control domain's UTIL (the host is the control domain). None until measured.
+    pub(crate) host_util: Option<f64>,
     dirty: BTreeSet<Key>,
     events: Vec<Event>,
     effects: Vec<Effect>,
@@ -299,6 +302,7 @@ impl Registry {
             migrating: Default::default(),
             entropy: seed.to_be_bytes().repeat(4).try_into().unwrap_or([0; 32]),
             entropy_draws: 0,
+            host_util: None,
             dirty: BTreeSet::new(),
             events: Vec::new(),
             effects: Vec::new(),
@@ -340,6 +344,7 @@ impl Registry {
             mode: None,
             linkprop: None,
             inter_vnet_link: true,
+            id: 0,
         });
         primary.vcc.push(crate::registry::model::Vcc {
             name: "primary-vcc0".into(),
@@ -432,6 +437,7 @@ impl Registry {
                 ));
                 registry.dirty.insert(Key::Domain(domain.name.clone()));
             }
+            renumber_switches(&mut domain);
             registry.claim(&domain)?;
             registry.domains.insert(domain.name.clone(), domain);
         }
@@ -585,6 +591,11 @@ impl Registry {
         self.dirty.insert(Key::Meta);
         let ids: Vec<_> = self.migrations.keys().copied().collect();
         self.dirty.extend(ids.into_iter().map(Key::Migration));
+    }
+
+    /// The host's CPU utilisation the shell measured (see `host_util`).
+    pub fn set_host_util(&mut self, percent: Option<f64>) {
+        self.host_util = percent;
     }
 
     /// Fresh unpredictable bytes from the shell, before a batch (see `entropy`).
@@ -888,4 +899,17 @@ pub fn hostid_of(mac: u64) -> u32 {
 /// one the disk could not take, never half-written.
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
     serde_json::to_vec(value).map_err(|e| format!("a registry record does not serialize: {e}"))
+}
+
+/// Gives a domain's switches distinct numbers in their order when they have none yet: records
+/// written before switches were numbered say 0 for each. Distinct numbers are kept as they
+/// are, so `switch@N` never changes across a restart.
+fn renumber_switches(domain: &mut Domain) {
+    let distinct: BTreeSet<u32> = domain.vsw.iter().map(|v| v.id).collect();
+    if distinct.len() == domain.vsw.len() {
+        return;
+    }
+    for (n, vsw) in (0u32..).zip(domain.vsw.iter_mut()) {
+        vsw.id = n;
+    }
 }

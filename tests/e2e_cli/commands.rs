@@ -29,7 +29,7 @@ fn full_domain_lifecycle_through_the_ldm_binary() {
     let table = ok(ldm(d, &["ls"]));
     assert_eq!(
         table.lines().next(),
-        Some("NAME             STATE      FLAGS   CONS    VCPU  MEMORY   UTIL  UPTIME")
+        Some("NAME             STATE      FLAGS   CONS    VCPU  MEMORY   UTIL  NORM  UPTIME")
     );
     assert!(
         table.lines().nth(1).unwrap().starts_with("primary "),
@@ -37,7 +37,7 @@ fn full_domain_lifecycle_through_the_ldm_binary() {
     );
     assert_eq!(
         row(&table, "ldg1"),
-        // Blank where Oracle's ldm leaves blanks: an inactive domain's CONS, UTIL, UPTIME.
+        // Blank where Oracle's ldm leaves blanks: an inactive domain's CONS, UTIL, NORM, UPTIME.
         "ldg1             inactive   ------          8     4G"
     );
 
@@ -46,7 +46,7 @@ fn full_domain_lifecycle_through_the_ldm_binary() {
     let table = ok(ldm(d, &["list"]));
     let ldg1 = row(&table, "ldg1");
     assert!(
-        ldg1.starts_with("ldg1             active     -n----  5000    8     4G             "),
+        ldg1.starts_with("ldg1             active     -n----  5000    8     4G       0.0%  0.0%  "),
         "{table}"
     );
     let uptime = ldg1.rsplit("  ").next().unwrap().trim();
@@ -59,7 +59,12 @@ fn full_domain_lifecycle_through_the_ldm_binary() {
     let parseable = ok(ldm(d, &["list", "-p"]));
     let lines: Vec<&str> = parseable.lines().collect();
     assert_eq!(lines[0], "VERSION 1.6");
-    assert!(lines[1].starts_with("DOMAIN|name=primary|state=active|flags=-n-cv-|cons=UART|ncpu=16|mem=17179869184|util=|uptime="), "{parseable}");
+    assert!(
+        lines[1].starts_with(
+            "DOMAIN|name=primary|state=active|flags=-n-cv-|cons=UART|ncpu=16|mem=17179869184|util="
+        ),
+        "{parseable}"
+    );
     // -l -p spells them out.
     let long = ok(ldm(d, &["list", "-l", "-p", "primary"]));
     assert!(
@@ -83,7 +88,7 @@ fn full_domain_lifecycle_through_the_ldm_binary() {
             "cons=5000",
             "ncpu=8",
             "mem=4294967296",
-            "util="
+            "util=0.0"
         ]
     );
     assert!(
@@ -112,10 +117,10 @@ fn full_domain_lifecycle_through_the_ldm_binary() {
     // -l: the bindings, devices and services of the domain.
     let long = ok(ldm(d, &["list", "-l", "ldg1"]));
     for part in [
-        "VCPU\n    VID  PID  CID\n    0    16   2\n",
-        "MEMORY\n    RA          PA",
-        "vnet1  ldg1-vsw0@primary  network@",
-        "vdisk1  vol1@primary-vds0        disk@0  primary",
+        "VCPU\n    VID    PID    CID    UTIL NORM STRAND\n    0      16     2      0.0% 0.0%   100%\n",
+        "MEMORY\n    RA               PA",
+        "vnet1            ldg1-vsw0@primary           0    network@0",
+        "vdisk1           vol1@primary-vds0                0    disk@0  primary",
         "VCONS\n",
     ] {
         assert!(long.contains(part), "{part:?} in\n{long}");
@@ -126,7 +131,10 @@ fn full_domain_lifecycle_through_the_ldm_binary() {
     let cpu = resources.iter().find(|r| r["type"] == "cpu").unwrap();
     assert_eq!(cpu["bindings"].as_array().unwrap().len(), 8);
     let services = ok(ldm(d, &["list-services"]));
-    assert!(services.contains("ldg1-vsw0     primary  "), "{services}");
+    assert!(
+        services.contains("    ldg1-vsw0        primary          "),
+        "{services}"
+    );
     let bindings = ok(ldm(d, &["list-bindings", "ldg1"]));
     assert!(bindings.contains("network@"), "{bindings}");
     assert!(ok(ldm(d, &["list-constraints", "ldg1"])).starts_with("DOMAIN\nldg1\n"));
@@ -448,12 +456,12 @@ fn resource_spconfig_and_listing_commands_show_in_the_next_listing() {
         step(
             &["list", "-o", "net", "t1"],
             &[],
-            Line("    vnet1  t1-vsw0@primary  network@0  "),
+            Line("    vnet1            t1-vsw0@primary             0    network@0  "),
         ),
         step(
             &["list", "-o", "network", "t1"],
             &[],
-            Line("    vnet1  t1-vsw0@primary  network@0  "),
+            Line("    vnet1            t1-vsw0@primary             0    network@0  "),
         ),
         step(&["list-devices", "memory"], &[], Line("MEMORY")),
     ];
@@ -492,7 +500,7 @@ fn resource_spconfig_and_listing_commands_show_in_the_next_listing() {
     // list-devices: the cpu t1 holds is no longer free.
     let devices = ok(ldm(d, &["list-devices", "cpu"]));
     assert!(
-        devices.starts_with("VCPU\n    PID  CID\n    20   2\n"),
+        devices.starts_with("VCPU\n    PID     %FREE   PM\n    20      100     no\n"),
         "{devices}"
     );
 

@@ -387,26 +387,36 @@ pub fn sample(text: &str, prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Everything a daemon has bound, as `ldm list-bindings -p` prints it, without uptimes (they
-/// tick).
+/// Everything a daemon has bound, as `ldm list-bindings -p` prints it, without what moves by
+/// itself: uptimes (they tick) and utilisations (the control domain's is the host's measured
+/// CPU use).
 pub fn bindings(daemon: &Daemon) -> String {
     ok(daemon, &["list-bindings", "-p"])
         .lines()
-        .map(|l| match l.find("|uptime=") {
-            Some(at) => &l[..at],
-            None => l,
+        .map(|l| {
+            l.split('|')
+                .filter(|f| {
+                    !["uptime=", "util=", "norm_util="]
+                        .iter()
+                        .any(|k| f.starts_with(k))
+                })
+                .collect::<Vec<_>>()
+                .join("|")
         })
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-/// The free memory of a daemon's machine, from `ldm list-devices -p memory`.
-pub fn free_memory(daemon: &Daemon) -> String {
-    ok(daemon, &["list-devices", "-p", "memory"])
+/// The free memory of a daemon's machine in bytes: the sizes of the free blocks `ldm
+/// list-devices -p memory` lists, summed as capacity scripts sum them.
+pub fn free_memory(daemon: &Daemon) -> u64 {
+    let listing = ok(daemon, &["list-devices", "-p", "memory"]);
+    assert!(listing.starts_with("VERSION 1.6\nMEMORY\n"), "{listing}");
+    listing
         .lines()
-        .find(|l| l.starts_with("MEMORY|"))
-        .unwrap_or_default()
-        .to_owned()
+        .filter(|l| l.starts_with("|pa="))
+        .map(|l| field(l, "size").parse::<u64>().unwrap())
+        .sum()
 }
 
 /// The real addresses and sizes of a bound domain's memory (physical addresses differ from

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(
     name = "ldm",
-    version,
+    disable_version_flag = true,
     about = "Command-line client of ldmd, the Logical Domains Manager daemon",
     after_help = "Exit status: 0 success, 1 the daemon refused (its resp_msg on stderr), 2 usage \
                   or an untrusted local socket, 3 ldmd unreachable, 4 authentication failed, \
@@ -19,8 +19,9 @@ pub struct Cli {
     #[command(flatten)]
     pub conn: Connection,
     /// Output: text (default), json, status (`list`), or for `list -l` and `list-bindings` the
-    /// sections to show (domain,cpu,crypto,memory,network,disk,console,physio), each also by a
-    /// prefix no other shares (net, mem); other commands refuse sections.
+    /// sections to show (console,core,cpu,crypto,disk,domain,memory,network,physio,resmgmt,
+    /// serial,stats), each also by a prefix no other shares (net, mem); other commands refuse
+    /// sections.
     #[arg(short = 'o', long = "output", global = true, value_name = "FORMAT")]
     pub output: Option<String>,
     #[command(subcommand)]
@@ -114,13 +115,17 @@ pub struct Connection {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// List domains: the table, -l the long form, -p parseable.
+    /// List domains: the table, -l the long form, -p parseable, -e extended.
     #[command(name = "list-domain", visible_aliases = ["list", "ls", "ls-domain"])]
     ListDomain {
         #[arg(short = 'l', long)]
         long: bool,
         #[arg(short = 'p', long)]
         parseable: bool,
+        /// Extended: the long form with the devices Oracle's ldm sets up by itself (ldmd sets
+        /// up none, so it is the long form).
+        #[arg(short = 'e', long)]
+        extended: bool,
         domains: Vec<String>,
     },
     /// List domains with what each resource is bound to.
@@ -128,22 +133,39 @@ pub enum Command {
     ListBindings {
         #[arg(short = 'p', long)]
         parseable: bool,
+        /// Extended (accepted; ldmd sets up no devices by itself).
+        #[arg(short = 'e', long)]
+        extended: bool,
         domains: Vec<String>,
     },
-    /// List the constraints of domains.
+    /// List the constraints of domains; -x as the XML that recreates them (`ldm add-domain -i`).
     #[command(name = "list-constraints", visible_alias = "ls-constraints")]
     ListConstraints {
-        #[arg(short = 'p', long)]
+        #[arg(short = 'p', long, conflicts_with = "xml")]
         parseable: bool,
+        #[arg(short = 'x', long)]
+        xml: bool,
+        /// Extended (accepted; ldmd sets up no devices by itself).
+        #[arg(short = 'e', long)]
+        extended: bool,
         domains: Vec<String>,
     },
-    /// List free resources and I/O devices (cpu, crypto, memory, io).
+    /// List free resources and I/O devices, -a all of them with their owners
+    /// (core, cpu, crypto, memory or mem, io).
     #[command(name = "list-devices", visible_alias = "ls-devices")]
     ListDevices {
+        #[arg(short = 'a', long)]
+        all: bool,
         #[arg(short = 'p', long)]
         parseable: bool,
-        #[arg(value_parser = ["cpu", "crypto", "memory", "io"])]
+        #[arg(value_parser = ["core", "cpu", "crypto", "memory", "mem", "io"])]
         classes: Vec<String>,
+    },
+    /// List every I/O device: its type, bus, owner and status.
+    #[command(name = "list-io", visible_alias = "ls-io")]
+    ListIo {
+        #[arg(short = 'p', long)]
+        parseable: bool,
     },
     /// List virtual I/O services (VCC, VSW, VDS).
     #[command(name = "list-services", visible_alias = "ls-services")]
@@ -173,7 +195,18 @@ pub enum Command {
     /// Add domains: [mac-addr=.. hostid=.. failure-policy=.. master=..] NAME...
     #[command(name = "add-domain", visible_alias = "create")]
     AddDomain {
-        #[arg(required = true, value_name = "[PROPERTY=VALUE...] NAME...")]
+        /// Recreate domains from the XML `ldm list-constraints -x` wrote.
+        #[arg(
+            short = 'i',
+            long = "input",
+            value_name = "FILE",
+            conflicts_with = "operands"
+        )]
+        input: Option<PathBuf>,
+        #[arg(
+            required_unless_present = "input",
+            value_name = "[PROPERTY=VALUE...] NAME..."
+        )]
         operands: Vec<String>,
     },
     /// Change domain properties: PROPERTY=VALUE... NAME

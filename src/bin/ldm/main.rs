@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 
 use ldmd::cli::request::{self, UsageError};
 use ldmd::cli::view::{self, GROUPS};
-use ldmd::cli::{json as js, raw, text};
+use ldmd::cli::{devices, json as js, raw, text};
 use ldmd::client::{ClientError, Session};
 use ldmd::ldm::action::Action;
 use ldmd::ldm::document::{Document, Status};
@@ -115,8 +115,31 @@ fn group(given: &str) -> Result<String, Failure> {
     }
 }
 
+/// The version Oracle's `ldm` reports whose interface and output ldm follows.
+const ORACLE_VERSION: &str = "3.6.0";
+
+/// `ldm -V`: Oracle's banner shape, which discovery tools match (`Logical Domains Manager
+/// (v X.Y)`, the indented protocol lines, `System PROM:`), naming what really runs: ldmd,
+/// which simulates the hypervisor and firmware, so those lines carry ldmd's own version.
+fn banner() -> String {
+    let ldmd = env!("CARGO_PKG_VERSION");
+    format!(
+        "\nLogical Domains Manager (v {ORACLE_VERSION})\n    \
+         Hypervisor control protocol v 1.0 (ldmd {ldmd}, simulated)\n    \
+         Using Hypervisor MD v 1.0\n\n\
+         System PROM:\n    \
+         Hypervisor  v. {ldmd}    @(#)Hypervisor {ldmd} ldmd (simulated)\n    \
+         OpenBoot    v. {ldmd}    @(#)OBP {ldmd} ldmd (simulated)\n\n"
+    )
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() == 2 && (args[1] == "-V" || args[1] == "--version") {
+        print_out(&banner());
+        return ExitCode::SUCCESS;
+    }
+    let cli = Cli::parse_from(args);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Refused) => ExitCode::from(1),
@@ -156,7 +179,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let document = request::register_events(&class)?;
             events(conn, &document, &class, count, output == Output::Json)
         }
-        Command::Xml { file } => xml(conn, &file, &output),
+        Command::Xml { file } => xml(conn, &file, &output, true),
+        Command::AddDomain {
+            input: Some(file), ..
+        } => xml(conn, &file.to_string_lossy(), &output, false),
         Command::MigrateDomain {
             force,
             dry_run,
@@ -296,7 +322,17 @@ fn show(reply: &Reply, view: &View, output: &Output) -> Result<(), Failure> {
             View::Long { parseable } => text::long_listing(reply, &groups, *parseable),
             View::Constraints { parseable } => text::constraints(reply, *parseable),
             View::Services { parseable } => text::services(reply, *parseable),
-            View::Devices { parseable, classes } => text::devices(reply, classes, *parseable),
+            View::ConstraintsXml => {
+                let mut bytes = Vec::new();
+                let contents = view::contents(reply, Action::ListConstraints);
+                ldmd::ldm::write_request(&mut bytes, &request::recreate(&contents));
+                format!(
+                    "<?xml version=\"1.0\"?>\n{}\n",
+                    String::from_utf8_lossy(&bytes)
+                )
+            }
+            View::Devices { parseable, classes } => devices::devices(reply, classes, *parseable),
+            View::Io { parseable } => devices::io(reply, *parseable),
             View::Spconfig { parseable } => text::spconfig(reply, *parseable),
             View::Variables { names } => text::variables(reply, names),
         }
@@ -318,7 +354,7 @@ fn add_json(object: &mut Map<String, Value>, reply: &Reply, view: &View) {
             "domains",
             js::domains(reply, &rows(), Some(Action::ListBindings)),
         ),
-        View::Constraints { .. } => (
+        View::Constraints { .. } | View::ConstraintsXml => (
             "domains",
             js::domains_with_resources(reply, Action::ListConstraints),
         ),
@@ -326,7 +362,9 @@ fn add_json(object: &mut Map<String, Value>, reply: &Reply, view: &View) {
             "services",
             js::domains_with_resources(reply, Action::ListServices),
         ),
-        View::Devices { .. } => ("devices", js::section_items(reply, Action::ListDevices)),
+        View::Devices { .. } | View::Io { .. } => {
+            ("devices", js::section_items(reply, Action::ListDevices))
+        }
         View::Spconfig { .. } => ("spconfigs", js::spconfig_list(reply)),
         View::Variables { names } => {
             let mut vars = Map::new();
@@ -411,9 +449,10 @@ fn events(
     Ok(())
 }
 
-/// `ldm xml FILE|-`: sends the document as written and prints the reply as received, or
-/// with `-o json` its outcome (`status`, `messages`, `warnings`).
-fn xml(conn: &args::Connection, file: &str, output: &Output) -> Result<(), Failure> {
+/// `ldm xml FILE|-`: sends the document as written and prints the reply as received (when
+/// `echo`; `ldm add-domain -i FILE` prints nothing on success, as every write), or with
+/// `-o json` its outcome (`status`, `messages`, `warnings`).
+fn xml(conn: &args::Connection, file: &str, output: &Output, echo: bool) -> Result<(), Failure> {
     let mut text = String::new();
     let read = if file == "-" {
         std::io::stdin().read_to_string(&mut text).map(|_| ())
@@ -429,7 +468,9 @@ fn xml(conn: &args::Connection, file: &str, output: &Output) -> Result<(), Failu
     if *output == Output::Json {
         return show(&reply, &View::Quiet, output);
     }
-    print_out(&format!("{raw}\n"));
+    if echo {
+        print_out(&format!("{raw}\n"));
+    }
     if reply.status == Status::Success {
         Ok(())
     } else {

@@ -36,12 +36,17 @@ pub enum View {
     Constraints {
         parseable: bool,
     },
+    /// `list-constraints -x`: the XML that recreates the domains.
+    ConstraintsXml,
     Services {
         parseable: bool,
     },
     Devices {
         parseable: bool,
         classes: Vec<String>,
+    },
+    Io {
+        parseable: bool,
     },
     Spconfig {
         parseable: bool,
@@ -110,9 +115,10 @@ fn plan_command(command: Command) -> Result<Plan, Failure> {
     match command {
         Command::ListDomain {
             long,
+            extended,
             parseable,
             domains,
-        } if long => Ok(Plan {
+        } if long || extended => Ok(Plan {
             document: Ok(request::list_with_service_owners(
                 &[Action::ListDomain, Action::ListBindings],
                 &domains,
@@ -130,28 +136,47 @@ fn plan_command(command: Command) -> Result<Plan, Failure> {
                 View::Table
             },
         ),
-        Command::ListBindings { parseable, domains } => Ok(Plan {
+        Command::ListBindings {
+            parseable, domains, ..
+        } => Ok(Plan {
             document: Ok(request::list_with_service_owners(
                 &[Action::ListDomain, Action::ListBindings],
                 &domains,
             )),
             view: View::Long { parseable },
         }),
-        Command::ListConstraints { parseable, domains } => Ok(Plan {
+        Command::ListConstraints {
+            parseable,
+            xml,
+            domains,
+            ..
+        } => Ok(Plan {
             document: Ok(request::list_with_service_owners(
                 &[Action::ListConstraints],
                 &domains,
             )),
-            view: View::Constraints { parseable },
+            view: if xml {
+                View::ConstraintsXml
+            } else {
+                View::Constraints { parseable }
+            },
         }),
         Command::ListServices { parseable, domains } => listing(
             &[Action::ListServices],
             &domains,
             View::Services { parseable },
         ),
-        Command::ListDevices { parseable, classes } => Ok(Plan {
-            document: Ok(request::list_all(Action::ListDevices)),
+        Command::ListDevices {
+            all,
+            parseable,
+            classes,
+        } => Ok(Plan {
+            document: Ok(request::list_devices(all)),
             view: View::Devices { parseable, classes },
+        }),
+        Command::ListIo { parseable } => Ok(Plan {
+            document: Ok(request::list_devices(true)),
+            view: View::Io { parseable },
         }),
         Command::ListSpconfig { parseable } => Ok(Plan {
             document: Ok(request::list_all(Action::ListSpconfig)),
@@ -165,7 +190,7 @@ fn plan_command(command: Command) -> Result<Plan, Failure> {
                 View::Variables { names: operands },
             )
         }
-        Command::AddDomain { operands } => {
+        Command::AddDomain { operands, .. } => {
             let (props, names): (Vec<String>, Vec<String>) =
                 operands.into_iter().partition(|o| o.contains('='));
             if names.is_empty() {

@@ -174,15 +174,29 @@ fn output_formats_and_list_sections_are_checked() {
             "console".into()
         ]))
     );
-    assert_eq!(output(Some("stat")).ok(), Some(Output::Status));
     assert_eq!(output(Some("status")).ok(), Some(Output::Status));
+    // Every group of Oracle's list, each by a prefix.
+    assert_eq!(
+        output(Some("cor,res,ser,stats,phys,cry,dom")).ok(),
+        Some(Output::Groups(
+            [
+                "core", "resmgmt", "serial", "stats", "physio", "crypto", "domain"
+            ]
+            .map(String::from)
+            .to_vec()
+        ))
+    );
     let usage = |text: &str| match output(Some(text)) {
         Err(Failure::Usage(message)) => message,
         Ok(parsed) => panic!("{text}: {parsed:?}"),
         Err(_) => panic!("{text}: not a usage error"),
     };
-    assert_eq!(usage("d"), "-o: 'd' is ambiguous: domain, disk");
-    assert_eq!(usage("c"), "-o: 'c' is ambiguous: cpu, crypto, console");
+    assert_eq!(usage("d"), "-o: 'd' is ambiguous: disk, domain");
+    assert_eq!(
+        usage("c"),
+        "-o: 'c' is ambiguous: console, core, cpu, crypto"
+    );
+    assert_eq!(usage("stat"), "-o: 'stat' is ambiguous: stats, status");
     assert!(usage("status,cpu").contains("on its own"));
     assert!(usage("").contains("unknown format ''"));
     let cli = Cli::try_parse_from(["ldm", "list", "--socket", "/s", "-o", "json"]).unwrap();

@@ -63,7 +63,7 @@ pub fn apply(reg: &mut Registry, action: Action, cmd: &Cmd, data: &Data, now: u6
         Action::ListBindings => listing::list_bindings(reg, data),
         Action::ListServices => listing::list_services(reg, data),
         Action::ListVariable => listing::list_variable(reg, data),
-        Action::ListDevices => listing::list_devices(reg, data),
+        Action::ListDevices => listing::list_devices(reg, &cmd.options, data),
         Action::ListSpconfig => listing::list_spconfig(reg, data),
         // The subscription itself is changed by the run, in order with the replies.
         Action::RegDomainEvents

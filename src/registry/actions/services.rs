@@ -282,7 +282,9 @@ pub(super) fn vswitch(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> O
             check_new_service(reg, service)?;
             let mac = mac_for(reg, item, None)?;
             reg.services.insert(service.into(), name.into());
-            get_mut(reg, name)?.vsw.push(Vsw {
+            let domain = get_mut(reg, name)?;
+            let id = lowest_free_device_id(domain.vsw.iter().map(|v| v.id));
+            domain.vsw.push(Vsw {
                 name: service.into(),
                 mac,
                 net_dev: item
@@ -295,6 +297,7 @@ pub(super) fn vswitch(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -> O
                 mode: item.property("mode").map(String::from),
                 linkprop: item.property("linkprop").map(String::from),
                 inter_vnet_link: inter_vnet_link.unwrap_or(true),
+                id,
             });
         }
         Action::SetVswitch => {
