@@ -328,7 +328,14 @@ pub fn add_domain(names: &[String], props: &[String]) -> Result<Document, UsageE
         ));
     }
     let mut info = item("ldom_info");
-    add_fields(&mut info, "add-domain", DOMAIN_FIELDS, props)?;
+    // `uuid=` is taken at creation only, so it is not among the fields set-domain shares.
+    let (uuids, props): (Vec<&String>, Vec<&String>) =
+        props.iter().partition(|p| p.starts_with("uuid="));
+    if let Some(uuid) = uuids.last() {
+        info.uuid = uuid.strip_prefix("uuid=").map(str::to_owned);
+    }
+    let props: Vec<String> = props.into_iter().cloned().collect();
+    add_fields(&mut info, "add-domain", DOMAIN_FIELDS, &props)?;
     let data = names
         .iter()
         .map(|name| on_domain(name, vec![info.clone()]))

@@ -17,8 +17,27 @@ pub(super) enum Setting {
     Master(Vec<String>),
     Hostid(u32),
     Mac(u64),
+    /// Given at creation (`uuid=`, or the `<uuid>` list-constraints wrote), kept for life.
+    Uuid(String),
     /// extended-mapin-space, perf-counters, rc-add-policy: kept as written.
     Other(String, String),
+}
+
+/// A UUID as RFC 4122 writes it (`6c908858-12ef-e520-9eb3-f1cd3dbc3a59`), in lower case.
+fn parse_uuid(text: &str) -> Result<String, String> {
+    let groups: Vec<&str> = text.split('-').collect();
+    let shaped = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()));
+    if shaped {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "Invalid UUID '{}': expected 8-4-4-4-12 hexadecimal digits",
+            text.chars().take(64).collect::<String>()
+        ))
+    }
 }
 
 /// The ldom_info settings of `item`, checked against the registry; `apply_info` applies them
@@ -68,6 +87,27 @@ pub(super) fn check_info(
             other => return Err(format!("Unknown ldom_info property '{other}'")),
         });
     }
+    if let Some(uuid) = item.uuid.as_deref().map(str::trim) {
+        let uuid = parse_uuid(uuid)?;
+        match reg.domains.get(name) {
+            // set-domain may carry the UUID the domain has (a listing sent back), no other.
+            Some(domain) if !creating && domain.uuid == uuid => {}
+            Some(_) if !creating => {
+                return Err(format!(
+                    "LDom {name}'s UUID is given when it is created and cannot change"
+                ));
+            }
+            _ => {
+                if let Some(other) = reg.domains.values().find(|d| d.uuid == uuid) {
+                    return Err(format!(
+                        "UUID {uuid} is already used by LDom {}",
+                        other.name
+                    ));
+                }
+                settings.push(Setting::Uuid(uuid));
+            }
+        }
+    }
     if let Some(address) = &item.address {
         if !creating && get(reg, name)?.state != DomainState::Inactive {
             return Err(format!(
@@ -107,6 +147,7 @@ pub(super) fn apply_info(reg: &mut Registry, domain: &mut Domain, settings: Vec<
             Setting::FailurePolicy(policy) => domain.failure_policy = policy,
             Setting::Master(masters) => domain.master = masters,
             Setting::Hostid(hostid) => domain.hostid = hostid,
+            Setting::Uuid(uuid) => domain.uuid = uuid,
             Setting::Other(key, value) => {
                 domain.options.insert(key, value);
             }
@@ -169,6 +210,7 @@ pub(super) fn add_domain(reg: &mut Registry, ctx: &Ctx<'_>, content: &Content) -
         );
     }
     let fresh = reg.new_domain(name);
+    // A UUID given in the settings replaces this one below.
     domain.uuid = fresh.uuid;
     domain.mac = fresh.mac;
     domain.hostid = fresh.hostid;

@@ -410,6 +410,49 @@ fn list_constraints_output_feeds_back_into_add_domain() {
 }
 
 #[test]
+fn a_uuid_is_taken_at_creation_once_per_machine_and_never_changed() {
+    let mut reg = registry();
+    let info = |uuid: &str| {
+        format!(
+            "<Item><rasd:OtherResourceType>ldom_info</rasd:OtherResourceType><uuid>{uuid}</uuid></Item>"
+        )
+    };
+    let given = "6C908858-12ef-e520-9eb3-f1cd3dbc3a59";
+    ok(&mut reg, &cmd("add-domain", "a", &info(given)));
+    assert_eq!(reg.domain("a").unwrap().uuid, given.to_ascii_lowercase());
+    assert_eq!(
+        refused(&mut reg, &cmd("add-domain", "b", &info(given))),
+        "UUID 6c908858-12ef-e520-9eb3-f1cd3dbc3a59 is already used by LDom a"
+    );
+    for bad in [
+        "6c908858",
+        "6c908858-12ef-e520-9eb3-f1cd3dbc3a5g",
+        "--------",
+        "",
+    ] {
+        assert!(
+            refused(&mut reg, &cmd("add-domain", "b", &info(bad))).starts_with("Invalid UUID"),
+            "{bad}"
+        );
+    }
+    assert!(reg.domain("b").is_none());
+    // set-domain may carry the domain's own UUID (a listing sent back), never another.
+    ok(&mut reg, &cmd("set-domain", "a", &info(given)));
+    assert!(
+        refused(
+            &mut reg,
+            &cmd(
+                "set-domain",
+                "a",
+                &info("00000000-0000-0000-0000-000000000001")
+            )
+        )
+        .contains("cannot change")
+    );
+    assert_eq!(reg.domain("a").unwrap().uuid, given.to_ascii_lowercase());
+}
+
+#[test]
 fn disks_and_networks_are_numbered_per_class_lowest_free_first_and_kept_across_restarts() {
     let mut reg = registry();
     let mut store = std::collections::BTreeMap::new();
