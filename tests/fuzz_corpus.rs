@@ -56,3 +56,24 @@ fn registry_corpus() {
 fn migration_offer_corpus() {
     replay("migration_offer", ldmd::fuzz::migration_offer);
 }
+
+/// The ldm_document seed that is a whole reply (every listing of a daemon set up like the
+/// guide's examples, with a C1 control character in a variable) reaches the renderings: its
+/// domains are read, and the control character is escaped before a terminal sees it.
+#[test]
+fn the_reply_seed_reaches_every_rendering_and_its_control_character_is_escaped() {
+    use ldmd::cli::{text, view};
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/ldm_document/reply-every-listing");
+    let seed = std::fs::read_to_string(path).unwrap();
+    let reply = ldmd::ldm::Reply::from_xml(&seed).unwrap();
+    let names: Vec<String> = view::domain_rows(&reply)
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["primary", "ldg1", "ldg2"]);
+    let long = text::long_listing(&reply, &[], false);
+    assert!(long.contains("nvramrc=\u{9b}31mred"), "{long}");
+    assert!(text::terminal_safe(&long).contains("nvramrc=\\u{9b}31mred"));
+    ldmd::fuzz::ldm_document(seed.as_bytes());
+}

@@ -25,6 +25,26 @@ pub const PARSEABLE_VERSION: &str = "VERSION 1.6";
 pub const SEPARATOR: &str =
     "------------------------------------------------------------------------------";
 
+/// `text` as it may reach a terminal: control characters other than newline and tab (a
+/// carriage return, C1 controls such as CSI, U+009B, which XML lets through and some terminals
+/// obey) are written as `\u{9b}`. What ldm prints comes from the daemon, and a value a remote
+/// user set must not be able to move the cursor or rewrite an operator's screen.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.contains(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `3d 21h 7m`, `19d 9m`, `2m`, `42s`: the units that are not zero, seconds only under a
 /// minute, as Oracle's UPTIME.
 pub fn format_uptime(seconds: u64) -> String {
@@ -471,6 +491,19 @@ mod tests {
             "starting-or-stopping,normal,memory-dr,control,vio-service,source"
         );
         assert_eq!(flag_words("-td--e"), "transition,delayed-reconf,error");
+    }
+
+    #[test]
+    fn control_characters_cannot_reach_the_terminal() {
+        assert_eq!(terminal_safe("a\tb\nc"), "a\tb\nc");
+        assert_eq!(
+            terminal_safe("x\u{1b}[2Jy\rz\u{9b}1m"),
+            "x\\u{1b}[2Jy\\u{d}z\\u{9b}1m"
+        );
+        assert!(matches!(
+            terminal_safe("plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

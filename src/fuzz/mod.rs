@@ -287,6 +287,57 @@ pub fn ldm_document(data: &[u8]) {
     write_response(&mut out, &response);
     let text = String::from_utf8(out).expect("the writer writes UTF-8");
     Reply::from_xml(&text).expect("the client reads every reply the daemon writes");
+    // The input itself as a reply from a hostile daemon: every rendering ldm has takes it.
+    if let Ok(reply) = Reply::from_xml(std::str::from_utf8(data).unwrap_or_default()) {
+        render_every_view(&reply);
+    }
+}
+
+/// Every text `ldm` can print from a reply, in every form. Invariants: nothing panics; a
+/// parseable listing starts with its VERSION line; what reaches the terminal carries no
+/// control character but newline and tab.
+fn render_every_view(reply: &crate::ldm::Reply) {
+    use crate::cli::{devices, text, view};
+    let rows = view::domain_rows(reply);
+    let groups: Vec<String> = view::GROUPS.iter().map(|g| (*g).to_owned()).collect();
+    let classes: Vec<String> = devices::CLASSES
+        .iter()
+        .map(|(c, _)| (*c).to_owned())
+        .collect();
+    let parseable = [
+        text::list_parseable(&rows),
+        text::long_listing(reply, &[], true),
+        text::constraints(reply, true),
+        text::services(reply, true),
+        devices::devices(reply, &[], true),
+        devices::io(reply, true),
+        text::spconfig(reply, true),
+    ];
+    for out in &parseable {
+        assert!(out.starts_with(text::PARSEABLE_VERSION), "{out}");
+    }
+    let readable = [
+        text::list_table(&rows),
+        text::status(&rows),
+        text::long_listing(reply, &[], false),
+        text::long_listing(reply, &groups, false),
+        text::constraints(reply, false),
+        text::services(reply, false),
+        devices::devices(reply, &classes, false),
+        devices::io(reply, false),
+        text::spconfig(reply, false),
+        text::variables(reply, &[]),
+    ];
+    for out in parseable.iter().chain(&readable) {
+        let shown = text::terminal_safe(out);
+        assert!(
+            !shown.contains(|c: char| c.is_control() && c != '\n' && c != '\t'),
+            "{shown:?}"
+        );
+    }
+    let contents = view::contents(reply, crate::ldm::action::Action::ListConstraints);
+    let mut xml = Vec::new();
+    crate::ldm::write_request(&mut xml, &crate::cli::request::recreate(&contents));
 }
 
 /// The registry, fed a sequence of documents decoded from `data` (see [`walk_step`]): every

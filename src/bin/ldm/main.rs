@@ -298,10 +298,10 @@ fn send(session: &mut Session, document: &Document) -> Result<(String, Reply), F
 fn show(reply: &Reply, view: &View, output: &Output) -> Result<(), Failure> {
     let failed = reply.status != Status::Success;
     for message in reply.failures().into_iter().filter(|_| failed) {
-        eprintln!("{message}");
+        eprintln!("{}", text::terminal_safe(&message));
     }
     for warning in reply.warnings() {
-        eprintln!("{warning}");
+        eprintln!("{}", text::terminal_safe(&warning));
     }
     let groups = match output {
         Output::Groups(groups) => groups.clone(),
@@ -390,7 +390,7 @@ fn add_json(object: &mut Map<String, Value>, reply: &Reply, view: &View) {
 fn print_out(text: &str) {
     let mut stdout = std::io::stdout().lock();
     match stdout
-        .write_all(text.as_bytes())
+        .write_all(text::terminal_safe(text).as_bytes())
         .and_then(|()| stdout.flush())
     {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
@@ -437,7 +437,7 @@ fn events(
             text::event_line(&event)
         };
         // A closed stdout (`ldm events | head -1`) ends the loop quietly.
-        if writeln!(stdout, "{line}")
+        if writeln!(stdout, "{}", text::terminal_safe(&line))
             .and_then(|()| stdout.flush())
             .is_err()
         {
@@ -475,7 +475,7 @@ fn xml(conn: &args::Connection, file: &str, output: &Output, echo: bool) -> Resu
         Ok(())
     } else {
         for message in reply.failures() {
-            eprintln!("{message}");
+            eprintln!("{}", text::terminal_safe(&message));
         }
         Err(Failure::Refused)
     }
