@@ -298,10 +298,10 @@ fn send(session: &mut Session, document: &Document) -> Result<(String, Reply), F
 fn show(reply: &Reply, view: &View, output: &Output) -> Result<(), Failure> {
     let failed = reply.status != Status::Success;
     for message in reply.failures().into_iter().filter(|_| failed) {
-        eprintln!("{}", text::terminal_safe(&message));
+        eprintln!("{}", text::terminal_safe(message));
     }
     for warning in reply.warnings() {
-        eprintln!("{}", text::terminal_safe(&warning));
+        eprintln!("{}", text::terminal_safe(warning));
     }
     let groups = match output {
         Output::Groups(groups) => groups.clone(),
@@ -475,7 +475,7 @@ fn xml(conn: &args::Connection, file: &str, output: &Output, echo: bool) -> Resu
         Ok(())
     } else {
         for message in reply.failures() {
-            eprintln!("{}", text::terminal_safe(&message));
+            eprintln!("{}", text::terminal_safe(message));
         }
         Err(Failure::Refused)
     }
