@@ -38,15 +38,6 @@ fn rows_of<'a>(items: &[&'a Item], kind: &str) -> Vec<&'a Item> {
         .collect()
 }
 
-/// `100` for a free unit, `0` for a bound one.
-fn free(item: &Item) -> &'static str {
-    if prop(item, "owner").is_empty() {
-        "100"
-    } else {
-        "0"
-    }
-}
-
 /// A block of rows: readable columns and the parseable keys of the same cells.
 fn rows_block(
     title: &'static str,
@@ -73,8 +64,10 @@ fn rows_block(
     }
 }
 
-/// The blocks of a list-devices reply: CORE, VCPU, MAU, MEMORY, IO (those with rows).
-pub fn device_blocks(reply: &Reply) -> Vec<Block> {
+/// The blocks of a list-devices reply: CORE, VCPU, MAU, MEMORY, IO (those with rows). `all`
+/// (`-a`): the memory table names each block's owner in a BOUND column, which a listing of
+/// free memory alone leaves out, as the guide's `list-devices mem` does.
+pub fn device_blocks(reply: &Reply, all: bool) -> Vec<Block> {
     let items = section_items(reply);
     let mut blocks = Vec::new();
     let cores: Vec<Vec<String>> = rows_of(&items, "core")
@@ -90,10 +83,9 @@ pub fn device_blocks(reply: &Reply) -> Vec<Block> {
             cores,
         ));
     }
-    // ldmd does no CPU power management: every strand is powered on (`pm=no`).
     let cpus: Vec<Vec<String>> = rows_of(&items, "cpu")
         .iter()
-        .map(|c| vec![prop(c, "pid"), free(c).to_owned(), "no".to_owned()])
+        .map(|c| vec![prop(c, "pid"), prop(c, "free"), prop(c, "pm")])
         .collect();
     if !cpus.is_empty() {
         blocks.push(rows_block(
@@ -109,7 +101,7 @@ pub fn device_blocks(reply: &Reply) -> Vec<Block> {
         .map(|m| {
             vec![
                 prop(m, "id"),
-                free(m).to_owned(),
+                prop(m, "free"),
                 cpuset(&prop(m, "cpuset")),
                 prop(m, "owner"),
             ]
@@ -135,26 +127,25 @@ pub fn device_blocks(reply: &Reply) -> Vec<Block> {
             .iter()
             .map(|m| vec![prop(m, "pa"), prop(m, "size"), prop(m, "owner")])
             .collect();
-        let mut block = rows_block(
-            "MEMORY",
-            "memory",
-            &[col("PA", 20), col("SIZE", 15), col("BOUND", 0)],
-            &[],
-            readable,
-        );
-        block.parseable = std::iter::once("MEMORY".to_owned())
-            .chain(memory.iter().map(|m| {
-                record(
-                    "",
-                    &[
-                        ("pa", &prop(m, "pa")),
-                        ("size", &bytes(&prop(m, "size"))),
-                        ("bound", &prop(m, "owner")),
-                    ],
-                )
-            }))
-            .collect();
-        blocks.push(block);
+        let columns: &[Column] = if all {
+            &[col("PA", 20), col("SIZE", 15), col("BOUND", 0)]
+        } else {
+            &[col("PA", 20), col("SIZE", 0)]
+        };
+        blocks.push(Block {
+            title: "MEMORY",
+            group: "memory",
+            human: table(columns, &readable),
+            // Sizes in bytes, which scripts sum.
+            parseable: std::iter::once("MEMORY".to_owned())
+                .chain(readable.iter().map(|m| {
+                    record(
+                        "",
+                        &[("pa", &m[0]), ("size", &bytes(&m[1])), ("bound", &m[2])],
+                    )
+                }))
+                .collect(),
+        });
     }
     let io: Vec<Vec<String>> = items
         .iter()
@@ -186,13 +177,13 @@ pub fn device_blocks(reply: &Reply) -> Vec<Block> {
 }
 
 /// `ldm list-devices [-a] [-p] [CLASS...]`.
-pub fn devices(reply: &Reply, classes: &[String], parseable: bool) -> String {
+pub fn devices(reply: &Reply, classes: &[String], all: bool, parseable: bool) -> String {
     let titles: Vec<&str> = classes
         .iter()
         .filter_map(|c| CLASSES.iter().find(|(name, _)| name == c))
         .map(|(_, title)| *title)
         .collect();
-    let blocks: Vec<Block> = device_blocks(reply)
+    let blocks: Vec<Block> = device_blocks(reply, all)
         .into_iter()
         .filter(|b| titles.is_empty() || titles.contains(&b.title))
         .collect();
@@ -213,12 +204,7 @@ pub fn io(reply: &Reply, parseable: bool) -> String {
     let rows: Vec<[String; 5]> = section_items(reply)
         .into_iter()
         .filter(|i| i.resource_type == "physio_device")
-        .map(|d| {
-            let (name, bus) = (prop(d, "name"), prop(d, "bus"));
-            let slot = !bus.is_empty() && bus != name;
-            let (kind, status) = if slot { ("PCIE", "OCC") } else { ("BUS", "") };
-            [name, kind.into(), bus, prop(d, "owner"), status.into()]
-        })
+        .map(|d| ["name", "type", "bus", "owner", "status"].map(|key| prop(d, key)))
         .collect();
     let mut out = String::new();
     if parseable {

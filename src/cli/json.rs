@@ -44,6 +44,8 @@ pub fn row(row: &DomainRow) -> Map<String, Value> {
     out.insert("ncpu".into(), json!(row.ncpu));
     out.insert("mem".into(), json!(row.mem));
     out.insert("util".into(), json!(row.util));
+    out.insert("norm_util".into(), json!(row.norm_util));
+    out.insert("softstate".into(), json!(row.softstate));
     out.insert("uptime".into(), json!(row.uptime));
     out.insert("uuid".into(), json!(row.uuid));
     out.insert("mac".into(), json!(row.mac));

@@ -731,10 +731,12 @@ pub fn list_devices(all: bool) -> Document {
     single(Action::ListDevices, options, no_object())
 }
 
-/// `ldm list-constraints -x`: what recreates the listed domains as list-constraints gave
-/// them, sent back by `ldm add-domain -i`: per domain, an add-domain with its own resources,
-/// then an add-vdisk, add-vnet or add-io per device (add-domain takes no devices), in order.
-/// The daemon answers a document's cmds in order, so the devices find their domain.
+/// `ldm list-constraints -x`: what recreates the listed guests as list-constraints gave them,
+/// sent back by `ldm add-domain -i`. add-domain takes a domain's own resources only, so the
+/// document is, in order: an add-domain per guest; the services they provide (add-vds,
+/// add-vdsdev, add-vsw, add-vcc); then their devices (add-vdisk, add-vnet, add-io), which may
+/// use a service another listed guest provides. The daemon answers a document's cmds in
+/// order. The control domain is left out: it exists on every machine and is not added.
 pub fn recreate(contents: &[&Content]) -> Document {
     let on = |id: &str, items: Vec<Item>| Data {
         version: Some(DATA_VERSION.into()),
@@ -749,24 +751,43 @@ pub fn recreate(contents: &[&Content]) -> Document {
             sections: Vec::new(),
         }),
     };
+    /// The action that adds an Item, and the phase it belongs to (0: the domain itself).
+    fn adds(item: &Item) -> (u8, Action) {
+        match item.resource_type.as_str() {
+            "vds" => (1, Action::AddVdiskserver),
+            "vds_volume" => (2, Action::AddVdiskserverdevice),
+            "vsw" => (2, Action::AddVswitch),
+            "vcc" => (2, Action::AddVconscon),
+            "disk" => (3, Action::AddVdisk),
+            "network" => (3, Action::AddVnet),
+            "physio_device" => (3, Action::AddIo),
+            _ => (0, Action::AddDomain),
+        }
+    }
+    let guests: Vec<&&Content> = contents
+        .iter()
+        .filter(|c| c.id != crate::registry::CONTROL_DOMAIN)
+        .collect();
+    let items = |content: &Content| -> Vec<Item> {
+        content
+            .sections
+            .iter()
+            .flat_map(|s| s.items.clone())
+            .collect()
+    };
     let mut cmds = Vec::new();
-    for content in contents {
-        let all = content.sections.iter().flat_map(|s| &s.items);
-        let device = |item: &Item| match item.resource_type.as_str() {
-            "disk" => Some(Action::AddVdisk),
-            "network" => Some(Action::AddVnet),
-            "physio_device" => Some(Action::AddIo),
-            _ => None,
-        };
-        let own: Vec<Item> = all
-            .clone()
-            .filter(|i| device(i).is_none())
-            .cloned()
+    for content in &guests {
+        let own: Vec<Item> = items(content)
+            .into_iter()
+            .filter(|i| adds(i).0 == 0)
             .collect();
         cmds.push(cmd(Action::AddDomain, &[], vec![on(&content.id, own)]));
-        for item in all {
-            if let Some(action) = device(item) {
-                cmds.push(cmd(action, &[], vec![on(&content.id, vec![item.clone()])]));
+    }
+    for phase in 1..=3 {
+        for content in &guests {
+            for item in items(content).into_iter().filter(|i| adds(i).0 == phase) {
+                let (_, action) = adds(&item);
+                cmds.push(cmd(action, &[], vec![on(&content.id, vec![item])]));
             }
         }
     }

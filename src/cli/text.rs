@@ -10,8 +10,8 @@
 use std::fmt::Write as _;
 
 use crate::cli::view::{
-    Block, DomainRow, contents, domain_blocks, domain_rows, items, percent, service_blocks,
-    service_owners, spconfigs,
+    Block, DomainRow, col, contents, domain_blocks, domain_rows, items, percent, record,
+    service_blocks, service_owners, spconfigs, table,
 };
 use crate::ldm::action::Action;
 use crate::ldm::document::Item;
@@ -208,10 +208,27 @@ pub fn blocks_text(blocks: &[Block]) -> String {
     out
 }
 
-/// Blocks in the parseable form: each block's records.
+/// Blocks in the parseable form: each block's records. A service domain's services come as
+/// the guide writes them, VDS before VCC and VSW, where the readable form (and so the blocks)
+/// has VCC, VSW, VDS.
 pub fn blocks_parseable(blocks: &[Block]) -> String {
+    let service_rank = |b: &&Block| match b.title {
+        "VDS" => Some(0),
+        "VCC" => Some(1),
+        "VSW" => Some(2),
+        _ => None,
+    };
+    let mut ordered: Vec<&Block> = blocks.iter().collect();
+    let positions: Vec<usize> = (0..ordered.len())
+        .filter(|n| service_rank(&ordered[*n]).is_some())
+        .collect();
+    let mut services: Vec<&Block> = positions.iter().map(|n| ordered[*n]).collect();
+    services.sort_by_key(|b| service_rank(b));
+    for (position, block) in positions.into_iter().zip(services) {
+        ordered[position] = block;
+    }
     let mut out = String::new();
-    for line in blocks.iter().flat_map(|b| &b.parseable) {
+    for line in ordered.iter().flat_map(|b| &b.parseable) {
         let _ = writeln!(out, "{line}");
     }
     out
@@ -237,7 +254,7 @@ pub fn long_listing(reply: &Reply, groups: &[String], parseable: bool) -> String
             .into_iter()
             .filter(|b| b.shown(groups))
             .collect();
-        let blocks = with_stats(blocks, row, groups);
+        let blocks = with_softstate(with_stats(blocks, row, groups), row, groups);
         if parseable {
             let _ = writeln!(out, "{}", parseable_row(row, true));
             out.push_str(&blocks_parseable(&blocks));
@@ -256,6 +273,21 @@ pub fn long_listing(reply: &Reply, groups: &[String], parseable: bool) -> String
     out
 }
 
+/// SOFTSTATE, right after the row, as the guide's long listings show it: the readable form
+/// only (the DOMAIN record carries `softstate`), and only when the domain reports one.
+fn with_softstate(mut blocks: Vec<Block>, row: &DomainRow, groups: &[String]) -> Vec<Block> {
+    let softstate = Block {
+        title: "SOFTSTATE",
+        group: "domain",
+        human: vec![row.softstate.clone()],
+        parseable: Vec::new(),
+    };
+    if !row.softstate.is_empty() && softstate.shown(groups) {
+        blocks.insert(0, softstate);
+    }
+    blocks
+}
+
 /// `-o stats`: the domain's utilisation and uptime, which the table row carries otherwise.
 fn with_stats(mut blocks: Vec<Block>, row: &DomainRow, groups: &[String]) -> Vec<Block> {
     if groups.iter().any(|g| g == "stats") {
@@ -266,15 +298,11 @@ fn with_stats(mut blocks: Vec<Block>, row: &DomainRow, groups: &[String]) -> Vec
         blocks.push(Block {
             title: "STATS",
             group: "stats",
-            human: crate::cli::view::table(
-                &[
-                    crate::cli::view::col("UTIL", 5),
-                    crate::cli::view::col("NORM", 5),
-                    crate::cli::view::col("UPTIME", 0),
-                ],
+            human: table(
+                &[col("UTIL", 5), col("NORM", 5), col("UPTIME", 0)],
                 &[vec![percent(&util), percent(&norm), readable]],
             ),
-            parseable: vec![crate::cli::view::record(
+            parseable: vec![record(
                 "STATS",
                 &[("util", &util), ("norm_util", &norm), ("uptime", &uptime)],
             )],
@@ -310,10 +338,13 @@ pub fn constraints(reply: &Reply, parseable: bool) -> String {
     out
 }
 
-/// `ldm list-services [-p]`: VCC, VSW and VDS over every domain, with the providing domain.
+/// `ldm list-services [-p]`: VCC, VSW and VDS over every domain, with the providing domain,
+/// the control domain's first.
 pub fn services(reply: &Reply, parseable: bool) -> String {
+    let mut listed = contents(reply, Action::ListServices);
+    listed.sort_by_key(|c| c.id != crate::registry::CONTROL_DOMAIN);
     let mut merged: Vec<Block> = Vec::new();
-    for content in contents(reply, Action::ListServices) {
+    for content in listed {
         let all: Vec<&Item> = items(content).collect();
         for block in service_blocks(&all, Some(&content.id)) {
             match merged.iter_mut().find(|b| b.title == block.title) {
@@ -326,6 +357,8 @@ pub fn services(reply: &Reply, parseable: bool) -> String {
             }
         }
     }
+    let rank = |b: &Block| ["VCC", "VSW", "VDS"].iter().position(|t| *t == b.title);
+    merged.sort_by_key(rank);
     render(&merged, parseable)
 }
 
@@ -365,14 +398,24 @@ pub fn spconfig(reply: &Reply, parseable: bool) -> String {
     out
 }
 
-/// `ldm list-variable [NAME...] DOMAIN`: `name=value` lines.
-pub fn variables(reply: &Reply, names: &[String]) -> String {
+/// `ldm list-variable [-p] [NAME...] DOMAIN`: `name=value` lines, or with `parseable` the
+/// VARIABLES record of `list -l -p` (`VARIABLES`, then `|name=value` per variable).
+pub fn variables(reply: &Reply, names: &[String], parseable: bool) -> String {
     let mut out = String::new();
+    if parseable {
+        let _ = writeln!(out, "{PARSEABLE_VERSION}\nVARIABLES");
+    }
     for content in contents(reply, Action::ListVariable) {
         for var in items(content).filter(|i| i.resource_type == "var") {
             let name = var.property("name").unwrap_or_default();
-            if names.is_empty() || names.iter().any(|n| n == name) {
-                let _ = writeln!(out, "{name}={}", var.property("value").unwrap_or_default());
+            let value = var.property("value").unwrap_or_default();
+            if !(names.is_empty() || names.iter().any(|n| n == name)) {
+                continue;
+            }
+            if parseable {
+                let _ = writeln!(out, "{}", record("", &[(name, value)]));
+            } else {
+                let _ = writeln!(out, "{name}={value}");
             }
         }
     }
@@ -547,6 +590,11 @@ mod tests {
             "UUID|uuid=u-1\nMEMORY\n|ra=0x10000000\n"
         );
         assert!(blocks[1].shown(&["memory".into()]) && !blocks[0].shown(&["memory".into()]));
+        // One record stays one line with its fields, whatever a value holds.
+        assert_eq!(
+            record("VARIABLES", &[("x", "a\nb|c\rd")]),
+            "VARIABLES|x=a\\nb\\|c\\rd"
+        );
         assert!(blocks[0].shown(&[]));
     }
 

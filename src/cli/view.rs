@@ -91,7 +91,7 @@ pub fn domain_rows(reply: &Reply) -> Vec<DomainRow> {
         .into_iter()
         .map(domain_row)
         .collect();
-    rows.sort_by_key(|r| r.flags.chars().nth(3) != Some('c'));
+    rows.sort_by_key(|r| r.name != crate::registry::CONTROL_DOMAIN);
     rows
 }
 
@@ -240,13 +240,23 @@ pub fn table(columns: &[Column], rows: &[Vec<String>]) -> Vec<String> {
 }
 
 /// `HEAD|key=value|key=value`; an empty head gives a continuation row, `|key=value|...`.
+/// A value that holds a line break or a `|` is written with `\n`, `\r` and `\|`, so that one
+/// record stays one line and keeps its fields: a variable's value or a back end's path could
+/// otherwise forge a record (`x=1<LF>DOMAIN|name=fake`) for every script that reads `-p`.
 pub fn record(head: &str, fields: &[(&str, &str)]) -> String {
     let mut line = head.to_owned();
     for (key, value) in fields {
         line.push('|');
         line.push_str(key);
         line.push('=');
-        line.push_str(value);
+        for c in value.chars() {
+            match c {
+                '\n' => line.push_str("\\n"),
+                '\r' => line.push_str("\\r"),
+                '|' => line.push_str("\\|"),
+                c => line.push(c),
+            }
+        }
     }
     line
 }
@@ -284,6 +294,25 @@ fn at_owner(service: &str, owners: &ServiceOwners) -> String {
     match owners.get(service) {
         Some(owner) if !service.is_empty() => format!("{service}@{owner}"),
         _ => service.to_owned(),
+    }
+}
+
+/// `vol@service`, or what there is of it when the daemon gave only one part.
+fn at(volume: &str, service: &str) -> String {
+    match (volume.is_empty(), service.is_empty()) {
+        (false, false) => format!("{volume}@{service}"),
+        (true, _) => service.to_owned(),
+        (false, true) => volume.to_owned(),
+    }
+}
+
+/// `5000-5100`, or nothing when a bound is missing.
+fn port_range(item: &Item) -> String {
+    let (min, max) = (prop(item, "min_port"), prop(item, "max_port"));
+    if min.is_empty() || max.is_empty() {
+        String::new()
+    } else {
+        format!("{min}-{max}")
     }
 }
 
@@ -329,7 +358,7 @@ pub fn domain_blocks(content: &Content, owners: &ServiceOwners) -> Vec<Block> {
             .properties
             .iter()
             .filter(|p| !SUMMARY_KEYS.contains(&p.key.as_str()))
-            .filter(|p| !matches!(p.key.as_str(), "master" | "operation" | "progress" | "peer"))
+            .filter(|p| p.key != "master")
             .map(|p| (p.key.as_str(), p.value.as_str()))
             .collect();
         blocks.push(settings_block("CONTROL", "domain", &control));
@@ -349,6 +378,7 @@ pub fn domain_blocks(content: &Content, owners: &ServiceOwners) -> Vec<Block> {
     for memory in of_type(&all, "memory") {
         blocks.push(memory_block(memory));
     }
+    blocks.extend(of_type(&all, "cpu").filter_map(constraint_block));
     for reconf in of_type(&all, "reconf") {
         let pending: Vec<(&str, &str)> = reconf
             .properties
@@ -406,15 +436,6 @@ pub fn domain_blocks(content: &Content, owners: &ServiceOwners) -> Vec<Block> {
     }
     for console in of_type(&all, "console") {
         blocks.push(console_block(&content.id, console, owners));
-    }
-    if content.id == crate::registry::CONTROL_DOMAIN {
-        // The control domain's console is the SP's: no vcc port.
-        blocks.push(Block {
-            title: "VCONS",
-            group: "console",
-            human: table(VCONS_COLUMNS, &[vec!["UART".into()]]),
-            parseable: vec![record("VCONS", &[("type", "SP")])],
-        });
     }
     blocks
 }
@@ -484,7 +505,7 @@ fn cpu_blocks(cpu: &Item) -> Vec<Block> {
             col("NORM", 4),
             right("STRAND", 6),
         ];
-        let fields: Vec<[String; 5]> = bound
+        let fields: Vec<[String; 6]> = bound
             .iter()
             .map(|s| {
                 [
@@ -492,19 +513,20 @@ fn cpu_blocks(cpu: &Item) -> Vec<Block> {
                     prop(s, "pid"),
                     prop(s, "cid"),
                     prop(s, "util"),
+                    prop(s, "norm_util"),
                     prop(s, "strand"),
                 ]
             })
             .collect();
         let rows: Vec<Vec<String>> = fields
             .iter()
-            .map(|[vid, pid, cid, util, strand]| {
+            .map(|[vid, pid, cid, util, norm, strand]| {
                 vec![
                     vid.clone(),
                     pid.clone(),
                     cid.clone(),
                     percent(util),
-                    percent(util),
+                    percent(norm),
                     percent(strand),
                 ]
             })
@@ -514,31 +536,37 @@ fn cpu_blocks(cpu: &Item) -> Vec<Block> {
             group: "cpu",
             human: table(&columns, &rows),
             parseable: std::iter::once("VCPU".to_owned())
-                .chain(fields.iter().map(|[vid, pid, cid, util, strand]| {
+                // The guide's order first (`|vid=|pid=|util=|strand=`, which its CPU
+                // mapping example reads by position), then what later releases added.
+                .chain(fields.iter().map(|[vid, pid, cid, util, norm, strand]| {
                     record(
                         "",
                         &[
                             ("vid", vid),
                             ("pid", pid),
-                            ("cid", cid),
                             ("util", util),
-                            ("norm_util", util),
                             ("strand", strand),
+                            ("cid", cid),
+                            ("norm_util", norm),
                         ],
                     )
                 }))
                 .collect(),
         });
     }
-    if whole_cores {
-        blocks.push(Block {
-            title: "CONSTRAINT",
-            group: "resmgmt",
-            human: vec!["    whole-core".into()],
-            parseable: vec!["CONSTRAINT|whole-core".into()],
-        });
-    }
     blocks
+}
+
+/// CONSTRAINT (`whole-core`) for a domain whose CPUs are whole cores; the guide lists it after
+/// MEMORY.
+fn constraint_block(cpu: &Item) -> Option<Block> {
+    let wcore = prop(cpu, "wcore");
+    (!wcore.is_empty() && wcore != "0").then(|| Block {
+        title: "CONSTRAINT",
+        group: "resmgmt",
+        human: vec!["    whole-core".into()],
+        parseable: vec!["CONSTRAINT|whole-core".into()],
+    })
 }
 
 /// `VCPU` / `    COUNT` / `    8`, and `VCPU|count=8`.
@@ -633,6 +661,7 @@ fn network_block(nets: &[&Item], owners: &ServiceOwners) -> Block {
             prop(n, "linkprop"),
         );
         let mac = n.address.clone().unwrap_or_default();
+        let mtu = prop(n, "mtu");
         let dev = device("network", &id);
         human_rows.push(vec![
             name.clone(),
@@ -643,7 +672,7 @@ fn network_block(nets: &[&Item], owners: &ServiceOwners) -> Block {
             mode.clone(),
             pvid.clone(),
             vid.clone(),
-            String::new(),
+            mtu.clone(),
             linkprop.clone(),
         ]);
         parseable.push(record(
@@ -656,6 +685,7 @@ fn network_block(nets: &[&Item], owners: &ServiceOwners) -> Block {
                 ("mode", &mode),
                 ("pvid", &pvid),
                 ("vid", &vid),
+                ("mtu", &mtu),
                 ("linkprop", &linkprop),
                 ("id", &id),
             ],
@@ -685,7 +715,7 @@ fn disk_block(disks: &[&Item], owners: &ServiceOwners) -> Block {
     for d in disks {
         let service = prop(d, "service_name");
         let (name, id) = (prop(d, "vdisk_name"), prop(d, "id"));
-        let volume = format!("{}@{service}", prop(d, "vol_name"));
+        let volume = at(&prop(d, "vol_name"), &service);
         let (timeout, mpgroup) = (prop(d, "timeout"), prop(d, "mpgroup"));
         let server = owners.get(&service).cloned().unwrap_or_default();
         let dev = device("disk", &id);
@@ -721,6 +751,17 @@ fn disk_block(disks: &[&Item], owners: &ServiceOwners) -> Block {
 
 /// A guest's console: its group (the domain's name by default), vcc, port and logging.
 fn console_block(domain: &str, console: &Item, owners: &ServiceOwners) -> Block {
+    // A console reached without a vcc (the control domain's: the service processor's) has a
+    // type and nothing else.
+    let kind = prop(console, "type");
+    if !kind.is_empty() {
+        return Block {
+            title: "VCONS",
+            group: "console",
+            human: table(VCONS_COLUMNS, &[vec![kind.clone()]]),
+            parseable: vec![record("VCONS", &[("type", &kind)])],
+        };
+    }
     let group = Some(prop(console, "group"))
         .filter(|g| !g.is_empty())
         .unwrap_or_else(|| domain.to_owned());
@@ -741,7 +782,7 @@ fn console_block(domain: &str, console: &Item, owners: &ServiceOwners) -> Block 
         parseable: vec![record(
             "VCONS",
             &[
-                ("name", &group),
+                ("group", &group),
                 ("service", &service),
                 ("port", &port),
                 ("logging", &logging),
@@ -772,12 +813,7 @@ pub fn service_blocks(items: &[&Item], owner: Option<&str>) -> Vec<Block> {
     if !vcc.is_empty() {
         let rows: Vec<Vec<String>> = vcc
             .iter()
-            .map(|v| {
-                owned(vec![
-                    prop(v, "service_name"),
-                    format!("{}-{}", prop(v, "min_port"), prop(v, "max_port")),
-                ])
-            })
+            .map(|v| owned(vec![prop(v, "service_name"), port_range(v)]))
             .collect();
         blocks.push(Block {
             title: "VCC",
@@ -787,10 +823,14 @@ pub fn service_blocks(items: &[&Item], owner: Option<&str>) -> Vec<Block> {
                 .iter()
                 .map(|v| {
                     let (name, nclients) = (prop(v, "service_name"), prop(v, "nclients"));
-                    let range = format!("{}-{}", prop(v, "min_port"), prop(v, "max_port"));
+                    let range = port_range(v);
                     let mut fields = vec![("name", name.as_str())];
                     fields.extend(ldom.iter().copied());
-                    fields.extend([("nclients", nclients.as_str()), ("port-range", &range)]);
+                    // Constraints carry no client count: only bindings have clients.
+                    if !nclients.is_empty() {
+                        fields.push(("nclients", &nclients));
+                    }
+                    fields.push(("port-range", &range));
                     record("VCC", &fields)
                 })
                 .collect(),
@@ -803,38 +843,57 @@ pub fn service_blocks(items: &[&Item], owner: Option<&str>) -> Vec<Block> {
         for v in &vsw {
             let f = |key: &str| prop(v, key);
             let mac = v.address.clone().unwrap_or_default();
-            let (id, pvid) = (f("id"), f("pvid"));
+            let [
+                name,
+                nclients,
+                net_dev,
+                id,
+                default_vlan,
+                pvid,
+                vid,
+                mtu,
+                mode,
+                linkprop,
+                ivl,
+            ] = [
+                "service_name",
+                "nclients",
+                "dev_path",
+                "id",
+                "default-vlan-id",
+                "pvid",
+                "vid",
+                "mtu",
+                "mode",
+                "linkprop",
+                "inter_vnet_link",
+            ]
+            .map(f);
             let dev = device("switch", &id);
             rows.push(owned(vec![
-                f("service_name"),
+                name.clone(),
                 mac.clone(),
-                f("dev_path"),
+                net_dev.clone(),
                 id.clone(),
                 dev.clone(),
-                f("linkprop"),
+                linkprop.clone(),
+                default_vlan.clone(),
                 pvid.clone(),
-                pvid.clone(),
-                f("vid"),
-                f("mtu"),
-                f("mode"),
-                f("inter_vnet_link"),
+                vid.clone(),
+                mtu.clone(),
+                mode.clone(),
+                ivl.clone(),
             ]));
-            let (name, nclients, net_dev) = (f("service_name"), f("nclients"), f("dev_path"));
-            let (vid, mtu, mode, linkprop, ivl) = (
-                f("vid"),
-                f("mtu"),
-                f("mode"),
-                f("linkprop"),
-                f("inter_vnet_link"),
-            );
             let mut fields = vec![("name", name.as_str())];
             fields.extend(ldom.iter().copied());
+            if !nclients.is_empty() {
+                fields.push(("nclients", &nclients));
+            }
             fields.extend([
-                ("nclients", nclients.as_str()),
-                ("mac-addr", &mac),
+                ("mac-addr", mac.as_str()),
                 ("net-dev", &net_dev),
                 ("dev", &dev),
-                ("default-vlan-id", &pvid),
+                ("default-vlan-id", &default_vlan),
                 ("pvid", &pvid),
                 ("vid", &vid),
                 ("mtu", &mtu),
@@ -858,7 +917,9 @@ pub fn service_blocks(items: &[&Item], owner: Option<&str>) -> Vec<Block> {
         let (name, nclients) = (prop(server, "service_name"), prop(server, "nclients"));
         let mut fields = vec![("name", name.as_str())];
         fields.extend(ldom.iter().copied());
-        fields.push(("nclients", &nclients));
+        if !nclients.is_empty() {
+            fields.push(("nclients", &nclients));
+        }
         parseable.push(record("VDS", &fields));
         let volumes: Vec<&Item> = of_type(items, "vds_volume")
             .filter(|v| prop(v, "service_name") == name)

@@ -309,7 +309,8 @@ fn render_every_view(reply: &crate::ldm::Reply) {
         text::long_listing(reply, &[], true),
         text::constraints(reply, true),
         text::services(reply, true),
-        devices::devices(reply, &[], true),
+        devices::devices(reply, &[], true, true),
+        text::variables(reply, &[], true),
         devices::io(reply, true),
         text::spconfig(reply, true),
     ];
@@ -323,10 +324,11 @@ fn render_every_view(reply: &crate::ldm::Reply) {
         text::long_listing(reply, &groups, false),
         text::constraints(reply, false),
         text::services(reply, false),
-        devices::devices(reply, &classes, false),
+        devices::devices(reply, &classes, true, false),
+        devices::devices(reply, &[], false, false),
         devices::io(reply, false),
         text::spconfig(reply, false),
-        text::variables(reply, &[]),
+        text::variables(reply, &[], false),
     ];
     for out in parseable.iter().chain(&readable) {
         let shown = text::terminal_safe(out);

@@ -288,7 +288,7 @@ impl RegistryActor {
             suspended: HashMap::new(),
             resolvers: self.resolvers,
             entropy: ring::rand::SystemRandom::new(),
-            host_load: crate::registry::host_load::HostLoad::started(),
+            host_load: crate::registry::host_load::HostLoad::start(),
         };
         if let Some(reason) = self.store_fault {
             actor.resync = true;
@@ -399,7 +399,7 @@ impl Actor {
         // registry still mixes with a counter.
         let _ = ring::rand::SecureRandom::fill(&self.entropy, &mut entropy);
         self.registry.set_entropy(entropy);
-        self.registry.set_host_util(self.host_load.sample());
+        self.registry.set_host_util(self.host_load.percent());
         let in_flight = self.replies_in_flight.load(Ordering::Acquire);
         self.registry
             .set_reply_room(self.reply_bytes_in_flight_max.saturating_sub(in_flight));

@@ -1,14 +1,19 @@
 //! The host's CPU utilisation, which `ldm list` shows as the control domain's UTIL: ldmd's host
 //! is the control domain, so its busy share is that domain's. Read from the first line of
-//! `/proc/stat` (the kernel's cumulative jiffies), as `top` and `vmstat` compute it: busy time
-//! over all time between two samples. Sampled at most once a second, on the registry's thread
-//! before a batch, so a listing costs no extra read.
+//! `/proc/stat` (the kernel's cumulative jiffies): busy time over all time across the last
+//! [`WINDOW`] of samples taken every [`PERIOD`], as Oracle averages a domain's utilisation
+//! over ten seconds. A thread of its own samples, so the figure is as fresh when the registry
+//! has been idle for an hour as under load, and listing costs the registry one atomic load.
 
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-/// Samples closer together than this reuse the last figure: a jiffy is 10 ms, so shorter
-/// windows would be mostly rounding.
-const WINDOW_MIN: Duration = Duration::from_secs(1);
+/// How often the sampler reads `/proc/stat`.
+pub const PERIOD: Duration = Duration::from_secs(1);
+/// How many periods one figure covers.
+pub const WINDOW: usize = 10;
 
 /// Cumulative CPU time of the whole host, in jiffies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -18,8 +23,9 @@ pub struct CpuTimes {
 }
 
 /// Parses the `cpu` line of `/proc/stat`: user nice system idle iowait irq softirq steal ...
-/// Idle and iowait are idle; guest times are already inside user and nice, so they are not
-/// added twice. None for anything else.
+/// Idle and iowait are idle; stolen time counts as busy (the host's CPUs were not free for
+/// it); guest times are already inside user and nice, so they are not added twice. None for
+/// anything else.
 pub fn parse_proc_stat(text: &str) -> Option<CpuTimes> {
     let line = text.lines().next()?;
     let mut fields = line.split_ascii_whitespace();
@@ -43,63 +49,83 @@ pub fn parse_proc_stat(text: &str) -> Option<CpuTimes> {
     })
 }
 
-/// Busy percent between two samples, one decimal as `ldm list` shows it; None when no time
-/// passed or the counters went backwards (a different boot).
+/// Busy percent between two samples, to one decimal; None when no time passed or the
+/// counters went backwards.
 pub fn busy_percent(before: CpuTimes, after: CpuTimes) -> Option<f64> {
     let total = after.total.checked_sub(before.total).filter(|t| *t > 0)?;
     let busy = after.busy.checked_sub(before.busy)?.min(total);
-    // Both counts are far below 2^52 between two samples a second apart.
+    // Both counts are far below 2^52 over a window of seconds.
     #[allow(clippy::cast_precision_loss)]
     let percent = busy as f64 * 100.0 / total as f64;
     Some((percent * 10.0).round() / 10.0)
 }
 
-/// The sampler the registry actor keeps.
+/// The last [`WINDOW`] + 1 samples; the figure spans the oldest to the newest.
 #[derive(Debug, Default)]
+pub struct Window {
+    samples: VecDeque<CpuTimes>,
+}
+
+impl Window {
+    /// Adds a sample (None: `/proc/stat` could not be read, which forgets the window, so
+    /// that no stale figure is shown) and gives the busy share across the window.
+    pub fn push(&mut self, sample: Option<CpuTimes>) -> Option<f64> {
+        let Some(sample) = sample else {
+            self.samples.clear();
+            return None;
+        };
+        if self.samples.len() > WINDOW {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(sample);
+        busy_percent(*self.samples.front()?, *self.samples.back()?)
+    }
+}
+
+/// No figure, in the shared cell (a percentage is never NaN).
+const NONE: u64 = u64::MAX;
+
+/// The latest figure the sampler published.
+#[derive(Clone, Debug)]
 pub struct HostLoad {
-    last: Option<(Instant, CpuTimes)>,
-    percent: Option<f64>,
+    percent: Arc<AtomicU64>,
 }
 
 impl HostLoad {
-    /// A sampler with its first sample taken, so the first listing a second later has a
-    /// figure.
-    pub fn started() -> HostLoad {
-        let mut load = HostLoad::default();
-        load.sample();
+    /// Starts the sampler thread; it reads `/proc/stat` every [`PERIOD`] for the life of the
+    /// process. Where the thread cannot be started, there is no figure (UTIL stays blank).
+    pub fn start() -> HostLoad {
+        let load = HostLoad {
+            percent: Arc::new(AtomicU64::new(NONE)),
+        };
+        let cell = load.percent.clone();
+        let sampler = move || {
+            let mut window = Window::default();
+            loop {
+                let sample = std::fs::read_to_string("/proc/stat")
+                    .ok()
+                    .as_deref()
+                    .and_then(parse_proc_stat);
+                let figure = window.push(sample).map_or(NONE, f64::to_bits);
+                cell.store(figure, Ordering::Relaxed);
+                std::thread::sleep(PERIOD);
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("ldmd-hostload".into())
+            .spawn(sampler)
+        {
+            tracing::warn!(error = %e, "cannot start the host load sampler: the control domain's UTIL stays blank");
+        }
         load
     }
 
-    /// The busy share over the last window of at least a second; reads `/proc/stat` when the
-    /// window is over. None until two samples exist, or where `/proc/stat` cannot be read.
-    pub fn sample(&mut self) -> Option<f64> {
-        self.sample_with(Instant::now(), || {
-            std::fs::read_to_string("/proc/stat")
-                .ok()
-                .as_deref()
-                .and_then(parse_proc_stat)
-        })
-    }
-
-    fn sample_with(
-        &mut self,
-        now: Instant,
-        read: impl FnOnce() -> Option<CpuTimes>,
-    ) -> Option<f64> {
-        if self
-            .last
-            .is_some_and(|(at, _)| now.duration_since(at) < WINDOW_MIN)
-        {
-            return self.percent;
+    /// The host's busy share over the last window, in percent.
+    pub fn percent(&self) -> Option<f64> {
+        match self.percent.load(Ordering::Relaxed) {
+            NONE => None,
+            bits => Some(f64::from_bits(bits)),
         }
-        let Some(times) = read() else {
-            return self.percent;
-        };
-        if let Some((_, before)) = self.last {
-            self.percent = busy_percent(before, times).or(self.percent);
-        }
-        self.last = Some((now, times));
-        self.percent
     }
 }
 
@@ -140,29 +166,33 @@ mod tests {
     }
 
     #[test]
-    fn samples_closer_than_the_window_keep_the_last_figure() {
-        let start = Instant::now();
-        let times = |busy, total| move || Some(CpuTimes { busy, total });
-        let mut load = HostLoad::default();
-        assert_eq!(load.sample_with(start, times(0, 100)), None);
-        // Within the window: not read again.
+    fn the_window_covers_the_last_ten_periods_and_forgets_on_a_failed_read() {
+        let at = |n: u64, busy_per_period: u64| CpuTimes {
+            busy: n * busy_per_period,
+            total: n * 100,
+        };
+        let mut window = Window::default();
+        assert_eq!(window.push(Some(at(0, 0))), None, "one sample is no window");
+        // Ten idle periods, then the host goes fully busy: the figure climbs by a tenth a
+        // period, as the idle periods leave the window.
+        for n in 1..=10 {
+            assert_eq!(window.push(Some(at(n, 0))), Some(0.0));
+        }
+        let mut busy = at(10, 0);
+        let mut figures = Vec::new();
+        for _ in 0..10 {
+            busy = CpuTimes {
+                busy: busy.busy + 100,
+                total: busy.total + 100,
+            };
+            figures.push(window.push(Some(busy)).unwrap());
+        }
         assert_eq!(
-            load.sample_with(start + WINDOW_MIN / 2, || panic!("read too soon")),
-            None
+            figures,
+            [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0]
         );
-        assert_eq!(
-            load.sample_with(start + WINDOW_MIN, times(50, 300)),
-            Some(25.0)
-        );
-        // An unreadable or unchanged counter keeps the last figure.
-        assert_eq!(
-            load.sample_with(start + WINDOW_MIN * 2, || None),
-            Some(25.0)
-        );
-        assert_eq!(
-            load.sample_with(start + WINDOW_MIN * 3, times(50, 300)),
-            Some(25.0)
-        );
+        assert_eq!(window.push(None), None);
+        assert_eq!(window.push(Some(busy)), None, "the window starts again");
     }
 
     #[test]

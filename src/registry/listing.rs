@@ -57,7 +57,7 @@ pub fn list_services(reg: &Registry, data: &Data) -> Outcome {
     let contents = domains
         .iter()
         .filter(|d| !(d.vds.is_empty() && d.vsw.is_empty() && d.vcc.is_empty()))
-        .map(|d| content(d, services(reg, d)))
+        .map(|d| content(d, services(reg, d, true)))
         .collect();
     answer(data, contents, Vec::new())
 }
@@ -344,6 +344,7 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
                             prop("pid", pid),
                             prop("cid", core_of(*pid, tpc)),
                             prop("util", &util),
+                            prop("norm_util", &util),
                             prop("strand", 100),
                         ],
                     )
@@ -392,7 +393,7 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
         }
         items.push(item("reconf", None, pending));
     }
-    items.extend(services(reg, domain));
+    items.extend(services(reg, domain, bound));
     for disk in &domain.vdisks {
         let mut properties = vec![
             prop("vdisk_name", &disk.name),
@@ -427,6 +428,16 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
         properties.extend(net.mode.iter().map(|m| prop("mode", m)));
         properties.extend(net.linkprop.iter().map(|l| prop("linkprop", l)));
         properties.push(prop("id", net.id));
+        if bound {
+            // A vnet's MTU is its switch's.
+            let mtu = reg
+                .services
+                .get(&net.service)
+                .and_then(|owner| reg.domain(owner))
+                .and_then(|d| d.vsw.iter().find(|v| v.name == net.service))
+                .map(|v| v.mtu);
+            properties.extend(mtu.map(|m| prop("mtu", m)));
+        }
         let mut network = item("network", None, properties);
         network.address = Some(format_mac(net.mac));
         items.push(network);
@@ -461,6 +472,9 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
             },
         ));
         items.push(item("console", None, properties));
+    } else if bound {
+        // The control domain's console is the service processor's, reached without a vcc.
+        items.push(item("console", None, vec![prop("type", "SP")]));
     }
     items.extend(variables(domain));
     for device in &domain.io {
@@ -481,17 +495,27 @@ fn join(ids: &[u16]) -> String {
     ids.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
 }
 
-/// The services a domain provides; `nclients` counts the virtual disks, virtual network
-/// devices and bound consoles that use each, across every domain.
-fn services(reg: &Registry, domain: &Domain) -> Vec<Item> {
-    let clients = |count: &dyn Fn(&Domain) -> usize| reg.domains().map(count).sum::<usize>();
+/// The services a domain provides. With `bound` (list-bindings, list-services), `nclients`
+/// counts the clients bound to each: virtual disks and network devices of bound or active
+/// domains, and consoles holding a port; constraints carry no such count.
+fn services(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
+    let bound_domains = || reg.domains().filter(|d| d.binding.is_some());
+    let with_clients = |mut properties: Vec<Property>, count: usize| {
+        if bound {
+            properties.push(prop("nclients", count));
+        }
+        properties
+    };
     let mut items = Vec::new();
     for vds in &domain.vds {
-        let nclients = clients(&|d| d.vdisks.iter().filter(|v| v.service == vds.name).count());
+        let count = bound_domains()
+            .flat_map(|d| &d.vdisks)
+            .filter(|v| v.service == vds.name)
+            .count();
         items.push(item(
             "vds",
             None,
-            vec![prop("service_name", &vds.name), prop("nclients", nclients)],
+            with_clients(vec![prop("service_name", &vds.name)], count),
         ));
         for volume in &vds.volumes {
             let mut properties = vec![
@@ -507,13 +531,17 @@ fn services(reg: &Registry, domain: &Domain) -> Vec<Item> {
         }
     }
     for vsw in &domain.vsw {
-        let nclients = clients(&|d| d.vnets.iter().filter(|v| v.service == vsw.name).count());
-        let mut properties = vec![
-            prop("service_name", &vsw.name),
-            prop("id", vsw.id),
-            prop("nclients", nclients),
-        ];
+        let count = bound_domains()
+            .flat_map(|d| &d.vnets)
+            .filter(|v| v.service == vsw.name)
+            .count();
+        let mut properties = with_clients(
+            vec![prop("service_name", &vsw.name), prop("id", vsw.id)],
+            count,
+        );
         properties.extend(vsw.net_dev.iter().map(|d| prop("dev_path", d)));
+        // A switch's own port VLAN is its default VLAN for the vnets that give none.
+        properties.push(prop("default-vlan-id", vsw.pvid));
         properties.push(prop("pvid", vsw.pvid));
         if !vsw.vid.is_empty() {
             properties.push(prop("vid", join(&vsw.vid)));
@@ -530,7 +558,7 @@ fn services(reg: &Registry, domain: &Domain) -> Vec<Item> {
         items.push(item);
     }
     for vcc in &domain.vcc {
-        let nclients = reg
+        let count = reg
             .console_ports
             .iter()
             .filter(|(v, _)| *v == vcc.name)
@@ -538,12 +566,14 @@ fn services(reg: &Registry, domain: &Domain) -> Vec<Item> {
         items.push(item(
             "vcc",
             None,
-            vec![
-                prop("service_name", &vcc.name),
-                prop("min_port", vcc.min_port),
-                prop("max_port", vcc.max_port),
-                prop("nclients", nclients),
-            ],
+            with_clients(
+                vec![
+                    prop("service_name", &vcc.name),
+                    prop("min_port", vcc.min_port),
+                    prop("max_port", vcc.max_port),
+                ],
+                count,
+            ),
         ));
     }
     items
@@ -566,20 +596,29 @@ pub const HYPERVISOR_OWNER: &str = "_sys_";
 fn devices(reg: &Registry, all: bool) -> Section {
     let pools = reg.pools();
     let tpc = reg.machine().threads_per_core;
-    let owner_of = |taken: &dyn Fn(&crate::registry::model::Binding) -> bool| {
-        reg.domains()
-            .find(|d| d.binding.as_ref().is_some_and(taken))
-            .map_or("", |d| d.name.as_str())
-    };
+    // Who holds each strand and crypto unit, built once: a listing of the largest machine
+    // stays linear in its size.
+    let mut cpu_owner: std::collections::HashMap<u32, &str> = std::collections::HashMap::new();
+    let mut mau_owner: std::collections::HashMap<u32, &str> = std::collections::HashMap::new();
+    for domain in reg.domains() {
+        if let Some(binding) = &domain.binding {
+            cpu_owner.extend(binding.cpus.iter().map(|c| (*c, domain.name.as_str())));
+            mau_owner.extend(binding.maus.iter().map(|m| (*m, domain.name.as_str())));
+        }
+    }
+    // A unit is wholly free or wholly bound (`free` 100 or 0), and ldmd manages no power:
+    // every strand is powered on (`pm` no).
+    let free = |is_free: bool| if is_free { "100" } else { "0" };
     let mut cpu = item("cpu", Some(pools.cpus.free_count().to_string()), Vec::new());
     cpu.bindings = binding(
         (0..reg.machine().threads())
             .filter(|pid| all || pools.cpus.is_free(*pid))
             .map(|pid| {
-                let owner = if pools.cpus.is_free(pid) {
+                let is_free = pools.cpus.is_free(pid);
+                let owner = if is_free {
                     ""
                 } else {
-                    owner_of(&|b| b.cpus.contains(&pid))
+                    cpu_owner.get(&pid).copied().unwrap_or("")
                 };
                 item(
                     "cpu",
@@ -587,6 +626,8 @@ fn devices(reg: &Registry, all: bool) -> Section {
                     vec![
                         prop("pid", pid),
                         prop("cid", core_of(pid, tpc)),
+                        prop("free", free(is_free)),
+                        prop("pm", "no"),
                         prop("owner", owner),
                     ],
                 )
@@ -594,10 +635,9 @@ fn devices(reg: &Registry, all: bool) -> Section {
             .collect(),
     );
     // A core: its share of free strands in percent, and its strands.
-    let cores = reg.machine().cores;
     let mut core = item("core", None, Vec::new());
     core.bindings = binding(
-        (0..cores)
+        (0..reg.machine().cores)
             .filter_map(|cid| {
                 let strands = core_cpus(cid, tpc);
                 let free = strands.iter().filter(|p| pools.cpus.is_free(**p)).count();
@@ -621,12 +661,15 @@ fn devices(reg: &Registry, all: bool) -> Section {
         (0..reg.machine().crypto_units)
             .filter(|id| all || pools.maus.is_free(*id))
             .map(|id| {
-                let owner = if pools.maus.is_free(id) {
+                let is_free = pools.maus.is_free(id);
+                let owner = if is_free {
                     ""
                 } else {
-                    owner_of(&|b| b.maus.contains(&id))
+                    mau_owner.get(&id).copied().unwrap_or("")
                 };
-                mau_item(id, tpc, owner)
+                let mut unit = mau_item(id, tpc, owner);
+                unit.properties.push(prop("free", free(is_free)));
+                unit
             })
             .collect(),
     );
@@ -677,6 +720,12 @@ fn devices(reg: &Registry, all: bool) -> Section {
             continue;
         }
         let bus = device.parent.as_deref().unwrap_or(&device.name);
+        // A root complex is a bus; a slot is a PCIe slot, occupied (every configured slot
+        // holds a card).
+        let (kind, status) = match device.parent {
+            None => ("BUS", ""),
+            Some(_) => ("PCIE", "OCC"),
+        };
         items.push(item(
             "physio_device",
             None,
@@ -684,6 +733,8 @@ fn devices(reg: &Registry, all: bool) -> Section {
                 prop("name", &device.name),
                 prop("path", &device.path),
                 prop("bus", bus),
+                prop("type", kind),
+                prop("status", status),
                 prop("owner", owner),
             ],
         ));

@@ -448,7 +448,7 @@ fn resource_spconfig_and_listing_commands_show_in_the_next_listing() {
         step(
             &["list", "-l", "-p", "t1"],
             &[],
-            Line("|vid=3|pid=19|cid=2"),
+            Line("|vid=3|pid=19|util=|strand=100|cid=2"),
         ),
         step(&["list", "-l", "-p", "t1"], &[], Line("|ra=0x10000000|pa=")),
         step(&["list", "-o", "network", "t1"], &[], Not("\nVCPU\n")),

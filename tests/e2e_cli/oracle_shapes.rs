@@ -1,17 +1,21 @@
 //! Issue 16: `ldm` output in Oracle's shapes, line for line. A daemon on a machine like the
 //! Administration Guide's examples (two root complexes `bus_a` at `pci@780` and `bus_b` at
-//! `pci@7c0`, a 4-strand 1G control domain) gets the guide's domains through `ldm` commands:
-//! `ldg1` bound and running with a disk, a network device and a boot-device variable, `ldg2`
-//! inactive with two network devices. Each listing is then compared, line by line, with the
-//! text in `golden/` written from the guide's examples. Placeholders stand only for values
-//! that differ by nature: `<uuid>`, `<mac>`, `<hostid>`, `<secs>` and `<uptime>`, and
-//! `<util>`, the control domain's utilisation, which is the host's measured CPU use.
+//! `pci@7c0` with a slot, a 4-strand 1G control domain with a second switch on VLANs 5 and 6
+//! and a read-only multipathed ISO volume) gets the guide's domains through `ldm` commands:
+//! `ldg1` bound and running with a crypto unit, two disks (one with a timeout) on two
+//! networks and a boot-device variable; `ldg2` inactive with two networks on one switch and a
+//! disk service of its own; `ldg3` inactive with a whole core. Each listing is then compared,
+//! line by line, with the text in `golden/` written from the guide's examples. Placeholders
+//! stand only for values that differ by nature: `<uuid>`, `<mac>`, `<hostid>`, `<secs>` and
+//! `<uptime>`, and the control domain's utilisation, which is the host's measured CPU use:
+//! `<util>` in records, `<pct4>` for its four places in a table.
 //!
 //! Then scripts' ways of reading `-p`: `cut -d'|' -f3` for the state, `-f5` for the
 //! console, `grep -c '|pid='` for free strands, summing `size=` for free memory, and `awk` on
 //! the VNET and VDISK records, each run by the shell and checked against the machine.
 
 use super::*;
+use std::time::{Duration, Instant};
 
 const MACHINE: &str = r#"
 [machine]
@@ -37,12 +41,37 @@ slots = ["/SYS/MB/PCIE1"]
 fn guide_machine() -> Daemon {
     let daemon = Daemon::start(MACHINE);
     let commands: &[&[&str]] = &[
+        &[
+            "add-vsw",
+            "net-dev=net1",
+            "vid=5,6",
+            "mode=sc",
+            "linkprop=phys-state",
+            "primary-vsw1",
+            "primary",
+        ],
+        &[
+            "add-vdsdev",
+            "options=ro,slice",
+            "mpgroup=mp1",
+            "/ldoms/iso",
+            "vol2@primary-vds0",
+        ],
         &["add-domain", "ldg1"],
         &["add-vcpu", "2", "ldg1"],
         &["add-memory", "768M", "ldg1"],
+        &["add-crypto", "1", "ldg1"],
         &["add-vdsdev", "/ldoms/ldg1/disk", "vol0@primary-vds0"],
         &["add-vdisk", "vdisk0", "vol0@primary-vds0", "ldg1"],
+        &[
+            "add-vdisk",
+            "timeout=30",
+            "cdrom",
+            "vol2@primary-vds0",
+            "ldg1",
+        ],
         &["add-vnet", "vnet0", "primary-vsw0", "ldg1"],
+        &["add-vnet", "vnet1", "primary-vsw1", "ldg1"],
         &[
             "set-variable",
             "boot-device=/virtual-devices@100/channel-devices@200/disk@0:a",
@@ -57,26 +86,43 @@ fn guide_machine() -> Daemon {
         &["add-vdisk", "vdisk0", "vol1@primary-vds0", "ldg2"],
         &["add-vnet", "vnet0", "primary-vsw0", "ldg2"],
         &["add-vnet", "vnet1", "primary-vsw0", "ldg2"],
+        &["add-vds", "ldg2-vds0", "ldg2"],
+        &["add-vdsdev", "/dev/dsk/c0t1d0s2", "vol9@ldg2-vds0"],
+        &["add-domain", "ldg3"],
+        &["add-core", "1", "ldg3"],
+        &["add-memory", "512M", "ldg3"],
     ];
     for args in commands {
         ok(ldm(&daemon, args));
     }
+    // The control domain's UTIL is measured over windows of a second: wait for the first, so
+    // that the listings show a figure, not the blank of a daemon just started.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ok(ldm(&daemon, &["list", "-p", "primary"])).contains("|util=|") {
+        assert!(
+            Instant::now() < deadline,
+            "no utilisation measured within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     daemon
 }
 
-/// The characters a placeholder stands for, and whether it may stand for nothing.
-type Placeholder = (fn(char) -> bool, bool);
+/// The characters a placeholder stands for, and how many: any number but none, or exactly
+/// that many (a table's fixed-width field).
+type Placeholder = (fn(char) -> bool, Option<usize>);
 
-/// Which characters a placeholder stands for, and whether it may be empty (the control
-/// domain's utilisation is blank until the first second of measurement is over).
+/// Which characters a placeholder stands for.
 fn placeholder(name: &str) -> Option<Placeholder> {
     Some(match name {
-        "uuid" => (|c| c.is_ascii_hexdigit() || c == '-', false),
-        "mac" => (|c| c.is_ascii_hexdigit() || c == ':', false),
-        "hostid" => (|c| c.is_ascii_hexdigit() || c == 'x', false),
-        "secs" => (|c| c.is_ascii_digit(), false),
-        "uptime" => (|c| c.is_ascii_digit() || "dhms ".contains(c), false),
-        "util" => (|c| c.is_ascii_digit() || ". %".contains(c), true),
+        "uuid" => (|c| c.is_ascii_hexdigit() || c == '-', None),
+        "mac" => (|c| c.is_ascii_hexdigit() || c == ':', None),
+        "hostid" => (|c| c.is_ascii_hexdigit() || c == 'x', None),
+        "secs" => (|c| c.is_ascii_digit(), None),
+        "uptime" => (|c| c.is_ascii_digit() || "dhms ".contains(c), None),
+        "util" => (|c| c.is_ascii_digit() || c == '.', None),
+        // ` 23%`, `0.4%`, `100%` right-aligned in a row; `23% ` left-aligned in a VCPU row.
+        "pct4" => (|c| c.is_ascii_digit() || ". %".contains(c), Some(4)),
         _ => return None,
     })
 }
@@ -94,15 +140,23 @@ fn matches(expected: &str, line: &str) -> bool {
     let Some((name, after)) = rest[1..].split_once('>') else {
         return rest == line;
     };
-    let Some((allowed, may_be_empty)) = placeholder(name) else {
+    let Some((allowed, width)) = placeholder(name) else {
         // Not a placeholder (`<` in the text itself): match it literally.
         return line
             .strip_prefix('<')
             .is_some_and(|l| matches(&rest[1..], l));
     };
+    // The characters are ASCII, so every length up to `run` is a character boundary.
     let run = line.find(|c: char| !allowed(c)).unwrap_or(line.len());
-    let shortest = usize::from(!may_be_empty);
-    (shortest..=run).any(|n| line.is_char_boundary(n) && matches(after, &line[n..]))
+    let lengths = match width {
+        Some(width) if width <= run => width..=width,
+        Some(_) => return false,
+        None => 1..=run,
+    };
+    lengths.into_iter().any(|n| {
+        line[..n].contains(|c: char| c.is_ascii_digit() || c.is_ascii_hexdigit())
+            && matches(after, &line[n..])
+    })
 }
 
 /// Runs the command a golden file names on its first line (`$ ldm ...`) and compares.
@@ -157,6 +211,14 @@ const GOLDEN: &[(&str, &str)] = golden![
     "list-variable-ldg1",
     "list-o-net-disk-ldg2",
     "list-o-core-cpu-mem-stats-ldg1",
+    "list-o-domain-crypto-physio-console-ldg1",
+    "list-o-resmgmt-core-ldg3",
+    "list-bindings-ldg1",
+    "list-e-ldg2",
+    "list-devices-p",
+    "list-devices-a",
+    "list-variable-p-ldg1",
+    "list-o-status",
 ];
 
 #[test]
@@ -200,11 +262,11 @@ fn the_placeholder_matcher_accepts_only_what_each_placeholder_stands_for() {
     ));
     assert!(!matches("UUID|uuid=<uuid>", "UUID|uuid="));
     assert!(!matches("UUID|uuid=<uuid>", "UUID|uuid=zz"));
-    assert!(matches(
-        "x  <util>  <util>  <uptime>",
-        "x   0.4%   23%  1d 2h"
-    ));
-    assert!(matches("x  <util>  <util>  <uptime>", "x            3s"));
+    assert!(matches("x <pct4>  <pct4>  <uptime>", "x 0.4%   23%  1d 2h"));
+    assert!(!matches("x <pct4>  <pct4>  <uptime>", "x            3s"));
+    assert!(!matches("x <pct4>|", "x 0.4|"), "four places, not three");
+    assert!(matches("|util=<util>|n", "|util=0.4|n"));
+    assert!(!matches("|util=<util>|n", "|util=|n"));
     assert!(!matches("|util=<util>|n", "|util=0.4|x"));
     assert!(matches("a<b", "a<b"));
     assert!(!matches("abc", "abcd"));
@@ -235,7 +297,8 @@ fn scripts_that_cut_grep_and_awk_the_parseable_form_get_the_right_answers() {
         ),
         "name=primary|state=active|cons=UART\n\
          name=ldg1|state=active|cons=5000\n\
-         name=ldg2|state=inactive|cons="
+         name=ldg2|state=inactive|cons=\n\
+         name=ldg3|state=inactive|cons="
     );
     assert_eq!(
         shell(
@@ -277,7 +340,8 @@ fn scripts_that_cut_grep_and_awk_the_parseable_form_get_the_right_answers() {
             &daemon,
             r#""$LDM" list-bindings -p ldg1 | awk -F'|' '/^VDISK\|/ { print $2, $3, $5 }'"#
         ),
-        "name=vdisk0 vol=vol0@primary-vds0 dev=disk@0"
+        "name=vdisk0 vol=vol0@primary-vds0 dev=disk@0\n\
+         name=cdrom vol=vol2@primary-vds0 dev=disk@1"
     );
     // A migration script's first look: who is doing what.
     assert_eq!(
@@ -319,13 +383,20 @@ fn the_version_banner_has_oracles_shape_and_names_ldmd() {
 #[test]
 fn list_constraints_x_writes_the_xml_that_recreates_the_domain() {
     let daemon = guide_machine();
+    // ldg2 provides a disk service with a volume, and uses primary's switch and disks.
     let xml = ok(ldm(&daemon, &["list-constraints", "-x", "ldg2"]));
     assert!(
         xml.starts_with("<?xml version=\"1.0\"?>\n<LDM_interface"),
         "{xml}"
     );
     let before = ok(ldm(&daemon, &["list-constraints", "-p", "ldg2"]));
-    ok(ldm(&daemon, &["remove-domain", "ldg2"]));
+    for args in [
+        &["remove-vdsdev", "vol9@ldg2-vds0"][..],
+        &["remove-vds", "ldg2-vds0"],
+        &["remove-domain", "ldg2"],
+    ] {
+        ok(ldm(&daemon, args));
+    }
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &xml).unwrap();
     let added = ldm(
@@ -334,18 +405,26 @@ fn list_constraints_x_writes_the_xml_that_recreates_the_domain() {
     );
     assert_eq!(stdout(&added), "", "a write prints nothing");
     ok(added);
-    // The same domain: UUID, MACs, host ID, resources, devices and their numbers.
+    // The same domain: UUID, MACs, host ID, resources, its service, devices and numbers.
     assert_eq!(
         ok(ldm(&daemon, &["list-constraints", "-p", "ldg2"])),
         before
     );
+    // Every domain: the control domain is left out, with a word on stderr.
+    let all = ldm(&daemon, &["list-constraints", "-x"]);
+    assert!(
+        stderr(&all).contains("primary is left out"),
+        "{}",
+        stderr(&all)
+    );
+    assert!(!stdout(&all).contains("id='primary'"));
     // ldm's own `uuid=`, as Oracle's add-domain takes it.
     let uuid = "6c908858-12ef-e520-9eb3-f1cd3dbc3a59";
     ok(ldm(
         &daemon,
-        &["add-domain", &format!("uuid={uuid}"), "ldg3"],
+        &["add-domain", &format!("uuid={uuid}"), "ldg4"],
     ));
-    let listed = ok(ldm(&daemon, &["list-constraints", "-p", "ldg3"]));
+    let listed = ok(ldm(&daemon, &["list-constraints", "-p", "ldg4"]));
     assert!(
         listed.contains(&format!("\nUUID|uuid={uuid}\n")),
         "{listed}"
@@ -358,5 +437,35 @@ fn list_constraints_x_writes_the_xml_that_recreates_the_domain() {
             &["add-domain", "-i", file.path().to_str().unwrap()],
         ),
         2,
+    );
+}
+
+#[test]
+fn a_value_cannot_forge_a_record_or_reach_the_terminal_raw() {
+    let daemon = guide_machine();
+    let forged = "1\nDOMAIN|name=fake|state=active";
+    ok(ldm(
+        &daemon,
+        &["set-variable", &format!("x={forged}"), "ldg2"],
+    ));
+    // (A carriage return never reaches the daemon: XML turns it into a newline.)
+    ok(ldm(
+        &daemon,
+        &["set-variable", "nvramrc=\u{9b}31mred", "ldg2"],
+    ));
+    let long = ok(ldm(&daemon, &["list", "-l", "-p"]));
+    let domains: Vec<&str> = long.lines().filter(|l| l.starts_with("DOMAIN|")).collect();
+    assert_eq!(domains.len(), 4, "{long}");
+    assert!(
+        long.contains("\n|x=1\\nDOMAIN\\|name=fake\\|state=active\n"),
+        "{long}"
+    );
+    // The C1 control is escaped on the way to the terminal.
+    assert!(long.contains("\n|nvramrc=\\u{9b}31mred\n"), "{long}");
+    // The readable form keeps a value's newline, as Oracle's; controls are still escaped.
+    let plain = ok(ldm(&daemon, &["list-variable", "nvramrc", "x", "ldg2"]));
+    assert_eq!(
+        plain,
+        "nvramrc=\\u{9b}31mred\nx=1\nDOMAIN|name=fake|state=active\n"
     );
 }

@@ -189,6 +189,8 @@ pub enum Command {
         visible_aliases = ["list-var", "ls-variable", "ls-var"]
     )]
     ListVariable {
+        #[arg(short = 'p', long)]
+        parseable: bool,
         #[arg(required = true, value_name = "[NAME...] DOMAIN")]
         operands: Vec<String>,
     },

@@ -159,9 +159,17 @@ fn check_output(command: &Command, output: &Output) -> Result<(), Failure> {
     match (command, output) {
         (_, Output::Text | Output::Json)
         | (Command::ListDomain { .. } | Command::ListBindings { .. }, Output::Groups(_))
-        | (Command::ListDomain { long: false, .. }, Output::Status) => Ok(()),
+        | (
+            Command::ListDomain {
+                long: false,
+                extended: false,
+                parseable: false,
+                ..
+            },
+            Output::Status,
+        ) => Ok(()),
         (_, Output::Status) => Err(Failure::Usage(
-            "-o status applies to list-domain only".into(),
+            "-o status applies to list-domain alone (without -l, -e or -p)".into(),
         )),
         (_, Output::Groups(_)) => Err(Failure::Usage(
             "-o SECTIONS applies to list-domain and list-bindings only (here: -o text or -o json)"
@@ -325,16 +333,29 @@ fn show(reply: &Reply, view: &View, output: &Output) -> Result<(), Failure> {
             View::ConstraintsXml => {
                 let mut bytes = Vec::new();
                 let contents = view::contents(reply, Action::ListConstraints);
+                if contents
+                    .iter()
+                    .any(|c| c.id == ldmd::registry::CONTROL_DOMAIN)
+                {
+                    eprintln!(
+                        "ldm: {} is left out: the control domain exists on every machine and is not added",
+                        ldmd::registry::CONTROL_DOMAIN
+                    );
+                }
                 ldmd::ldm::write_request(&mut bytes, &request::recreate(&contents));
                 format!(
                     "<?xml version=\"1.0\"?>\n{}\n",
                     String::from_utf8_lossy(&bytes)
                 )
             }
-            View::Devices { parseable, classes } => devices::devices(reply, classes, *parseable),
+            View::Devices {
+                all,
+                parseable,
+                classes,
+            } => devices::devices(reply, classes, *all, *parseable),
             View::Io { parseable } => devices::io(reply, *parseable),
             View::Spconfig { parseable } => text::spconfig(reply, *parseable),
-            View::Variables { names } => text::variables(reply, names),
+            View::Variables { names, parseable } => text::variables(reply, names, *parseable),
         }
     };
     print_out(&printed);
@@ -366,7 +387,7 @@ fn add_json(object: &mut Map<String, Value>, reply: &Reply, view: &View) {
             ("devices", js::section_items(reply, Action::ListDevices))
         }
         View::Spconfig { .. } => ("spconfigs", js::spconfig_list(reply)),
-        View::Variables { names } => {
+        View::Variables { names, .. } => {
             let mut vars = Map::new();
             for content in view::contents(reply, Action::ListVariable) {
                 for var in view::items(content).filter(|i| i.resource_type == "var") {

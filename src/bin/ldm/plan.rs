@@ -42,6 +42,7 @@ pub enum View {
         parseable: bool,
     },
     Devices {
+        all: bool,
         parseable: bool,
         classes: Vec<String>,
     },
@@ -53,6 +54,7 @@ pub enum View {
     },
     Variables {
         names: Vec<String>,
+        parseable: bool,
     },
 }
 
@@ -172,7 +174,11 @@ fn plan_command(command: Command) -> Result<Plan, Failure> {
             classes,
         } => Ok(Plan {
             document: Ok(request::list_devices(all)),
-            view: View::Devices { parseable, classes },
+            view: View::Devices {
+                all,
+                parseable,
+                classes,
+            },
         }),
         Command::ListIo { parseable } => Ok(Plan {
             document: Ok(request::list_devices(true)),
@@ -182,12 +188,18 @@ fn plan_command(command: Command) -> Result<Plan, Failure> {
             document: Ok(request::list_all(Action::ListSpconfig)),
             view: View::Spconfig { parseable },
         }),
-        Command::ListVariable { mut operands } => {
+        Command::ListVariable {
+            parseable,
+            mut operands,
+        } => {
             let domain = operands.pop().unwrap_or_default();
             listing(
                 &[Action::ListVariable],
                 &[domain],
-                View::Variables { names: operands },
+                View::Variables {
+                    names: operands,
+                    parseable,
+                },
             )
         }
         Command::AddDomain { operands, .. } => {

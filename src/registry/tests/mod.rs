@@ -410,6 +410,52 @@ fn list_constraints_output_feeds_back_into_add_domain() {
 }
 
 #[test]
+fn switches_are_numbered_lowest_free_first_and_old_records_get_numbers_at_restore() {
+    let mut reg = registry();
+    let mut store = std::collections::BTreeMap::new();
+    let vsw = |name: &str| {
+        format!(
+            "<Item><rasd:OtherResourceType>vsw</rasd:OtherResourceType><gprop:GenericProperty key='service_name'>{name}</gprop:GenericProperty></Item>"
+        )
+    };
+    let ids = |reg: &Registry| -> Vec<(String, u32)> {
+        reg.domain("primary")
+            .unwrap()
+            .vsw
+            .iter()
+            .map(|v| (v.name.clone(), v.id))
+            .collect()
+    };
+    ok(&mut reg, &cmd("add-vswitch", "primary", &vsw("sw1")));
+    ok(&mut reg, &cmd("add-vswitch", "primary", &vsw("sw2")));
+    ok(&mut reg, &cmd("remove-vswitch", "primary", &vsw("sw1")));
+    ok(&mut reg, &cmd("add-vswitch", "primary", &vsw("sw3")));
+    let numbered = vec![
+        ("primary-vsw0".to_owned(), 0),
+        ("sw2".to_owned(), 2),
+        ("sw3".to_owned(), 1),
+    ];
+    assert_eq!(ids(&reg), numbered);
+    // Distinct numbers survive a restart as they are.
+    let mut reg = reload(&mut reg, &mut store);
+    assert_eq!(ids(&reg), numbered);
+    // Records from before switches were numbered say 0 for each: they are numbered in order.
+    for vsw in &mut reg.domains.get_mut("primary").unwrap().vsw {
+        vsw.id = 0;
+    }
+    reg.touch("primary");
+    let reg = reload(&mut reg, &mut store);
+    assert_eq!(
+        ids(&reg),
+        [
+            ("primary-vsw0".to_owned(), 0),
+            ("sw2".to_owned(), 1),
+            ("sw3".to_owned(), 2)
+        ]
+    );
+}
+
+#[test]
 fn a_uuid_is_taken_at_creation_once_per_machine_and_never_changed() {
     let mut reg = registry();
     let info = |uuid: &str| {
