@@ -15,6 +15,7 @@ const PURE: &[&str] = &[
     "src/registry/run.rs",
     "src/registry/actions",
     "src/registry/listing.rs",
+    "src/registry/listing",
     "src/registry/machine.rs",
     "src/registry/model.rs",
     "src/registry/units.rs",
