@@ -351,7 +351,8 @@ pub fn field(line: &str, key: &str) -> String {
 }
 
 /// What identifies a domain and must survive a migration: list-constraints -p without the
-/// lines that name it (its name differs after a rename).
+/// lines that name it (its name differs after a rename), and with its console group, which
+/// is its name unless set, written as NAME too.
 pub fn identity(daemon: &Daemon, name: &str) -> String {
     ok(daemon, &["list-constraints", "-p", name])
         .lines()
@@ -359,6 +360,7 @@ pub fn identity(daemon: &Daemon, name: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
         .replace(&format!("|name={name}|"), "|name=NAME|")
+        .replace(&format!("|group={name}|"), "|group=NAME|")
 }
 
 /// Polls `check` until it holds, or fails after `within`.
