@@ -3,6 +3,7 @@
 
 mod cpu;
 mod devices;
+mod domain_info;
 mod domains;
 mod memory;
 pub mod migration;
@@ -11,6 +12,7 @@ mod spconfig;
 
 use cpu::*;
 use devices::*;
+use domain_info::*;
 use domains::*;
 use memory::*;
 use services::*;
