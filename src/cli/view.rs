@@ -1,6 +1,7 @@
 //! What the replies of list actions say, in the shapes the renderings need: one summary row
-//! per domain (list-domain), and titled blocks of settings and tables for the long form,
-//! list-bindings, list-constraints, list-services and list-devices.
+//! per domain (list-domain), and titled blocks, each in its readable and parseable shapes, for
+//! the long form, list-bindings and list-constraints (`view::long`) and the services
+//! (`view::services`); list-devices and list-io are in [`crate::cli::devices`].
 //!
 //! Every field is read from what the daemon reported, by property key; a field it did not
 //! report is empty, never invented. Blocks carry their `ldm list -o` group so the long form
