@@ -286,11 +286,6 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
         items.push(item("disk", None, properties));
     }
     for net in &domain.vnets {
-        let switch = reg
-            .services
-            .get(&net.service)
-            .and_then(|owner| reg.domain(owner))
-            .and_then(|d| d.vsw.iter().find(|v| v.name == net.service).map(|v| (d, v)));
         let mut properties = vec![
             prop("vnet_name", &net.name),
             prop("service_name", &net.service),
@@ -304,13 +299,16 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
         properties.push(prop("id", net.id));
         if bound {
             // A vnet's MTU is its switch's.
-            properties.extend(switch.map(|(_, v)| prop("mtu", v.mtu)));
+            let mtu = reg
+                .services
+                .get(&net.service)
+                .and_then(|owner| reg.domain(owner))
+                .and_then(|d| d.vsw.iter().find(|v| v.name == net.service))
+                .map(|v| v.mtu);
+            properties.extend(mtu.map(|m| prop("mtu", m)));
         }
         let mut network = item("network", None, properties);
         network.address = Some(format_mac(net.mac));
-        if let (Some(_), Some(switch)) = (bind, switch) {
-            network.bindings = binding(peers(reg, domain, net, switch));
-        }
         items.push(network);
     }
     if domain.name != CONTROL_DOMAIN {
@@ -360,30 +358,6 @@ fn constraints(reg: &Registry, domain: &Domain, bound: bool) -> Vec<Item> {
         ));
     }
     items
-}
-
-/// The peers of a bound vnet on its switch, as list-bindings shows them: the switch itself,
-/// then the vnets of other bound domains on the same switch (`name@domain`, with their MACs).
-fn peers(
-    reg: &Registry,
-    domain: &Domain,
-    net: &crate::registry::model::VNet,
-    (owner, switch): (&Domain, &crate::registry::model::Vsw),
-) -> Vec<Item> {
-    let peer = |name: String, mac: u64| {
-        let mut peer = item("network", None, vec![prop("peer", name)]);
-        peer.address = Some(format_mac(mac));
-        peer
-    };
-    let mut peers = vec![peer(format!("{}@{}", switch.name, owner.name), switch.mac)];
-    for other in reg.domains().filter(|d| d.binding.is_some()) {
-        for vnet in other.vnets.iter().filter(|v| v.service == net.service) {
-            if !(other.name == domain.name && vnet.name == net.name) {
-                peers.push(peer(format!("{}@{}", vnet.name, other.name), vnet.mac));
-            }
-        }
-    }
-    peers
 }
 
 fn join(ids: &[u16]) -> String {

@@ -370,38 +370,13 @@ fn network_block(nets: &[&Item], owners: &ServiceOwners) -> Block {
             ],
         ));
     }
-    // A bound vnet's peers on its switch follow its row under a PEER header, and then each
-    // vnet gets its own header, as in the guide's list-bindings; without peers, one table.
-    let peers: Vec<Vec<&Item>> = nets.iter().map(|n| bound_items(n)).collect();
-    let human = if peers.iter().all(Vec::is_empty) {
-        table(NETWORK_COLUMNS, &human_rows)
-    } else {
-        let mut lines = Vec::new();
-        for (row, peers) in human_rows.iter().zip(&peers) {
-            lines.extend(table(NETWORK_COLUMNS, std::slice::from_ref(row)));
-            let rows: Vec<Vec<String>> = peers
-                .iter()
-                .map(|p| vec![prop(p, "peer"), p.address.clone().unwrap_or_default()])
-                .collect();
-            if !rows.is_empty() {
-                lines.extend(
-                    table(PEER_COLUMNS, &rows)
-                        .into_iter()
-                        .map(|line| format!("    {line}")),
-                );
-            }
-        }
-        lines
-    };
     Block {
         title: "NETWORK",
         group: "network",
-        human,
+        human: table(NETWORK_COLUMNS, &human_rows),
         parseable,
     }
 }
-
-const PEER_COLUMNS: &[Column] = &[col("PEER", 27), col("MAC", 0)];
 
 const DISK_COLUMNS: &[Column] = &[
     col("NAME", 16),

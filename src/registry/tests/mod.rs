@@ -410,58 +410,6 @@ fn list_constraints_output_feeds_back_into_add_domain() {
 }
 
 #[test]
-fn a_bound_vnet_lists_its_switch_and_the_other_bound_vnets_on_it_as_peers() {
-    let mut reg = registry();
-    let vnet = |name: &str| {
-        format!(
-            "<Item><rasd:OtherResourceType>network</rasd:OtherResourceType><gprop:GenericProperty key='vnet_name'>{name}</gprop:GenericProperty><gprop:GenericProperty key='service_name'>primary-vsw0</gprop:GenericProperty></Item>"
-        )
-    };
-    for (domain, net) in [("a", "net-a"), ("b", "net-b"), ("c", "net-c")] {
-        ok(
-            &mut reg,
-            &cmd(
-                "add-domain",
-                domain,
-                &(units("cpu", "1") + &units("memory", "1G")),
-            ),
-        );
-        ok(&mut reg, &cmd("add-vnet", domain, &vnet(net)));
-    }
-    ok(&mut reg, &cmd("bind-domain", "a", ""));
-    ok(&mut reg, &cmd("bind-domain", "b", ""));
-    let peers = |reg: &mut Registry, domain: &str| -> Vec<String> {
-        let mut run = Registry::begin(document(&cmd("list-bindings", domain, "")), Role::Read);
-        assert_eq!(reg.advance(&mut run, 0), Progress::Done);
-        let (response, _) = run.into_response();
-        let content = response.cmds[0].data[0]
-            .data
-            .envelope
-            .clone()
-            .unwrap()
-            .contents
-            .remove(0);
-        let network = content.sections[0]
-            .items
-            .iter()
-            .find(|i| i.resource_type == "network")
-            .unwrap()
-            .clone();
-        network
-            .bindings
-            .iter()
-            .flat_map(|b| &b.items)
-            .map(|p| p.property("peer").unwrap().to_owned())
-            .collect()
-    };
-    // The switch first, then the bound vnets on it; c is not bound, and a is not its own peer.
-    assert_eq!(peers(&mut reg, "a"), ["primary-vsw0@primary", "net-b@b"]);
-    assert_eq!(peers(&mut reg, "b"), ["primary-vsw0@primary", "net-a@a"]);
-    // An unbound domain's vnet has no peers.
-    assert!(peers(&mut reg, "c").is_empty());
-}
-
-#[test]
 fn switches_are_numbered_lowest_free_first_and_old_records_get_numbers_at_restore() {
     let mut reg = registry();
     let mut store = std::collections::BTreeMap::new();
