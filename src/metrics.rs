@@ -32,8 +32,9 @@ const HANDSHAKE_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 /// Commit buckets: an fsync on local storage takes 0.1 to 10 ms.
-const COMMIT_BUCKETS: [f64; 13] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.5, 2.0,
+const COMMIT_BUCKETS: [f64; 22] = [
+    0.00005, 0.000075, 0.0001, 0.000125, 0.00015, 0.000175, 0.0002, 0.00025, 0.0003, 0.0004,
+    0.0005, 0.00075, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.5, 2.0,
 ];
 /// Requests per registry batch: powers of two up to the batch limit (256).
 const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
@@ -113,6 +114,8 @@ pub struct Metrics {
     pub registry_commit_seconds: Histogram,
     /// Commits the store refused (a full disk, an I/O error): their batch's writes were refused.
     pub registry_commit_failures: Counter,
+    /// Commits that wrote the journal's records to the database (see `registry::store`).
+    pub registry_checkpoints: Counter,
     /// 1 while the store takes changes, 0 while writes are refused because it cannot.
     pub registry_store_writable: Gauge,
     pub registry_domains: Gauge,
@@ -293,6 +296,7 @@ pub fn get() -> &'static Metrics {
             registry_batch_size: metrics::histogram!("ldmd_registry_batch_size"),
             registry_commit_seconds: metrics::histogram!("ldmd_registry_commit_duration_seconds"),
             registry_commit_failures: metrics::counter!("ldmd_registry_commit_failures_total"),
+            registry_checkpoints: metrics::counter!("ldmd_registry_checkpoints_total"),
             registry_store_writable: {
                 let writable = gauge!("ldmd_registry_store_writable");
                 writable.set(1.0);
@@ -394,7 +398,11 @@ fn describe() {
     describe_histogram!(
         "ldmd_registry_commit_duration_seconds",
         metrics::Unit::Seconds,
-        "Durable registry commits (write and fsync), batches that changed something."
+        "Durable registry commits of batches that changed something: the store's write and fsync of the serialized records."
+    );
+    describe_counter!(
+        "ldmd_registry_checkpoints_total",
+        "Registry commits that wrote the journal's records to the database and started the journal again (the rest were one journal frame each)."
     );
     describe_gauge!(
         "ldmd_registry_domains",

@@ -14,6 +14,7 @@
 
 mod connect;
 mod driver;
+mod durability;
 mod events;
 mod idle;
 mod latency;

@@ -24,6 +24,7 @@ use clap::Args;
 
 use crate::connect::Connect;
 use crate::driver::{self, Client, Ctx, Drive, Workload};
+use crate::durability::DurabilityArgs;
 use crate::ldm::{self, Action};
 use crate::session::{Session, SessionError};
 
@@ -67,7 +68,12 @@ pub struct MixedArgs {
     /// weigh 0.
     #[arg(long, default_value = MIX_DEFAULT, value_parser = parse_mix)]
     pub mix: Mix,
+    #[command(flatten)]
+    pub durability: DurabilityArgs,
 }
+
+/// The operations of [`NAMES`] that are durable writes.
+const WRITES: &[&str] = &["set-vcpu", "set-memory", "add-domain", "remove-domain"];
 
 /// A weight per operation of [`OPERATIONS`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,7 +122,8 @@ impl Mix {
 }
 
 pub async fn mixed(args: MixedArgs) -> i32 {
-    driver::main(Mixed { mix: args.mix }, &args.connect, &args.drive).await
+    let watched = Some((&args.durability, WRITES));
+    driver::main_watched(Mixed { mix: args.mix }, &args.connect, &args.drive, watched).await
 }
 
 pub struct Mixed {

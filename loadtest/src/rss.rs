@@ -82,6 +82,20 @@ fn proc_rss(pid: u32) -> Option<u64> {
 }
 
 async fn scrape(url: &MetricsUrl) -> Result<u64, String> {
+    let body = fetch(url).await?;
+    let value = sample(&body, METRIC)
+        .ok_or_else(|| format!("no {METRIC} in {}{}", url.authority, url.path))?;
+    Ok(value as u64)
+}
+
+/// The whole /metrics text, bounded in size and time.
+pub async fn scrape_body(url: &MetricsUrl) -> Result<String, String> {
+    tokio::time::timeout(SCRAPE_TIMEOUT, fetch(url))
+        .await
+        .map_err(|_| format!("{}: no answer within {SCRAPE_TIMEOUT:?}", url.authority))?
+}
+
+async fn fetch(url: &MetricsUrl) -> Result<String, String> {
     let fail = |e: std::io::Error| format!("{}: {e}", url.authority);
     let mut stream = TcpStream::connect(&url.authority).await.map_err(fail)?;
     let request = format!(
@@ -102,10 +116,9 @@ async fn scrape(url: &MetricsUrl) -> Result<u64, String> {
             url.authority
         ));
     }
-    let body = body(&response).map_err(|e| format!("{}: {e}", url.authority))?;
-    let value = sample(body, METRIC)
-        .ok_or_else(|| format!("no {METRIC} in {}{}", url.authority, url.path))?;
-    Ok(value as u64)
+    body(&response)
+        .map(str::to_owned)
+        .map_err(|e| format!("{}: {e}", url.authority))
 }
 
 /// The body of a `200` HTTP answer.

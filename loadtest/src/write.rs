@@ -13,6 +13,7 @@ use clap::Args;
 
 use crate::connect::Connect;
 use crate::driver::{self, Client, Ctx, Drive, Phase, Workload};
+use crate::durability::DurabilityArgs;
 use crate::events::Hub;
 use crate::ldm::{self, Action};
 use crate::session::{Session, SessionError};
@@ -23,10 +24,13 @@ pub struct WriteArgs {
     pub connect: Connect,
     #[command(flatten)]
     pub drive: Drive,
+    #[command(flatten)]
+    pub durability: DurabilityArgs,
 }
 
 pub async fn write(args: WriteArgs) -> i32 {
-    driver::main(Write { hub: None }, &args.connect, &args.drive).await
+    let watched = Some((&args.durability, Action::CYCLE_NAMES));
+    driver::main_watched(Write { hub: None }, &args.connect, &args.drive, watched).await
 }
 
 /// The write cycle, on each client's own domains.

@@ -57,7 +57,7 @@ use crate::registry::machine::MEMDR_GRANULE;
 use crate::registry::model::{MemDrEnd, MemDrKind};
 use crate::registry::run::{Checkpoint, Progress, Run};
 use crate::registry::state::{Effect, Key, Registry};
-use crate::registry::store::{Store, records_of};
+use crate::registry::store::{Committed, Store, records_of};
 use crate::registry::units::round_down;
 use crate::server::dispatch::{Backend, ConnKey, ReplyTicket, Request, ToIo};
 
@@ -522,12 +522,14 @@ impl Actor {
         if crate::fault::point("registry.commit").is_some() {
             panic!("fault point registry.commit fired");
         }
-        let started = Instant::now();
         if self.resync {
             self.registry.touch_all();
         }
         let changes = self.registry.take_dirty()?;
-        self.store
+        // The store's write and sync: serializing the records is the registry's work.
+        let started = Instant::now();
+        let committed = self
+            .store
             .commit(&changes, self.resync)
             .map_err(|e| e.to_string())?;
         self.resync = false;
@@ -558,6 +560,9 @@ impl Actor {
         metrics
             .registry_commit_seconds
             .record(elapsed.as_secs_f64());
+        if committed == Committed::Checkpoint {
+            metrics.registry_checkpoints.increment(1);
+        }
         metrics
             .registry_domains
             .set(self.registry.domains().count() as f64);
@@ -750,8 +755,10 @@ impl Actor {
 
     /// Replies and events go out after the commit, then long operations start.
     async fn flush(&mut self) {
-        for output in std::mem::take(&mut self.outputs) {
-            match output {
+        let threads = self.mailboxes.len();
+        let messages = std::mem::take(&mut self.outputs)
+            .into_iter()
+            .map(|output| match output {
                 Output::Reply(answer) => {
                     let key = answer.key;
                     let (response, subscription) = answer.run.into_response();
@@ -761,16 +768,21 @@ impl Actor {
                         subscription,
                         ticket: answer.counted,
                     };
-                    // A closed mailbox means the thread is gone (shutdown): nobody to tell.
-                    let _ = self.mailboxes[key.thread].send(message).await;
+                    (Some(key.thread), message)
                 }
                 Output::Event(event) => {
                     crate::metrics::get().events_published.increment(1);
-                    for mailbox in &self.mailboxes {
-                        let _ = mailbox.send(ToIo::Event(event.clone())).await;
-                    }
+                    (None, ToIo::Event(event))
                 }
-            }
+            });
+        for (mailbox, mut messages) in self.mailboxes.iter().zip(per_thread(messages, threads)) {
+            let message = match messages.len() {
+                0 => continue,
+                1 => messages.pop().expect("one message"),
+                _ => ToIo::Batch(messages),
+            };
+            // A closed mailbox means the thread is gone (shutdown): nobody to tell.
+            let _ = mailbox.send(message).await;
         }
         for effect in self.registry.take_effects() {
             match effect {
@@ -861,6 +873,32 @@ impl Actor {
     }
 }
 
+/// Sorts messages out to `threads` threads, each keeping their order: one addressed to `None`
+/// (an event) goes to every thread.
+fn per_thread(
+    messages: impl IntoIterator<Item = (Option<usize>, ToIo)>,
+    threads: usize,
+) -> Vec<Vec<ToIo>> {
+    let mut out: Vec<Vec<ToIo>> = (0..threads).map(|_| Vec::new()).collect();
+    for (thread, message) in messages {
+        match (thread, message) {
+            (Some(thread), message) => {
+                if let Some(queue) = out.get_mut(thread) {
+                    queue.push(message);
+                }
+            }
+            (None, ToIo::Event(event)) => {
+                for queue in &mut out {
+                    queue.push(ToIo::Event(event.clone()));
+                }
+            }
+            // Only events go to every thread.
+            (None, _) => {}
+        }
+    }
+    out
+}
+
 /// The failure every write gets while the store cannot take changes.
 fn refusal(reason: &str) -> String {
     format!(
@@ -916,4 +954,53 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ldm::document::Data;
+    use crate::ldm::event::EventClass;
+
+    /// What a message is, for comparing: an event by its action, anything else by its kind.
+    fn kind(message: &ToIo) -> String {
+        match message {
+            ToIo::Event(event) => String::from_utf8_lossy(&event.document)
+                .split("<action>")
+                .nth(1)
+                .and_then(|rest| rest.split('<').next())
+                .unwrap_or_default()
+                .to_owned(),
+            ToIo::Shutdown => "shutdown".into(),
+            _ => "other".into(),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_one_message_list_per_thread_in_commit_order_with_events_to_every_thread() {
+        let event = |action: &str| {
+            ToIo::Event(Arc::new(Event::new(
+                EventClass::Domain,
+                action,
+                &Data::default(),
+            )))
+        };
+        let messages = vec![
+            (Some(1), ToIo::Shutdown),
+            (None, event("first")),
+            (Some(0), ToIo::Shutdown),
+            (Some(1), ToIo::Shutdown),
+            (None, event("second")),
+            (Some(7), ToIo::Shutdown), // no such thread: dropped
+        ];
+        let out = per_thread(messages, 2);
+        let kinds: Vec<Vec<String>> = out.iter().map(|q| q.iter().map(kind).collect()).collect();
+        assert_eq!(
+            kinds,
+            [
+                vec!["first", "shutdown", "second"],
+                vec!["shutdown", "first", "shutdown", "second"],
+            ]
+        );
+    }
 }

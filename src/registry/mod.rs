@@ -24,6 +24,7 @@
 pub mod actions;
 pub mod actor;
 pub mod host_load;
+pub mod journal;
 pub mod listing;
 pub mod machine;
 pub mod model;

@@ -125,6 +125,9 @@ pub enum ToIo {
     Accounts(Arc<crate::auth::Accounts>),
     /// Stop accepting, drain every stream, and end the thread.
     Shutdown,
+    /// A registry batch's replies and events for this thread, in commit order: one message,
+    /// so one wake-up of the thread, per batch.
+    Batch(Vec<ToIo>),
 }
 
 /// Whoever answers LDM documents: it runs on its own thread(s), takes requests from `requests`

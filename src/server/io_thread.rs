@@ -198,27 +198,12 @@ async fn route(ctx: &Rc<ThreadCtx>, mut mailbox: mpsc::Receiver<ToIo>) {
                 }
                 for message in batch.drain(..) {
                     match message {
-                        ToIo::Response { key, response, subscription, ticket } => {
-                            // First, so that the stream gets exactly the events committed after
-                            // its registration (they follow this response in the mailbox).
-                            if let Some(change) = subscription {
-                                ctx.change_subscription(key, change);
+                        ToIo::Batch(messages) => {
+                            for message in messages {
+                                handle(ctx, message, &mut drain_until);
                             }
-                            ctx.deliver(key, Inbound::Response(response, ticket));
                         }
-                        ToIo::Event(event) => ctx.publish(&event),
-                        ToIo::AuthVerdict { key, verdict } => ctx.deliver(key, Inbound::AuthVerdict(verdict)),
-                        ToIo::Accounts(accounts) => {
-                            *ctx.accounts.borrow_mut() = Some(accounts.clone());
-                            ctx.broadcast(|| Inbound::Accounts(accounts.clone()));
-                        }
-                        ToIo::Shutdown if drain_until.is_none() => {
-                            let drain = ctx.shared.config.limits.shutdown_drain();
-                            // Connections get the drain time; the thread a little more to close.
-                            drain_until = Some(Instant::now() + drain + Duration::from_secs(1));
-                            ctx.begin_shutdown();
-                        }
-                        ToIo::Shutdown => {}
+                        message => handle(ctx, message, &mut drain_until),
                     }
                 }
             }
@@ -226,6 +211,44 @@ async fn route(ctx: &Rc<ThreadCtx>, mut mailbox: mpsc::Receiver<ToIo>) {
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
                 tracing::warn!(thread = ctx.index, left = ctx.slots.borrow().len(), "shutdown drain timed out; closing the rest");
                 return;
+            }
+        }
+    }
+}
+
+/// One mailbox message (a batch's are taken one by one, in order).
+fn handle(ctx: &Rc<ThreadCtx>, message: ToIo, drain_until: &mut Option<Instant>) {
+    match message {
+        ToIo::Response {
+            key,
+            response,
+            subscription,
+            ticket,
+        } => {
+            // First, so that the stream gets exactly the events committed after its
+            // registration (they follow this response in the mailbox).
+            if let Some(change) = subscription {
+                ctx.change_subscription(key, change);
+            }
+            ctx.deliver(key, Inbound::Response(response, ticket));
+        }
+        ToIo::Event(event) => ctx.publish(&event),
+        ToIo::AuthVerdict { key, verdict } => ctx.deliver(key, Inbound::AuthVerdict(verdict)),
+        ToIo::Accounts(accounts) => {
+            *ctx.accounts.borrow_mut() = Some(accounts.clone());
+            ctx.broadcast(|| Inbound::Accounts(accounts.clone()));
+        }
+        ToIo::Shutdown if drain_until.is_none() => {
+            let drain = ctx.shared.config.limits.shutdown_drain();
+            // Connections get the drain time; the thread a little more to close.
+            *drain_until = Some(Instant::now() + drain + Duration::from_secs(1));
+            ctx.begin_shutdown();
+        }
+        ToIo::Shutdown => {}
+        // The registry never nests batches; one would only be flattened.
+        ToIo::Batch(messages) => {
+            for message in messages {
+                handle(ctx, message, drain_until);
             }
         }
     }

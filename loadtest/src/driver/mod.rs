@@ -15,6 +15,7 @@
 pub mod pacing;
 mod report;
 
+use crate::durability::{DurabilityArgs, Watch};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -301,9 +302,32 @@ struct ClientEnd {
 
 /// Runs `workload` as the flags say and prints its report; the exit status.
 pub async fn main<W: Workload>(workload: W, connect: &Connect, drive: &Drive) -> i32 {
+    main_watched(workload, connect, drive, None).await
+}
+
+/// [`main`], with the durability figures of `watched` (its flags, and the scenario's write
+/// actions) read around the run.
+pub async fn main_watched<W: Workload>(
+    workload: W,
+    connect: &Connect,
+    drive: &Drive,
+    watched: Option<(&DurabilityArgs, &'static [&'static str])>,
+) -> i32 {
     let sources = connect.sources(drive.clients as usize);
-    match run(Arc::new(workload), connect, drive, sources).await {
+    let watch = match watched {
+        Some((args, writes)) if args.metrics_url.is_some() || args.disk_probe.is_some() => {
+            Some(Watch::start(args, writes).await)
+        }
+        _ => None,
+    };
+    let result = run(Arc::new(workload), connect, drive, sources).await;
+    let durability = match watch {
+        Some(watch) => Some(watch.finish().await),
+        None => None,
+    };
+    match result {
         Ok(mut report) => {
+            report.durability = durability;
             report.judge();
             report.print();
             crate::write_json(drive.json.as_deref(), &report);
@@ -431,6 +455,7 @@ pub async fn run<W: Workload>(
         first_failure: shared.first_failure.get().cloned(),
         cleanup_operations: shared.cleanup.load(Ordering::Relaxed),
         operations: latencies.rows(seconds),
+        durability: None,
         problems: Vec::new(),
     })
 }

@@ -40,6 +40,9 @@ pub struct Report {
     pub cleanup_operations: u64,
     /// One row per operation, then `total`.
     pub operations: Vec<Row>,
+    /// Commits and the disk's own pace (`--metrics-url`, `--disk-probe`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<crate::durability::Durability>,
     /// Why the exit status is 1; empty when the run went well.
     pub problems: Vec<String>,
 }
@@ -138,6 +141,12 @@ impl Report {
     pub fn print(&self) {
         self.print_summary();
         latency::print_table(&self.operations);
+        if let Some(durability) = &self.durability {
+            println!();
+            for line in durability.lines() {
+                println!("{line}");
+            }
+        }
         self.print_verdict();
     }
 }
