@@ -10,8 +10,8 @@
 //!              ^point       ^what ^times  ^hits to let pass first
 //! ```
 //!
-//! `what` is `eio`, `enospc` (the call fails with that error), `panic`, or `kill` (the process
-//! sends itself SIGKILL: a `kill -9` at exactly that instant). Without `*times` the
+//! `what` is `eio`, `enospc` (the call fails with that error), `panic`, `kill` (the process
+//! sends itself SIGKILL: a `kill -9` at exactly that instant), `pause` or `hold`. Without `*times` the
 //! point fires on every hit after the skipped ones. The points, and where they are:
 //!
 //! | point | where | what it proves |
@@ -25,7 +25,9 @@
 //! | `migration.target.answered` | each answer of the target to a migration message, once written (count them with `@`) | `kill` after the answer left |
 //!
 //! `kill` sends the process SIGKILL; `pause` holds the thread 1.5 s after printing
-//! `ldmd: fault point NAME: pausing` on stderr.
+//! `ldmd: fault point NAME: pausing` on stderr; `hold` holds it until the file named by
+//! `LDMD_FAULT_RELEASE` exists, after printing `ldmd: fault point NAME: holding` (and then the
+//! point passes).
 
 use std::io;
 
@@ -43,6 +45,10 @@ pub enum Fault {
     /// The thread sleeps a second and a half, after saying so on stderr: a window for a test
     /// to cut the link at exactly this step.
     Pause,
+    /// The thread waits, after saying so on stderr, until the file named by
+    /// `LDMD_FAULT_RELEASE` exists: a test holds it exactly as long as it needs, with no
+    /// timing in the test. The point then passes (an I/O point succeeds).
+    Hold,
 }
 
 impl Fault {
@@ -57,8 +63,24 @@ impl Fault {
                 pause(point);
                 io::Error::other(format!("fault point {point} paused"))
             }
+            Fault::Hold => unreachable!("a hold passes: io_point does not ask for its error"),
         }
     }
+}
+
+/// Waits until the file `LDMD_FAULT_RELEASE` names exists (at most ten minutes, so that a test
+/// that dies never leaves a daemon held forever).
+fn hold(point: &str) {
+    let release = std::env::var_os("LDMD_FAULT_RELEASE");
+    eprintln!("ldmd: fault point {point}: holding");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while let Some(path) = &release
+        && !std::path::Path::new(path).exists()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    eprintln!("ldmd: fault point {point}: released");
 }
 
 /// How long a `pause` fault holds its thread.
@@ -84,6 +106,7 @@ pub fn kill_point(name: &str) {
         match fault {
             Fault::Kill => kill(name),
             Fault::Pause => pause(name),
+            Fault::Hold => hold(name),
             other => panic!("fault point {name} fired ({other:?})"),
         }
     }
@@ -99,6 +122,10 @@ pub fn point(_name: &str) -> Option<Fault> {
 /// Fails with the armed I/O error, or panics, when the point `name` fires.
 pub fn io_point(name: &str) -> io::Result<()> {
     match point(name) {
+        Some(Fault::Hold) => {
+            hold(name);
+            Ok(())
+        }
         Some(fault) => Err(fault.io_error(name)),
         None => Ok(()),
     }
@@ -177,6 +204,7 @@ mod armed {
                 "panic" => Fault::Panic,
                 "kill" => Fault::Kill,
                 "pause" => Fault::Pause,
+                "hold" => Fault::Hold,
                 other => return Err(format!("unknown fault '{other}'")),
             };
             armed.push(Armed {

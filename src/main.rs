@@ -224,8 +224,14 @@ fn run(config: Config) -> Result<(), String> {
     let mut registry = open_registry(&config)?;
     let resolvers = ldmd::auth::verifier::ResolverKey::default();
     registry.resolvers = resolvers.clone();
-    let server =
-        Server::start_with(config, Box::new(registry), resolvers).map_err(|e| e.to_string())?;
+    // Reads are answered on the I/O threads from replicas of the committed state.
+    let reads = ldmd::registry::replica::ReadPath::new(
+        config.io_threads.max(1),
+        config.limits.reply_bytes_in_flight_max,
+    );
+    registry.reads = Some(reads.clone());
+    let server = Server::start_with(config, Box::new(registry), resolvers, Some(reads))
+        .map_err(|e| e.to_string())?;
     if server.certificate_generated {
         tracing::info!(fingerprint = %server.fingerprint, "generated a self-signed TLS certificate");
     }

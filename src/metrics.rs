@@ -116,6 +116,8 @@ pub struct Metrics {
     pub registry_commit_failures: Counter,
     /// Commits that wrote the journal's records to the database (see `registry::store`).
     pub registry_checkpoints: Counter,
+    /// Documents of list actions answered on an I/O thread from its replica.
+    pub replica_reads: Counter,
     /// 1 while the store takes changes, 0 while writes are refused because it cannot.
     pub registry_store_writable: Gauge,
     pub registry_domains: Gauge,
@@ -297,6 +299,7 @@ pub fn get() -> &'static Metrics {
             registry_commit_seconds: metrics::histogram!("ldmd_registry_commit_duration_seconds"),
             registry_commit_failures: metrics::counter!("ldmd_registry_commit_failures_total"),
             registry_checkpoints: metrics::counter!("ldmd_registry_checkpoints_total"),
+            replica_reads: metrics::counter!("ldmd_replica_reads_total"),
             registry_store_writable: {
                 let writable = gauge!("ldmd_registry_store_writable");
                 writable.set(1.0);
@@ -399,6 +402,10 @@ fn describe() {
         "ldmd_registry_commit_duration_seconds",
         metrics::Unit::Seconds,
         "Durable registry commits of batches that changed something: the store's write and fsync of the serialized records."
+    );
+    describe_counter!(
+        "ldmd_replica_reads_total",
+        "LDM documents of list actions answered on an I/O thread from its replica of the last committed state, without waiting for the registry thread."
     );
     describe_counter!(
         "ldmd_registry_checkpoints_total",

@@ -413,3 +413,93 @@ fn restart(mut daemon: Daemon) -> Daemon {
     assert!(status.success(), "{stderr}");
     Daemon::start_in(dir, CONFIG)
 }
+
+/// A client on the Unix socket (I/O thread 0), secured.
+fn unix_client(daemon: &Daemon) -> Client {
+    let mut client = daemon.unix();
+    client.secure();
+    client
+}
+
+/// A client on loopback TCP (a local peer), secured: the kernel spreads these over both I/O
+/// threads.
+fn tcp_client(daemon: &Daemon) -> Client {
+    let mut client = daemon.tcp();
+    client.secure();
+    client
+}
+
+#[cfg(feature = "fault-points")]
+#[test]
+fn reads_are_answered_while_the_registry_thread_is_held_and_never_miss_a_write_they_follow() {
+    // The registry thread is held inside a commit (fault point `store.commit=hold`) until the
+    // test creates the release file: no timing decides anything here. Reads from other
+    // streams are answered meanwhile, from the I/O threads' replicas of the committed state,
+    // and do not see the held write. A read pipelined behind the held write on its own stream
+    // waits for it and sees it; after the write's reply, every stream sees it.
+    let release = tempfile::tempdir().unwrap();
+    let release_file = release.path().join("release");
+    let release_path = release_file.to_str().unwrap();
+    // The first commit is the new machine's state, at start: the one after it is held.
+    let daemon = Daemon::start_with_metrics_env(
+        "",
+        &[],
+        &[
+            ("LDMD_FAULTS", "store.commit=hold*1@1"),
+            ("LDMD_FAULT_RELEASE", release_path),
+        ],
+    );
+    let mut readers: Vec<Client> = (0..8).map(|_| tcp_client(&daemon)).collect();
+    readers.push(unix_client(&daemon));
+    // Each thread gets its replica with the answer to its first read.
+    for reader in &mut readers {
+        assert!(content_ids(&reader.request(list_domain())).contains(&"primary".to_owned()));
+    }
+    let before = daemon.metric("ldmd_replica_reads_total");
+
+    let mut writer = unix_client(&daemon);
+    writer.send(&add_domain("held"));
+    writer.send(list_domain());
+    assert!(
+        daemon.wait_for_stderr(
+            "fault point store.commit: holding",
+            std::time::Duration::from_secs(30)
+        ),
+        "the commit was never held"
+    );
+    for reader in &mut readers {
+        let names = content_ids(&reader.request(list_domain()));
+        assert!(names.contains(&"primary".to_owned()), "{names:?}");
+        assert!(
+            !names.contains(&"held".to_owned()),
+            "a read saw an uncommitted write"
+        );
+    }
+    let during = daemon.metric("ldmd_replica_reads_total") - before;
+    assert!(
+        during >= readers.len() as f64,
+        "{during} reads answered from replicas while the registry was held"
+    );
+
+    std::fs::write(&release_file, b"").unwrap();
+    let added = writer.read_until("</LDM_interface>");
+    assert_eq!(document_status(&added).0, "success", "{added}");
+    let behind = writer.read_until("</LDM_interface>");
+    assert!(
+        content_ids(&behind).contains(&"held".to_owned()),
+        "the read pipelined behind the write missed it: {behind}"
+    );
+    // Read-your-writes across streams: each write's reply is received, then every other
+    // stream's next read must see it, whichever thread answers it.
+    for round in 0..40 {
+        let name = format!("ryw{round}");
+        let (status, _) = document_status(&writer.request(&add_domain(&name)));
+        assert_eq!(status, "success");
+        let reader = &mut readers[round % 9];
+        let names = content_ids(&reader.request(list_domain()));
+        assert!(
+            names.contains(&name),
+            "round {round}: {name} missing from {names:?}"
+        );
+    }
+}

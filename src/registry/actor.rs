@@ -55,6 +55,7 @@ use crate::registry::actions;
 use crate::registry::actions::migration::{self as migrating, Note};
 use crate::registry::machine::MEMDR_GRANULE;
 use crate::registry::model::{MemDrEnd, MemDrKind};
+use crate::registry::replica::{ReadPath, Replica, is_replica_read};
 use crate::registry::run::{Checkpoint, Progress, Run};
 use crate::registry::state::{Effect, Key, Registry};
 use crate::registry::store::{Committed, Store, records_of};
@@ -111,6 +112,8 @@ pub struct RegistryActor {
     /// Where the key of this daemon's migration tokens is published for the verifier (a
     /// source's resolver logs in with a token).
     pub resolvers: ResolverKey,
+    /// Where the I/O threads' replicas come from; `None`: every read comes to this thread.
+    pub reads: Option<Arc<ReadPath>>,
 }
 
 impl RegistryActor {
@@ -123,6 +126,7 @@ impl RegistryActor {
             reply_bytes_in_flight_max: crate::limits::Limits::default().reply_bytes_in_flight_max,
             migration: Arc::new(worker::Settings::default()),
             resolvers: ResolverKey::default(),
+            reads: None,
         }
     }
 }
@@ -249,6 +253,13 @@ struct Actor {
     resolvers: ResolverKey,
     entropy: ring::rand::SystemRandom,
     host_load: crate::registry::host_load::HostLoad,
+    reads: Option<Arc<ReadPath>>,
+    /// The generation of the state as last published to `reads`.
+    generation: u64,
+    /// The state may have changed since it was last published.
+    changed: bool,
+    /// Per I/O thread, the generation of the last replica sent to it.
+    replica_sent: Vec<u64>,
 }
 
 impl RegistryActor {
@@ -279,7 +290,10 @@ impl RegistryActor {
             pending: Vec::new(),
             fault: None,
             resync: false,
-            replies_in_flight: Arc::new(AtomicUsize::new(0)),
+            replies_in_flight: self.reads.as_ref().map_or_else(
+                || Arc::new(AtomicUsize::new(0)),
+                |r| r.replies_in_flight.clone(),
+            ),
             reply_bytes_in_flight_max: self.reply_bytes_in_flight_max,
             workers: HashMap::new(),
             migration_settings: self.migration,
@@ -289,6 +303,10 @@ impl RegistryActor {
             resolvers: self.resolvers,
             entropy: ring::rand::SystemRandom::new(),
             host_load: crate::registry::host_load::HostLoad::start(),
+            reads: self.reads,
+            generation: 0,
+            changed: true,
+            replica_sent: Vec::new(),
         };
         if let Some(reason) = self.store_fault {
             actor.resync = true;
@@ -360,6 +378,9 @@ impl RegistryActor {
             if !batch.is_empty() {
                 metrics.registry_batch_size.record(batch.len() as f64);
             }
+            // Reports move long operations along, which listings show.
+            actor.changed |=
+                !report_batch.is_empty() || !actor.pending.is_empty() || tick.is_some();
             let now = unix_now();
             actor.begin_batch();
             for report in std::mem::take(&mut actor.pending) {
@@ -412,6 +433,7 @@ impl Actor {
     }
 
     fn request(&mut self, request: Request, now: u64) {
+        self.changed |= !is_replica_read(&request.document);
         let run = Registry::begin(request.document, request.role);
         let answer = Answer::new(request.reply_to, run, request.unwritten);
         if let Some(queue) = self.held.get_mut(&request.reply_to) {
@@ -756,6 +778,9 @@ impl Actor {
     /// Replies and events go out after the commit, then long operations start.
     async fn flush(&mut self) {
         let threads = self.mailboxes.len();
+        if self.reads.is_some() && std::mem::take(&mut self.changed) {
+            self.generation += 1;
+        }
         let messages = std::mem::take(&mut self.outputs)
             .into_iter()
             .map(|output| match output {
@@ -775,11 +800,26 @@ impl Actor {
                     (None, ToIo::Event(event))
                 }
             });
-        for (mailbox, mut messages) in self.mailboxes.iter().zip(per_thread(messages, threads)) {
-            let message = match messages.len() {
-                0 => continue,
-                1 => messages.pop().expect("one message"),
-                _ => ToIo::Batch(messages),
+        let mut queues = per_thread(messages, threads);
+        if let Some(reads) = &self.reads {
+            self.replica_sent.resize(threads, 0);
+            for (thread, queue) in queues.iter_mut().enumerate() {
+                if self.replica_sent[thread] < self.generation && reads.take_wanted(thread) {
+                    self.replica_sent[thread] = self.generation;
+                    let replica =
+                        Replica::new(self.generation, &self.registry, self.host_load.clone());
+                    queue.insert(0, ToIo::Replica(Box::new(replica)));
+                }
+            }
+        }
+        for (mailbox, mut messages) in self.mailboxes.iter().zip(queues) {
+            let message = match (messages.len(), &self.reads) {
+                (0, _) => continue,
+                (1, None) => messages.pop().expect("one message"),
+                (_, reads) => ToIo::Batch {
+                    generation: reads.as_ref().map(|_| self.generation),
+                    messages,
+                },
             };
             // A closed mailbox means the thread is gone (shutdown): nobody to tell.
             let _ = mailbox.send(message).await;

@@ -2,8 +2,9 @@
 //! long operations.
 //!
 //! - [`state`], [`actions`], [`listing`], [`machine`], [`model`], [`units`]: the pure rules.
-//! - [`store`]: durability (redb), one transaction per batch.
+//! - [`store`], [`journal`]: durability, one journal frame per batch in front of redb.
 //! - [`actor`]: the single writer, on its own thread, and the memory DR workers.
+//! - [`replica`]: reads answered on the I/O threads from copies of the committed state.
 //! - [`host_load`]: the host's CPU utilisation, the control domain's UTIL.
 #![deny(
     clippy::unwrap_used,
@@ -28,6 +29,7 @@ pub mod journal;
 pub mod listing;
 pub mod machine;
 pub mod model;
+pub mod replica;
 pub mod run;
 pub mod state;
 pub mod store;

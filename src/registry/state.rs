@@ -316,6 +316,40 @@ impl Registry {
         }
     }
 
+    /// A copy of what listings read, for an I/O thread's replica (see `replica`): no pending
+    /// changes, events or effects, and no secret (the resolver key is not copied).
+    pub fn replica(&self) -> Registry {
+        Registry {
+            machine: self.machine.clone(),
+            settings: self.settings.clone(),
+            domains: self.domains.clone(),
+            sp: self.sp.clone(),
+            meta: Meta {
+                resolver_key: [0; 32],
+                ..self.meta.clone()
+            },
+            pools: self.pools.clone(),
+            macs: self.macs.clone(),
+            console_ports: self.console_ports.clone(),
+            services: self.services.clone(),
+            io_owner: self.io_owner.clone(),
+            migrations: self.migrations.clone(),
+            migrating: self.migrating.for_replica(),
+            entropy: [0; 32],
+            entropy_draws: 0,
+            host_util: self.host_util,
+            dirty: BTreeSet::new(),
+            events: Vec::new(),
+            effects: Vec::new(),
+            limit_hits: Vec::new(),
+            writes_refused: None,
+            reply_room: usize::MAX,
+            replies_full: false,
+            connection_room: 0,
+            scratch: Vec::new(),
+        }
+    }
+
     fn create_control_domain(&mut self, now: u64) -> Result<(), String> {
         let too_small = |what: &str| {
             format!(

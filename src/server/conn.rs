@@ -22,8 +22,10 @@ use tokio::io::unix::AsyncFd;
 
 use crate::auth::guard::LoginSource;
 use crate::auth::verifier::{Immediate, Reply, VerifyRequest};
+use crate::ldm::{Document, Response, Role};
 use crate::limits::Limit;
 use crate::metrics::Phase;
+use crate::registry::replica::is_replica_read;
 use crate::server::admission::Ticket;
 use crate::server::dispatch::{ConnKey, ReplyTicket, Request, ToIo};
 use crate::server::io_thread::{BUFFER_BYTES, ConnShared, Inbound, ThreadCtx};
@@ -280,9 +282,16 @@ impl Actor {
                 Event::Verify(credentials) => self.verify(credentials),
                 Event::Document(document, role) => {
                     metrics.documents_received.increment(1);
+                    // Alone: nothing of this stream is unanswered, so a read answered here
+                    // cannot overtake a write of its own (see `registry::replica`).
+                    let alone = self.received.is_empty();
                     // Taken at the read, not now: an earlier document of the same read may have
                     // waited here for room in the registry's mailbox.
                     self.received.push_back(self.last_read);
+                    let document = match self.answer_from_replica(alone, document, role).await {
+                        Some(document) => document,
+                        None => continue,
+                    };
                     debug_assert!(self.received.len() as u32 <= self.core.requests_in_flight());
                     let request = Request {
                         document,
@@ -326,6 +335,59 @@ impl Actor {
         self.in_flight_full = full;
     }
 
+    /// Answers a document of list actions from the thread's replica when it is current;
+    /// otherwise gives it back, for the registry.
+    async fn answer_from_replica(
+        &mut self,
+        alone: bool,
+        document: Document,
+        role: Role,
+    ) -> Option<Document> {
+        let Some(reads) = self.ctx.shared.reads.clone() else {
+            return Some(document);
+        };
+        if !alone || !is_replica_read(&document) {
+            return Some(document);
+        }
+        let ctx = self.ctx.clone();
+        let current =
+            |ctx: &ThreadCtx| reads.is_current(ctx.index, ctx.replica.borrow().as_deref());
+        if !current(&ctx) {
+            // The other thread has begun delivering a newer batch: this thread's share of it,
+            // with the newer replica, is most likely in its mailbox already. Letting the router
+            // run first is far quicker than the registry's queue.
+            tokio::task::yield_now().await;
+            if !current(&ctx) {
+                return Some(document);
+            }
+        }
+        let mut replica = ctx.replica.borrow_mut();
+        let replica = replica.as_mut()?;
+        let now = crate::registry::actor::unix_now();
+        let (response, ticket, limits) =
+            replica.answer(&reads, document, role, &self.unwritten, now);
+        let metrics = self.ctx.shared.metrics;
+        metrics.replica_reads.increment(1);
+        for limit in limits {
+            metrics.limit_hit(limit).increment(1);
+        }
+        self.take_response(Instant::now(), response, ticket);
+        None
+    }
+
+    /// A reply to the oldest unanswered document, from the registry or a replica.
+    fn take_response(&mut self, now: Instant, response: Response, ticket: Option<ReplyTicket>) {
+        let metrics = self.ctx.shared.metrics;
+        metrics.answered(&response);
+        debug_assert!(!self.received.is_empty(), "a reply to no document");
+        if let Some(received) = self.received.pop_front() {
+            let first = response.cmds.first().and_then(|c| c.action.as_ref());
+            self.answered
+                .push((metrics.action(first), received, ticket));
+        }
+        self.core.handle_response(now, &response);
+    }
+
     /// Sends a password check to the verifier pool; its verdict comes back through the mailbox.
     fn verify(&mut self, credentials: crate::xmpp::sasl::PlainCredentials) {
         let mailbox = self.ctx.mailbox.clone();
@@ -364,16 +426,7 @@ impl Actor {
             };
 
             match message {
-                Inbound::Response(response, ticket) => {
-                    metrics.answered(&response);
-                    debug_assert!(!self.received.is_empty(), "a reply to no document");
-                    if let Some(received) = self.received.pop_front() {
-                        let first = response.cmds.first().and_then(|c| c.action.as_ref());
-                        self.answered
-                            .push((metrics.action(first), received, ticket));
-                    }
-                    self.core.handle_response(now, &response);
-                }
+                Inbound::Response(response, ticket) => self.take_response(now, response, ticket),
                 Inbound::AuthVerdict(verdict) => {
                     self.core.handle_auth_result(now, verdict);
                     // The store may have changed between the verdict and its arrival: the

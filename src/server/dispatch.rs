@@ -126,8 +126,15 @@ pub enum ToIo {
     /// Stop accepting, drain every stream, and end the thread.
     Shutdown,
     /// A registry batch's replies and events for this thread, in commit order: one message,
-    /// so one wake-up of the thread, per batch.
-    Batch(Vec<ToIo>),
+    /// so one wake-up of the thread, per batch. `generation`: the generation of the committed
+    /// state they reflect (see `registry::replica`), when the registry keeps replicas.
+    Batch {
+        generation: Option<u64>,
+        messages: Vec<ToIo>,
+    },
+    /// A newer replica of the committed state, for reads answered on the thread; it comes
+    /// before the replies of its batch.
+    Replica(Box<crate::registry::replica::Replica>),
 }
 
 /// Whoever answers LDM documents: it runs on its own thread(s), takes requests from `requests`

@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::ldm::Response;
 use crate::ldm::event::{Event, SubscriptionChange};
 use crate::metrics::Metrics;
+use crate::registry::replica::{ReadPath, Replica};
 use crate::server::admission::Admission;
 use crate::server::conn::{self, Transport};
 use crate::server::dispatch::{ConnKey, ReplyTicket, Request, ToIo};
@@ -57,6 +58,9 @@ pub struct Shared {
     /// Connections accepted since start, all threads.
     pub accepted: AtomicU64,
     pub metrics: &'static Metrics,
+    /// Where reads answered on the I/O threads meet the registry; `None` with a backend that
+    /// keeps no replicas.
+    pub reads: Option<Arc<ReadPath>>,
 }
 
 /// What a thread starts with.
@@ -121,6 +125,8 @@ pub struct ThreadCtx {
     /// The accounts as last announced: a password verdict made against an older user store
     /// that arrives after the announcement is checked against them.
     pub accounts: RefCell<Option<Arc<crate::auth::Accounts>>>,
+    /// The thread's copy of the registry's committed state, for reads (see `registry::replica`).
+    pub replica: RefCell<Option<Box<Replica>>>,
 }
 
 /// Runs the thread until shutdown has drained its connections.
@@ -142,6 +148,7 @@ pub fn run(setup: ThreadSetup) {
             slot_freed: Notify::new(),
             stop_accepting: Notify::new(),
             accounts: RefCell::new(None),
+            replica: RefCell::new(None),
         });
         for listener in setup.tcp {
             let listener = tokio_uring::net::TcpListener::from_std(listener);
@@ -198,7 +205,12 @@ async fn route(ctx: &Rc<ThreadCtx>, mut mailbox: mpsc::Receiver<ToIo>) {
                 }
                 for message in batch.drain(..) {
                     match message {
-                        ToIo::Batch(messages) => {
+                        ToIo::Batch { generation, messages } => {
+                            // Before any of its replies is delivered: a read that follows
+                            // one of them, on any thread, then needs a replica this new.
+                            if let (Some(generation), Some(reads)) = (generation, &ctx.shared.reads) {
+                                reads.deliver(generation);
+                            }
                             for message in messages {
                                 handle(ctx, message, &mut drain_until);
                             }
@@ -245,8 +257,9 @@ fn handle(ctx: &Rc<ThreadCtx>, message: ToIo, drain_until: &mut Option<Instant>)
             ctx.begin_shutdown();
         }
         ToIo::Shutdown => {}
+        ToIo::Replica(replica) => *ctx.replica.borrow_mut() = Some(replica),
         // The registry never nests batches; one would only be flattened.
-        ToIo::Batch(messages) => {
+        ToIo::Batch { messages, .. } => {
             for message in messages {
                 handle(ctx, message, drain_until);
             }

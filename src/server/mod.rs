@@ -9,6 +9,7 @@ pub mod listener;
 pub mod pool;
 mod subscribers;
 
+use crate::registry::replica::ReadPath;
 use crate::xmpp::IdSource;
 
 /// The operating system's CSPRNG, for stream ids and generated resources.
@@ -76,15 +77,17 @@ pub struct Server {
 impl Server {
     /// Binds everything, starts every thread, and returns once the daemon accepts connections.
     pub fn start(config: Config, backend: Box<dyn Backend>) -> Result<Server, StartError> {
-        Server::start_with(config, backend, ResolverKey::default())
+        Server::start_with(config, backend, ResolverKey::default(), None)
     }
 
     /// [`Server::start`], with the tokens of the migrations this daemon is the target of, as
-    /// its registry publishes them (a source's resolver logs in with one).
+    /// its registry publishes them (a source's resolver logs in with one), and the read path
+    /// its replicas come through.
     pub fn start_with(
         config: Config,
         backend: Box<dyn Backend>,
         resolvers: ResolverKey,
+        reads: Option<Arc<ReadPath>>,
     ) -> Result<Server, StartError> {
         let state_err = |source| StartError::StateDir {
             path: config.state_dir.clone(),
@@ -162,6 +165,7 @@ impl Server {
             admission,
             accepted: std::sync::atomic::AtomicU64::new(0),
             metrics: crate::metrics::get(),
+            reads,
         });
 
         let (handler_tx, handler_rx) = mpsc::channel(HANDLER_QUEUE_MAX);

@@ -52,6 +52,14 @@ pub struct Volatile {
 }
 
 impl Volatile {
+    /// What listings read of it (the progress of outgoing transfers), for a replica.
+    pub fn for_replica(&self) -> Volatile {
+        Volatile {
+            progress: self.progress.clone(),
+            ..Volatile::default()
+        }
+    }
+
     /// Forgets what a batch whose commit failed noted for the shell: none of it happened.
     pub fn forget_batch(&mut self) {
         self.notes.clear();
