@@ -13,6 +13,7 @@
 //! operations failed (the report says which), 2 for bad arguments.
 
 mod connect;
+mod cpu;
 mod driver;
 mod durability;
 mod events;

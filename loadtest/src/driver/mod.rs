@@ -15,6 +15,7 @@
 pub mod pacing;
 mod report;
 
+use crate::cpu;
 use crate::durability::{DurabilityArgs, Watch};
 use std::future::Future;
 use std::path::PathBuf;
@@ -66,6 +67,10 @@ pub struct Drive {
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// The server's process id: report its CPU time (user + system, from /proc/PID/stat) over
+    /// the measured window, per measured operation.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
 }
 
 /// A scenario, as the driver sees it.
@@ -409,6 +414,14 @@ pub async fn run<W: Workload>(
         let steps = workload.step_operations();
         tasks.push(tokio::spawn(drive_client(client, ctx, start, steps)));
     }
+    // The server's CPU time at the start of the measured window (the end of the ramp-up).
+    let cpu_start = drive.server_pid.map(|pid| {
+        let start = t0 + drive.ramp_up;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            cpu::seconds(pid)
+        })
+    });
     let bar = progress::bar(1000, "running");
     let ticker = tokio::spawn(show_progress(shared.clone(), bar.clone(), drive.clone()));
     let mut open = Vec::with_capacity(tasks.len());
@@ -422,6 +435,11 @@ pub async fn run<W: Workload>(
             session_errors.push(e.to_string());
         }
     }
+    let cpu_end = drive.server_pid.and_then(cpu::seconds);
+    let cpu_start = match cpu_start {
+        Some(task) => task.await.ok().flatten(),
+        None => None,
+    };
     ticker.abort();
     bar.finish_and_clear();
     close_sessions(open).await;
@@ -455,6 +473,9 @@ pub async fn run<W: Workload>(
         first_failure: shared.first_failure.get().cloned(),
         cleanup_operations: shared.cleanup.load(Ordering::Relaxed),
         operations: latencies.rows(seconds),
+        server_cpu_seconds: cpu_start
+            .zip(cpu_end)
+            .map(|(start, end)| (end - start).max(0.0)),
         durability: None,
         problems: Vec::new(),
     })

@@ -40,6 +40,8 @@ pub struct Report {
     pub cleanup_operations: u64,
     /// One row per operation, then `total`.
     pub operations: Vec<Row>,
+    /// The server's CPU time over the measured window (`--server-pid`), cleanup included.
+    pub server_cpu_seconds: Option<f64>,
     /// Commits and the disk's own pace (`--metrics-url`, `--disk-probe`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub durability: Option<crate::durability::Durability>,
@@ -103,6 +105,15 @@ impl Report {
                 "measured        {:.2} s, from the first request to the last reply",
                 self.seconds
             );
+        }
+        if let Some(cpu) = self.server_cpu_seconds {
+            let operations = self.operations.last().map_or(0, |r| r.count);
+            let per_operation = if operations > 0 {
+                format!("{:.3} ms", cpu * 1e3 / operations as f64)
+            } else {
+                "-".to_owned()
+            };
+            println!("server CPU      {cpu:.2} s over the window: {per_operation} per operation");
         }
         if let Some(rate) = self.rate {
             let total = self.operations.last().map_or(0.0, |r| r.ops_per_second);
