@@ -99,6 +99,31 @@ enum UserAction {
     Remove { name: String },
 }
 
+/// mimalloc rather than glibc's malloc: see the README's Performance section.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's options by number (`mi_option_t` in its v3 `mimalloc.h`; the sys crate names
+/// only some). The test below checks that they still mean what they meant.
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Memory freed after a burst of TLS handshakes goes back to the OS at once, and arenas are
+/// committed as used: measured with 6,000 idle sessions, this brings mimalloc's memory per
+/// session from 9.5 KiB down to glibc's 6 KiB. Run before `main`, from the process's
+/// constructors: Rust's runtime allocates (and so sets mimalloc up) before `main` begins.
+extern "C" fn tune_allocator() {
+    // SAFETY: mi_option_set only stores an option value.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+    }
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
+
 fn main() -> ExitCode {
     crash_on_panic();
     let cli = Cli::parse();
@@ -418,4 +443,29 @@ fn prompt_hidden(prompt: &str) -> Result<Zeroizing<String>, String> {
     Ok(Zeroizing::new(
         line.trim_end_matches(['\n', '\r']).to_owned(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allocator_is_tuned_before_main() {
+        // The numbers follow the sys crate's own (it names option 16, the one after purge
+        // delay in mimalloc v3's enum), and the crate is pinned to the version checked.
+        assert_eq!(
+            libmimalloc_sys::mi_option_use_numa_nodes - 1,
+            MI_OPTION_PURGE_DELAY
+        );
+        // The constructor ran before this test's main: both are 0 (their defaults are 1000
+        // and 2).
+        // SAFETY: mi_option_get only reads an option value.
+        let (delay, eager) = unsafe {
+            (
+                libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY),
+                libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT),
+            )
+        };
+        assert_eq!((delay, eager), (0, 0));
+    }
 }
