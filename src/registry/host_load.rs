@@ -120,6 +120,13 @@ impl HostLoad {
         load
     }
 
+    /// No sampler: no figure (benches, and tests that need none).
+    pub fn unmeasured() -> HostLoad {
+        HostLoad {
+            percent: Arc::new(AtomicU64::new(NONE)),
+        }
+    }
+
     /// The host's busy share over the last window, in percent.
     pub fn percent(&self) -> Option<f64> {
         match self.percent.load(Ordering::Relaxed) {
