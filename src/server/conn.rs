@@ -253,11 +253,17 @@ impl Actor {
                 self.ctx.pool.borrow_mut().give(buffer);
                 return true;
             }
-            // Most writes fit in the socket's send buffer: sent at once, they need no trip
-            // through io_uring and hold no buffer across a wait (5,000 subscribers of one
-            // thread, each given an event, would otherwise each hold one). What the socket
-            // does not take now goes through io_uring as before.
-            match send_now(transport.raw_fd(), &buffer) {
+            // While the pool is lent out (a fan-out to thousands of subscribers, each given an
+            // event), a write is first tried with one non-blocking send: it nearly always fits
+            // in the socket's buffer, and then holds no buffer across a wait. Otherwise writes
+            // go through io_uring, whose submissions are batched: cheaper per write.
+            let pool_lent_out = self.ctx.pool.borrow().free() == 0;
+            let eager = if pool_lent_out {
+                send_now(transport.raw_fd(), &buffer)
+            } else {
+                Ok(0)
+            };
+            match eager {
                 Ok(sent) if sent == buffer.len() => {
                     self.ctx.pool.borrow_mut().give(buffer);
                     continue;
