@@ -29,6 +29,7 @@ use crate::registry::replica::is_replica_read;
 use crate::server::admission::Ticket;
 use crate::server::dispatch::{ConnKey, ReplyTicket, Request, ToIo};
 use crate::server::io_thread::{BUFFER_BYTES, ConnShared, Inbound, ThreadCtx};
+use crate::server::nonblocking::{receive, send_now};
 use crate::xmpp::connection::{Connection, Event};
 use crate::xmpp::error::{StreamError, StreamErrorCondition};
 use crate::xmpp::stream::Peer;
@@ -562,50 +563,6 @@ enum ReadOutcome {
     Nothing,
     Eof,
     Dead,
-}
-
-/// `recv(MSG_DONTWAIT)` into the spare capacity of `buffer`.
-fn receive(fd: RawFd, buffer: &mut Vec<u8>) -> io::Result<usize> {
-    let spare = buffer.spare_capacity_mut();
-    // SAFETY: the kernel writes at most `spare.len()` bytes into memory we own; we then mark
-    // exactly the bytes written as initialized.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            spare.as_mut_ptr().cast(),
-            spare.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
-    // SAFETY: `n` bytes after the current length were initialized by recv.
-    unsafe { buffer.set_len(buffer.len() + n) };
-    Ok(n)
-}
-
-/// One non-blocking send of `bytes`; how many the socket took.
-fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
-    // SAFETY: the kernel reads at most `bytes.len()` bytes from memory we own. MSG_NOSIGNAL: a
-    // peer that closed gives EPIPE, not SIGPIPE.
-    let n = unsafe {
-        libc::send(
-            fd,
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if n < 0 {
-        let error = io::Error::last_os_error();
-        return match error.kind() {
-            io::ErrorKind::Interrupted => Ok(0),
-            _ => Err(error),
-        };
-    }
-    Ok(n as usize)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -6,6 +6,7 @@ mod conn;
 pub mod dispatch;
 mod io_thread;
 pub mod listener;
+mod nonblocking;
 pub mod pool;
 mod subscribers;
 
