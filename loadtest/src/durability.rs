@@ -313,13 +313,14 @@ impl Watch {
             match rss::scrape_body(url).await {
                 Ok(body) => {
                     let after = Reading::parse(&body, self.writes);
-                    let problems = std::mem::take(&mut self.report.problems);
-                    let (idle, during) =
-                        (self.report.disk_idle.take(), self.report.disk_during.take());
-                    self.report = Durability::between(before, &after, at.elapsed().as_secs_f64());
-                    self.report.problems = problems;
-                    self.report.disk_idle = idle;
-                    self.report.disk_during = during;
+                    let seconds = at.elapsed().as_secs_f64();
+                    let report = std::mem::take(&mut self.report);
+                    self.report = Durability {
+                        disk_idle: report.disk_idle,
+                        disk_during: report.disk_during,
+                        problems: report.problems,
+                        ..Durability::between(before, &after, seconds)
+                    };
                 }
                 Err(e) => self.report.problems.push(format!("/metrics: {e}")),
             }

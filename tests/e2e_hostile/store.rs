@@ -150,6 +150,24 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Adds domains with long names (`<prefix><n>-xxx…`) until one is refused, at most 20,000;
+/// the acknowledged ones join `acknowledged`. Returns the refusal's message.
+fn add_until_refused(
+    client: &mut Client,
+    prefix: &str,
+    acknowledged: &mut Vec<String>,
+) -> Option<String> {
+    for n in 0..20_000 {
+        let name = format!("{prefix}{n}-{}", "x".repeat(200));
+        let (status, message) = document_status(&client.request(&add_domain(&name)));
+        if status != "success" {
+            return message;
+        }
+        acknowledged.push(name);
+    }
+    None
+}
+
 #[test]
 fn a_full_disk_refuses_writes_serves_reads_and_recovers_and_a_restart_serves_reads() {
     // A failed commit used to exit the daemon, and every restart exited again at its first
@@ -176,18 +194,8 @@ fn a_full_disk_refuses_writes_serves_reads_and_recovers_and_a_restart_serves_rea
     let filler = disk.fill();
     // Each domain grows the store; the first that needs a new page finds no space.
     let mut acknowledged = vec!["before".to_owned()];
-    let mut refusal = None;
-    for n in 0..20_000 {
-        let name = format!("d{n}-{}", "x".repeat(200));
-        let (status, message) = document_status(&client.request(&add_domain(&name)));
-        if status == "success" {
-            acknowledged.push(name);
-            continue;
-        }
-        refusal = message;
-        break;
-    }
-    let refusal = refusal.expect("a full disk never refused a write");
+    let refusal = add_until_refused(&mut client, "d", &mut acknowledged)
+        .expect("a full disk never refused a write");
     assert!(refusal.starts_with(NOT_SAVED), "{refusal}");
     assert!(refusal.contains("No space left on device"), "{refusal}");
     // Reads are served, from exactly what was acknowledged.
@@ -207,18 +215,8 @@ fn a_full_disk_refuses_writes_serves_reads_and_recovers_and_a_restart_serves_rea
     }
     // The journal's space is allocated ahead of time: writes that fit in what is left of it
     // are taken even now, and the first that needs more of the disk is refused.
-    let mut refused = None;
-    for n in 0..20_000 {
-        let name = format!("while-full-{n}-{}", "x".repeat(200));
-        let (status, message) = document_status(&client.request(&add_domain(&name)));
-        if status == "success" {
-            acknowledged.push(name);
-            continue;
-        }
-        refused = message;
-        break;
-    }
-    let refused = refused.expect("a full disk never refused a write after the restart");
+    let refused = add_until_refused(&mut client, "while-full-", &mut acknowledged)
+        .expect("a full disk never refused a write after the restart");
     assert!(refused.starts_with(NOT_SAVED), "{refused}");
 
     // Space comes back: the store is retried and takes changes again.

@@ -440,6 +440,13 @@ pub async fn run<W: Workload>(
         Some(task) => task.await.ok().flatten(),
         None => None,
     };
+    if let Some(pid) = drive.server_pid
+        && (cpu_start.is_none() || cpu_end.is_none())
+    {
+        eprintln!(
+            "ldm-load: --server-pid {pid}: /proc/{pid}/stat could not be read; no CPU figure"
+        );
+    }
     ticker.abort();
     bar.finish_and_clear();
     close_sessions(open).await;
