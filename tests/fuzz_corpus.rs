@@ -38,6 +38,11 @@ fn sasl_plain_corpus() {
 }
 
 #[test]
+fn journal_corpus() {
+    replay("journal", ldmd::fuzz::journal);
+}
+
+#[test]
 fn config_corpus() {
     replay("config", ldmd::fuzz::config);
 }

@@ -15,9 +15,11 @@ use crate::xml::{Element, FrameError, FrameKind, Framer, FramerLimits, Namespace
 use crate::xmpp::connection::Event;
 use crate::xmpp::stream::Identity;
 
+mod journal;
 mod ldm_document;
 mod migration_offer;
 
+pub use journal::journal;
 pub use ldm_document::ldm_document;
 pub use migration_offer::migration_offer;
 

@@ -143,11 +143,15 @@ fn decode_frame(bytes: &[u8], at: usize, epoch: u64) -> Option<(Vec<Change>, usi
         let kind = *reader.take(1)?.first()?;
         let name_len = reader.u32()?;
         let name = std::str::from_utf8(reader.take(name_len)?).ok()?;
+        // One encoding per record: anything else is corruption.
         let key = match kind {
             KIND_DOMAIN => Key::Domain(name.to_owned()),
-            KIND_SPCONFIGS => Key::SpConfigs,
-            KIND_META => Key::Meta,
-            KIND_MIGRATION => Key::Migration(crate::migration::MigrationId::parse(name)?),
+            KIND_SPCONFIGS if name.is_empty() => Key::SpConfigs,
+            KIND_META if name.is_empty() => Key::Meta,
+            KIND_MIGRATION => {
+                let id = crate::migration::MigrationId::parse(name)?;
+                (id.to_string() == name).then_some(Key::Migration(id))?
+            }
             _ => return None,
         };
         let present = *reader.take(1)?.first()?;
@@ -368,6 +372,44 @@ mod tests {
             assert_eq!(frames, [changes(3)], "flip at {at}");
             assert_eq!(end, first);
         }
+    }
+
+    #[test]
+    fn a_record_with_a_second_encoding_is_refused() {
+        // Meta with a name, or a migration id in capitals, would decode to a record that
+        // encodes differently: the journal takes both for corruption.
+        let frame_of = |kind: u8, name: &str| {
+            let mut payload = Vec::new();
+            put_u32(&mut payload, 1);
+            payload.push(kind);
+            put_u32(&mut payload, name.len());
+            payload.extend_from_slice(name.as_bytes());
+            payload.extend_from_slice(&[1, 1, 0, 0, 0, b'x']);
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&0u64.to_le_bytes());
+            crc.update(&(payload.len() as u32).to_le_bytes());
+            crc.update(&payload);
+            let mut frame = MAGIC.to_vec();
+            frame.extend_from_slice(&0u64.to_le_bytes());
+            frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            frame.extend_from_slice(&crc.finalize().to_le_bytes());
+            frame.extend_from_slice(&payload);
+            frame
+        };
+        let id = "0".repeat(29) + "abc";
+        assert_eq!(decode_frames(&frame_of(KIND_META, ""), 0).0.len(), 1);
+        assert_eq!(decode_frames(&frame_of(KIND_MIGRATION, &id), 0).0.len(), 1);
+        assert!(decode_frames(&frame_of(KIND_META, "x"), 0).0.is_empty());
+        assert!(
+            decode_frames(&frame_of(KIND_SPCONFIGS, "x"), 0)
+                .0
+                .is_empty()
+        );
+        assert!(
+            decode_frames(&frame_of(KIND_MIGRATION, &id.to_uppercase()), 0)
+                .0
+                .is_empty()
+        );
     }
 
     #[test]
