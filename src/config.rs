@@ -26,6 +26,7 @@ use serde::Deserialize;
 use crate::ldm::Role;
 pub use crate::limits::Limits;
 use crate::limits::LimitsFile;
+pub use crate::server::runtime::RuntimeChoice;
 
 /// The XMPP port of the reference daemon.
 pub const DEFAULT_PORT: u16 = 6482;
@@ -43,6 +44,7 @@ struct File {
     state_dir: Option<PathBuf>,
     metrics_listen: Option<String>,
     io_threads: Option<usize>,
+    runtime: Option<RuntimeChoice>,
     xmpp_enabled: Option<bool>,
     domains: Option<Vec<String>>,
     tcp_loopback_is_local: Option<bool>,
@@ -105,6 +107,7 @@ pub struct Overrides {
     pub socket: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub metrics_listen: Option<String>,
+    pub runtime: Option<RuntimeChoice>,
 }
 
 /// The checked configuration.
@@ -118,6 +121,8 @@ pub struct Config {
     /// Where /metrics is served; `None` when turned off.
     pub metrics_listen: Option<SocketAddr>,
     pub io_threads: usize,
+    /// What the I/O threads run on (`auto`: io_uring when it works here).
+    pub runtime: RuntimeChoice,
     pub xmpp_enabled: bool,
     /// XMPP domains served, lower case; the first is the default.
     pub domains: Vec<String>,
@@ -400,6 +405,7 @@ impl Config {
             state_dir,
             metrics_listen,
             io_threads,
+            runtime: overrides.runtime.or(file.runtime).unwrap_or_default(),
             xmpp_enabled,
             domains,
             tcp_loopback_is_local: file.tcp_loopback_is_local.unwrap_or(true),
@@ -507,13 +513,25 @@ mod tests {
             socket: Some("/tmp/x.sock".into()),
             state_dir: Some("/var/lib/ldmd".into()),
             metrics_listen: Some("off".into()),
+            runtime: Some(RuntimeChoice::Epoll),
         };
-        let config =
-            Config::from_toml("listen = ['0.0.0.0:6482']\nstate_dir = '/a'", &overrides).unwrap();
+        let text = "listen = ['0.0.0.0:6482']\nstate_dir = '/a'\nruntime = 'io_uring'";
+        let config = Config::from_toml(text, &overrides).unwrap();
+        assert_eq!(config.runtime, RuntimeChoice::Epoll);
         assert_eq!(config.listen, ["[::1]:7000".parse().unwrap()]);
         assert_eq!(config.socket, PathBuf::from("/tmp/x.sock"));
         assert_eq!(config.state_dir, PathBuf::from("/var/lib/ldmd"));
         assert_eq!(config.metrics_listen, None);
+    }
+
+    #[test]
+    fn runtime_defaults_to_auto_and_a_wrong_one_is_refused() {
+        let config = Config::from_toml("", &Overrides::default()).unwrap();
+        assert_eq!(config.runtime, RuntimeChoice::Auto);
+        let config = Config::from_toml("runtime = 'io_uring'", &Overrides::default()).unwrap();
+        assert_eq!(config.runtime, RuntimeChoice::IoUring);
+        let err = Config::from_toml("runtime = 'uring'", &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("auto"), "{err}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use zeroize::Zeroizing;
 
 use ldmd::auth::store::{StoreError, UserStore};
-use ldmd::config::{Config, Overrides};
+use ldmd::config::{Config, Overrides, RuntimeChoice};
 use ldmd::ldm::Role;
 use ldmd::registry::actor::RegistryActor;
 use ldmd::registry::state::{MigrationSettings, RegistryLimits};
@@ -51,6 +51,10 @@ struct Cli {
     /// Address of the Prometheus /metrics endpoint, or `off`.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// What the I/O threads run on: auto (io_uring where it works, else epoll), io_uring or
+    /// epoll; replaces `runtime` from the file.
+    #[arg(long, value_name = "RUNTIME", value_parser = RuntimeChoice::parse)]
+    runtime: Option<RuntimeChoice>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
         socket: cli.socket.clone(),
         state_dir: cli.state_dir.clone(),
         metrics_listen: cli.metrics_listen.clone(),
+        runtime: cli.runtime,
     };
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(config) => config,
@@ -266,15 +271,16 @@ fn run(config: Config) -> Result<(), String> {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    tracing::info!(xmpp = %xmpp, unix = %server.socket_path.display(), fingerprint = %server.fingerprint, "ldmd ready");
+    tracing::info!(xmpp = %xmpp, unix = %server.socket_path.display(), fingerprint = %server.fingerprint, runtime = %server.runtime, "ldmd ready");
     // One machine-readable line on stdout, for supervisors and tests.
     let metrics = metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
     println!(
-        "ldmd ready xmpp={} unix={} metrics={} fingerprint={}",
+        "ldmd ready xmpp={} unix={} metrics={} fingerprint={} runtime={}",
         if xmpp.is_empty() { "off" } else { &xmpp },
         server.socket_path.display(),
         metrics,
-        server.fingerprint
+        server.fingerprint,
+        server.runtime
     );
     let _ = io::stdout().flush();
     wait_for_signal()?;

@@ -141,6 +141,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Says which runtime the I/O threads run on (`ldmd_runtime_info`, chosen once at start).
+    pub fn runtime(&self, runtime: crate::server::runtime::Runtime) {
+        gauge!("ldmd_runtime_info", "runtime" => runtime.name()).set(1.0);
+    }
+
     pub fn connections_open(&self, unix: bool, phase: Phase) -> &Gauge {
         &self.open[usize::from(unix)][phase as usize]
     }
@@ -342,6 +347,10 @@ fn describe() {
     describe_gauge!(
         "ldmd_build_info",
         "Always 1; the version label says which ldmd is running."
+    );
+    describe_gauge!(
+        "ldmd_runtime_info",
+        "Always 1; the runtime label says what the I/O threads run on (io_uring or epoll)."
     );
     describe_counter!(
         "ldmd_connections_accepted_total",

@@ -46,6 +46,7 @@ impl Ldmd {
             socket: Some(dir.path().join("ldmd.sock")),
             state_dir: Some(dir.path().to_path_buf()),
             metrics_listen: Some("off".into()),
+            ..Overrides::default()
         };
         // Loopback peers log in like remote ones: with SASL PLAIN, then bind.
         let config = Config::from_toml(

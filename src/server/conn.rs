@@ -30,6 +30,7 @@ use crate::server::admission::Ticket;
 use crate::server::dispatch::{ConnKey, ReplyTicket, Request, ToIo};
 use crate::server::io_thread::{BUFFER_BYTES, ConnShared, Inbound, ThreadCtx};
 use crate::server::nonblocking::{receive, send_now};
+use crate::server::shell::Transport;
 use crate::xmpp::connection::{Connection, Event};
 use crate::xmpp::error::{StreamError, StreamErrorCondition};
 use crate::xmpp::stream::Peer;
@@ -40,38 +41,6 @@ const READ_ROOM_MIN: usize = 4096;
 /// may find `event_queue_max` events in its inbox; handed over together they would all be
 /// copied into its outbox, so they go in slices, each written before the next is taken.
 const EVENTS_PER_TRANSMIT_MAX: usize = 32;
-
-pub enum Transport {
-    Tcp(tokio_uring::net::TcpStream),
-    Unix(tokio_uring::net::UnixStream),
-}
-
-impl Transport {
-    fn raw_fd(&self) -> RawFd {
-        match self {
-            Transport::Tcp(s) => s.as_raw_fd(),
-            Transport::Unix(s) => s.as_raw_fd(),
-        }
-    }
-
-    async fn write_all(&self, buffer: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        match self {
-            Transport::Tcp(s) => s.write_all(buffer).await,
-            Transport::Unix(s) => s.write_all(buffer).await,
-        }
-    }
-
-    fn shutdown(&self) {
-        let _ = match self {
-            Transport::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
-            Transport::Unix(s) => s.shutdown(std::net::Shutdown::Both),
-        };
-    }
-
-    fn is_unix(&self) -> bool {
-        matches!(self, Transport::Unix(_))
-    }
-}
 
 /// Runs one connection to its end. `admitted`: its slot, held until it ends, or the limit that
 /// refuses it (the peer is told so).
@@ -118,7 +87,7 @@ pub async fn run(
     }
     // SAFETY: `transport` owns the fd and outlives `readiness`, which is dropped at the end of
     // this match, before the socket is shut down and closed.
-    match unsafe { AsyncFd::register_with_interest(transport.raw_fd(), Interest::READABLE) } {
+    match unsafe { AsyncFd::register_with_interest(transport.as_raw_fd(), transport.interest()) } {
         Ok(readiness) => actor.serve(&transport, &readiness).await,
         Err(e) => tracing::warn!(error = %e, "cannot watch the socket"),
     }
@@ -168,7 +137,7 @@ impl Actor {
             // Boxed: these states are brief, and an idle connection should not carry their size
             // in its task (the select below is all an idle connection holds).
             Box::pin(self.handle_events()).await;
-            if !Box::pin(self.transmit(transport)).await {
+            if !Box::pin(self.transmit(transport, readiness)).await {
                 return;
             }
             self.written(Instant::now());
@@ -246,7 +215,7 @@ impl Actor {
     }
 
     /// Writes everything the connection has to send, one `poll_transmit` per write.
-    async fn transmit(&mut self, transport: &Transport) -> bool {
+    async fn transmit(&mut self, transport: &Transport, readiness: &AsyncFd<RawFd>) -> bool {
         let send_timeout = self.ctx.shared.config.limits.send_timeout();
         loop {
             let mut buffer = self.ctx.pool.borrow_mut().take();
@@ -255,12 +224,13 @@ impl Actor {
                 return true;
             }
             // While the pool is lent out (a fan-out to thousands of subscribers, each given an
-            // event), a write is first tried with one non-blocking send: it nearly always fits
-            // in the socket's buffer, and then holds no buffer across a wait. Otherwise writes
-            // go through io_uring, whose submissions are batched: cheaper per write.
+            // event), an io_uring write is first tried with one non-blocking send: it nearly
+            // always fits in the socket's buffer, and then holds no buffer across a wait.
+            // Otherwise writes go through io_uring, whose submissions are batched: cheaper per
+            // write. (The epoll shell's writes always begin with such a send.)
             let pool_lent_out = self.ctx.pool.borrow().free() == 0;
-            let eager = if pool_lent_out {
-                send_now(transport.raw_fd(), &buffer)
+            let eager = if pool_lent_out && transport.is_uring() {
+                send_now(transport.as_raw_fd(), &buffer)
             } else {
                 Ok(0)
             };
@@ -278,15 +248,17 @@ impl Actor {
                     return false;
                 }
             }
-            match tokio::time::timeout(send_timeout, transport.write_all(buffer)).await {
+            let write = transport.write_all(readiness, buffer);
+            match tokio::time::timeout(send_timeout, write).await {
                 Ok((Ok(()), buffer)) => self.ctx.pool.borrow_mut().give(buffer),
                 Ok((Err(_), buffer)) => {
                     self.ctx.pool.borrow_mut().give(buffer);
                     return false;
                 }
                 Err(_) => {
-                    // The peer stopped reading. The write still owns its buffer; the socket's
-                    // shutdown by our caller ends it. The pool lends another next time.
+                    // The peer stopped reading. The write took its buffer along (an io_uring
+                    // write keeps it until the socket's shutdown by our caller ends the write):
+                    // the pool lends another next time.
                     self.ctx.pool.borrow_mut().forget_one();
                     self.ctx
                         .shared

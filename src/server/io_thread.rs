@@ -1,8 +1,9 @@
-//! One I/O thread: a tokio-uring runtime with its own listeners, its connection table (a slab),
-//! its buffer pool, and a router task that delivers answers from other threads.
+//! One I/O thread: a current-thread runtime (io_uring or epoll, see `runtime`) with its own
+//! listeners, its connection table (a slab), its buffer pool, and a router task that delivers
+//! answers from other threads.
 //!
 //! ```text
-//!   accept (io_uring) ──spawn──▶ connection actor ──document──▶ handler thread
+//!   accept ──spawn─────────────▶ connection actor ──document──▶ handler thread
 //!                                   ▲    ▲                          │
 //!                 inbox + notify ───┘    └── password check ── verifier threads
 //!   mailbox ──▶ router ──(slab key, generation)──▶ inbox           │      │
@@ -16,6 +17,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -35,9 +37,11 @@ use crate::ldm::event::{Event, SubscriptionChange};
 use crate::metrics::Metrics;
 use crate::registry::replica::{ReadPath, Replica};
 use crate::server::admission::Admission;
-use crate::server::conn::{self, Transport};
+use crate::server::conn;
 use crate::server::dispatch::{ConnKey, ReplyTicket, Request, ToIo};
 use crate::server::pool::BufferPool;
+use crate::server::runtime::Runtime;
+use crate::server::shell::{TcpAcceptor, UnixAcceptor};
 use crate::server::subscribers::{Offer, Subscription};
 use crate::xmpp::connection::ConnectionConfig;
 use crate::xmpp::error::SaslFailure;
@@ -66,6 +70,7 @@ pub struct Shared {
 /// What a thread starts with.
 pub struct ThreadSetup {
     pub index: usize,
+    pub runtime: Runtime,
     pub tcp: Vec<std::net::TcpListener>,
     pub unix: Option<std::os::unix::net::UnixListener>,
     pub mailbox: mpsc::Sender<ToIo>,
@@ -129,9 +134,17 @@ pub struct ThreadCtx {
     pub replica: RefCell<Option<Box<Replica>>>,
 }
 
-/// Runs the thread until shutdown has drained its connections.
-pub fn run(setup: ThreadSetup) {
-    tokio_uring::start(async move {
+/// Runs the thread until shutdown has drained its connections. `started` hears, once, whether
+/// the thread's runtime and listeners could be set up.
+pub fn run(setup: ThreadSetup, started: std::sync::mpsc::SyncSender<io::Result<()>>) {
+    let runtime = match setup.runtime.build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    runtime.block_on(async move {
         let metrics = setup.shared.metrics;
         let ctx = Rc::new(ThreadCtx {
             index: setup.index,
@@ -150,15 +163,34 @@ pub fn run(setup: ThreadSetup) {
             accounts: RefCell::new(None),
             replica: RefCell::new(None),
         });
-        for listener in setup.tcp {
-            let listener = tokio_uring::net::TcpListener::from_std(listener);
-            ctx.listener_fds.borrow_mut().push(listener.as_raw_fd());
-            tokio_uring::spawn(accept_tcp(ctx.clone(), listener));
+        let acceptors = || -> io::Result<_> {
+            let tcp = setup
+                .tcp
+                .into_iter()
+                .map(|listener| TcpAcceptor::new(setup.runtime, listener))
+                .collect::<io::Result<Vec<_>>>()?;
+            let unix = setup
+                .unix
+                .map(|listener| UnixAcceptor::new(setup.runtime, listener))
+                .transpose()?;
+            Ok((tcp, unix))
+        };
+        let (tcp, unix) = match acceptors() {
+            Ok(acceptors) => acceptors,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        };
+        for listener in tcp {
+            ctx.listener_fds.borrow_mut().push(listener.raw_fd());
+            tokio::task::spawn_local(accept_tcp(ctx.clone(), listener));
         }
-        if let Some(unix) = setup.unix {
-            tokio_uring::spawn(accept_unix(ctx.clone(), unix));
+        if let Some(unix) = unix {
+            tokio::task::spawn_local(accept_unix(ctx.clone(), unix));
         }
-        tokio_uring::spawn(trim_after_bursts(ctx.clone()));
+        tokio::task::spawn_local(trim_after_bursts(ctx.clone()));
+        let _ = started.send(Ok(()));
         route(&ctx, setup.mailbox_rx).await;
     });
 }
@@ -416,10 +448,18 @@ impl ThreadCtx {
     }
 }
 
-async fn accept_tcp(ctx: Rc<ThreadCtx>, listener: tokio_uring::net::TcpListener) {
+async fn accept_tcp(ctx: Rc<ThreadCtx>, listener: TcpAcceptor) {
     let local = listener.local_addr().ok();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        if ctx.shutting_down.get() {
+            return;
+        }
+        // Shutdown also shuts the listener down, which ends a pending io_uring accept.
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = ctx.stop_accepting.notified() => return,
+        };
+        let (transport, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(_) if ctx.shutting_down.get() => return,
             Err(e) => {
@@ -432,11 +472,7 @@ async fn accept_tcp(ctx: Rc<ThreadCtx>, listener: tokio_uring::net::TcpListener)
         // Accepted as shutdown began: the actor tells it `system-shutdown` like the others.
         let shared = &ctx.shared;
         shared.metrics.accepted_tcp.increment(1);
-
         shared.accepted.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY");
-        }
         let peer_addr = peer;
         let admitted = shared.admission.admit_tcp(peer.ip());
         let peer = match (admitted.is_ok(), local) {
@@ -444,29 +480,11 @@ async fn accept_tcp(ctx: Rc<ThreadCtx>, listener: tokio_uring::net::TcpListener)
             _ => Peer::Remote,
         };
         let source = LoginSource::Ip(Source::of(peer_addr.ip()));
-        tokio_uring::spawn(conn::run(
-            ctx.clone(),
-            Transport::Tcp(stream),
-            peer,
-            source,
-            admitted,
-        ));
+        tokio::task::spawn_local(conn::run(ctx.clone(), transport, peer, source, admitted));
     }
 }
 
-async fn accept_unix(ctx: Rc<ThreadCtx>, listener: std::os::unix::net::UnixListener) {
-    // tokio-uring's UnixListener::bind fails on Linux ≥ 6.12.9: accept with tokio, then hand
-    // each stream to tokio-uring.
-    let listener = match listener
-        .set_nonblocking(true)
-        .and_then(|()| tokio::net::UnixListener::from_std(listener))
-    {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::error!(error = %e, "unix listener");
-            return;
-        }
-    };
+async fn accept_unix(ctx: Rc<ThreadCtx>, listener: UnixAcceptor) {
     loop {
         if ctx.shutting_down.get() {
             return;
@@ -475,26 +493,19 @@ async fn accept_unix(ctx: Rc<ThreadCtx>, listener: std::os::unix::net::UnixListe
             accepted = listener.accept() => accepted,
             _ = ctx.stop_accepting.notified() => return,
         };
-
-        let stream = match accepted.and_then(|(s, _)| s.into_std()) {
-            Ok(stream) => stream,
+        let transport = match accepted {
+            Ok(transport) => transport,
             Err(e) => {
                 tracing::warn!(error = %e, "unix accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        // io_uring honours O_NONBLOCK (writes would fail with EAGAIN): back to blocking mode;
-        // reads use MSG_DONTWAIT.
-        if let Err(e) = stream.set_nonblocking(false) {
-            tracing::warn!(error = %e, "unix stream mode");
-            continue;
-        }
         let shared = &ctx.shared;
         shared.metrics.accepted_unix.increment(1);
         shared.accepted.fetch_add(1, Ordering::Relaxed);
         // A peer whose credentials cannot be read is nobody: no role, and no privileged slot.
-        let uid = peercred::unix_peer_uid(stream.as_raw_fd()).unwrap_or(u32::MAX);
+        let uid = peercred::unix_peer_uid(transport.as_raw_fd()).unwrap_or(u32::MAX);
         let admitted = shared.admission.admit_unix(uid);
         let peer = Peer::Local {
             uid,
@@ -504,10 +515,9 @@ async fn accept_unix(ctx: Rc<ThreadCtx>, listener: std::os::unix::net::UnixListe
                 shared.config.local_role(uid)
             },
         };
-        let stream = tokio_uring::net::UnixStream::from_std(stream);
-        tokio_uring::spawn(conn::run(
+        tokio::task::spawn_local(conn::run(
             ctx.clone(),
-            Transport::Unix(stream),
+            transport,
             peer,
             LoginSource::Uid(uid),
             admitted,

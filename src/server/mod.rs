@@ -8,6 +8,8 @@ mod io_thread;
 pub mod listener;
 mod nonblocking;
 pub mod pool;
+pub mod runtime;
+mod shell;
 mod subscribers;
 
 use crate::registry::replica::ReadPath;
@@ -58,6 +60,13 @@ pub enum StartError {
     Listen(#[from] listener::ListenError),
     #[error("cannot start a thread: {0}")]
     Thread(io::Error),
+    #[error(transparent)]
+    Runtime(#[from] runtime::Unavailable),
+    #[error("cannot start the {runtime} runtime of an I/O thread: {source}")]
+    ThreadRuntime {
+        runtime: runtime::Runtime,
+        source: io::Error,
+    },
 }
 
 /// A running daemon: its addresses, and the threads to stop.
@@ -69,6 +78,8 @@ pub struct Server {
     pub fingerprint: String,
     /// The certificate was generated at this start.
     pub certificate_generated: bool,
+    /// What the I/O threads run on.
+    pub runtime: runtime::Runtime,
     mailboxes: Vec<mpsc::Sender<ToIo>>,
     io_threads: Vec<JoinHandle<()>>,
     handler_thread: Option<JoinHandle<()>>,
@@ -90,6 +101,13 @@ impl Server {
         resolvers: ResolverKey,
         reads: Option<Arc<ReadPath>>,
     ) -> Result<Server, StartError> {
+        // First, so that a runtime that cannot work leaves nothing behind.
+        let (runtime, fallback) = runtime::choose(config.runtime)?;
+        match fallback {
+            Some(why) => tracing::warn!(runtime = %runtime, "{why}; using epoll instead"),
+            None => tracing::info!(runtime = %runtime, "I/O runtime"),
+        }
+        crate::metrics::get().runtime(runtime);
         let state_err = |source| StartError::StateDir {
             path: config.state_dir.clone(),
             source,
@@ -175,9 +193,11 @@ impl Server {
             .map_err(StartError::Thread)?;
         let mut unix = Some(unix);
         let mut io_threads = Vec::new();
+        let mut starting = Vec::new();
         for (index, mailbox_rx) in receivers.drain(..).enumerate() {
             let setup = ThreadSetup {
                 index,
+                runtime,
                 tcp: groups.iter_mut().map(|g| g.remove(0)).collect(),
                 unix: if index == 0 { unix.take() } else { None },
                 mailbox: mailboxes[index].clone(),
@@ -185,22 +205,37 @@ impl Server {
                 handler: handler_tx.clone(),
                 shared: shared.clone(),
             };
+            let (started, start) = std::sync::mpsc::sync_channel(1);
             let thread = std::thread::Builder::new()
                 .name(format!("ldmd-io-{index}"))
-                .spawn(move || io_thread::run(setup))
+                .spawn(move || io_thread::run(setup, started))
                 .map_err(StartError::Thread)?;
             io_threads.push(thread);
+            starting.push(start);
         }
-        Ok(Server {
+        let server = Server {
             tcp_addrs,
             socket_path,
             fingerprint,
             certificate_generated: generated,
+            runtime,
             mailboxes,
             io_threads,
             handler_thread: Some(handler_thread),
             verifier: Some(verifier),
-        })
+        };
+        // Every thread says whether its runtime and listeners could be set up (io_uring may
+        // still fail here, e.g. on the locked-memory limit of older kernels).
+        for start in starting {
+            let outcome = start
+                .recv()
+                .unwrap_or_else(|_| Err(io::Error::other("the thread ended before it started")));
+            if let Err(source) = outcome {
+                server.shutdown();
+                return Err(StartError::ThreadRuntime { runtime, source });
+            }
+        }
+        Ok(server)
     }
 
     /// Sends `system-shutdown` to every stream, waits for them to drain (bounded by

@@ -17,6 +17,17 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_ldmd");
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The runtime every daemon of the run is started with (`LDMD_TEST_RUNTIME`: io_uring or
+/// epoll; unset: the daemon's own choice). `.ci/run` runs the end-to-end suites on both.
+pub fn test_runtime() -> Option<String> {
+    let runtime = std::env::var("LDMD_TEST_RUNTIME").ok()?;
+    assert!(
+        ["auto", "io_uring", "epoll"].contains(&runtime.as_str()),
+        "LDMD_TEST_RUNTIME={runtime:?}: expected auto, io_uring or epoll"
+    );
+    Some(runtime)
+}
+
 pub struct Daemon {
     pub child: Child,
     pub dir: tempfile::TempDir,
@@ -110,6 +121,7 @@ impl Daemon {
             "io_threads = 2\ndomains = ['localhost', 'example.com']\nlog = 'warn'\n{config}\n"
         );
         std::fs::write(&config_path, full).unwrap();
+        let runtime = test_runtime();
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(&config_path)
@@ -117,6 +129,7 @@ impl Daemon {
             .arg(&state)
             .args(["--listen", "127.0.0.1:0", "--metrics-listen"])
             .arg(metrics.map_or_else(|| "off".to_owned(), |a| a.to_string()))
+            .args(runtime.iter().flat_map(|r| ["--runtime", r.as_str()]))
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -148,6 +161,9 @@ impl Daemon {
                 .unwrap_or_else(|| panic!("no {name} in {line}"))
                 .to_owned()
         };
+        if let Some(wanted) = runtime.filter(|r| r != "auto") {
+            assert_eq!(field("runtime"), wanted, "LDMD_TEST_RUNTIME was not obeyed");
+        }
         let xmpp = field("xmpp");
         Daemon {
             xmpp: (xmpp != "off").then(|| xmpp.split(',').next().unwrap().parse().unwrap()),
