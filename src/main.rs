@@ -244,8 +244,12 @@ fn open_registry(config: &Config) -> Result<RegistryActor, String> {
     Ok(actor)
 }
 
-fn run(config: Config) -> Result<(), String> {
+fn run(mut config: Config) -> Result<(), String> {
     init_logging(&config.log);
+    // Before anything is created: an explicit io_uring that cannot work leaves nothing behind,
+    // and `auto` says once why it falls back (the server then takes the runtime as given).
+    let runtime = ldmd::server::runtime::resolve(config.runtime).map_err(|e| e.to_string())?;
+    config.runtime = runtime.into();
     raise_file_limit(config.limits.connections_max + config.limits.unix_connections_max);
     if let Some(addr) = config.metrics_listen {
         ldmd::metrics::install_exporter(addr)?;

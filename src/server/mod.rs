@@ -102,11 +102,8 @@ impl Server {
         reads: Option<Arc<ReadPath>>,
     ) -> Result<Server, StartError> {
         // First, so that a runtime that cannot work leaves nothing behind.
-        let (runtime, fallback) = runtime::choose(config.runtime)?;
-        match fallback {
-            Some(why) => tracing::warn!(runtime = %runtime, "{why}; using epoll instead"),
-            None => tracing::info!(runtime = %runtime, "I/O runtime"),
-        }
+        let runtime = runtime::resolve(config.runtime)?;
+        tracing::info!(runtime = %runtime, "I/O runtime");
         crate::metrics::get().runtime(runtime);
         let state_err = |source| StartError::StateDir {
             path: config.state_dir.clone(),

@@ -108,6 +108,24 @@ const RING_ENTRIES: u32 = 256;
 #[error("io_uring cannot be used: {0}")]
 pub struct Unavailable(pub String);
 
+impl From<Runtime> for RuntimeChoice {
+    fn from(runtime: Runtime) -> RuntimeChoice {
+        match runtime {
+            Runtime::IoUring => RuntimeChoice::IoUring,
+            Runtime::Epoll => RuntimeChoice::Epoll,
+        }
+    }
+}
+
+/// The runtime `choice` resolves to here; when `auto` falls back, one warning says why.
+pub fn resolve(choice: RuntimeChoice) -> Result<Runtime, Unavailable> {
+    let (runtime, fallback) = choose(choice)?;
+    if let Some(why) = fallback {
+        tracing::warn!("{why}; using epoll instead");
+    }
+    Ok(runtime)
+}
+
 /// The runtime `choice` resolves to here, and, when `auto` fell back, why.
 pub fn choose(choice: RuntimeChoice) -> Result<(Runtime, Option<Unavailable>), Unavailable> {
     match choice {

@@ -35,6 +35,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub metrics: Option<SocketAddr>,
     pub fingerprint: String,
+    /// What its I/O threads run on, as its ready line says (io_uring or epoll).
+    pub runtime: String,
     stderr: Option<std::thread::JoinHandle<String>>,
     /// What the daemon wrote on stderr so far.
     pub stderr_so_far: Arc<std::sync::Mutex<String>>,
@@ -115,26 +117,48 @@ impl Daemon {
         metrics: Option<SocketAddr>,
         env: &[(&str, &str)],
     ) -> Daemon {
+        let runtime = test_runtime();
+        let mut command = Daemon::command(&dir, config, metrics, runtime.as_deref());
+        let child = command.envs(env.iter().copied()).spawn().unwrap();
+        Daemon::ready(dir, child, metrics, runtime)
+    }
+
+    /// The command that starts `ldmd` in `dir` (state in `dir/state`), on `runtime` if given,
+    /// with its output piped; [`Daemon::ready`] takes the started child.
+    pub fn command(
+        dir: &tempfile::TempDir,
+        config: &str,
+        metrics: Option<SocketAddr>,
+        runtime: Option<&str>,
+    ) -> Command {
         let state = dir.path().join("state");
         let config_path = dir.path().join("ldmd.toml");
         let full = format!(
             "io_threads = 2\ndomains = ['localhost', 'example.com']\nlog = 'warn'\n{config}\n"
         );
         std::fs::write(&config_path, full).unwrap();
-        let runtime = test_runtime();
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .arg("--config")
             .arg(&config_path)
             .arg("--state-dir")
             .arg(&state)
             .args(["--listen", "127.0.0.1:0", "--metrics-listen"])
             .arg(metrics.map_or_else(|| "off".to_owned(), |a| a.to_string()))
-            .args(runtime.iter().flat_map(|r| ["--runtime", r.as_str()]))
-            .envs(env.iter().copied())
+            .args(runtime.iter().flat_map(|r| ["--runtime", r]))
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Waits for a started daemon's ready line; a daemon started on `runtime` must say it runs
+    /// on it.
+    pub fn ready(
+        dir: tempfile::TempDir,
+        mut child: Child,
+        metrics: Option<SocketAddr>,
+        runtime: Option<String>,
+    ) -> Daemon {
         let stderr = child.stderr.take().unwrap();
         let stderr_so_far = Arc::new(std::sync::Mutex::new(String::new()));
         let so_far = stderr_so_far.clone();
@@ -161,11 +185,16 @@ impl Daemon {
                 .unwrap_or_else(|| panic!("no {name} in {line}"))
                 .to_owned()
         };
+        let running = field("runtime");
         if let Some(wanted) = runtime.filter(|r| r != "auto") {
-            assert_eq!(field("runtime"), wanted, "LDMD_TEST_RUNTIME was not obeyed");
+            assert_eq!(
+                running, wanted,
+                "the daemon runs on another runtime than asked"
+            );
         }
         let xmpp = field("xmpp");
         Daemon {
+            runtime: running,
             xmpp: (xmpp != "off").then(|| xmpp.split(',').next().unwrap().parse().unwrap()),
             socket: PathBuf::from(field("unix")),
             metrics,
