@@ -34,6 +34,22 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:6482";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9482";
 pub const DEFAULT_STATE_DIR: &str = "./ldmd-state";
 pub const SOCKET_NAME: &str = "ldmd.sock";
+/// The socket of a daemon installed as a system service (`deploy/ldmd.toml`): in a directory
+/// every local user can reach, unlike the private state directory.
+pub const SYSTEM_SOCKET: &str = "/run/ldmd/ldmd.sock";
+/// The configuration a system service reads.
+pub const SYSTEM_CONFIG: &str = "/etc/ldmd/ldmd.toml";
+
+/// How log lines are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One line per event: time, level, target, message, `key=value` fields.
+    #[default]
+    Text,
+    /// One JSON object per line, the fields under `fields`.
+    Json,
+}
 
 /// The file as written by the operator.
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +65,8 @@ struct File {
     domains: Option<Vec<String>>,
     tcp_loopback_is_local: Option<bool>,
     log: Option<String>,
+    log_format: Option<LogFormat>,
+    audit: Option<bool>,
     #[serde(default)]
     tls: TlsFile,
     #[serde(default)]
@@ -130,6 +148,9 @@ pub struct Config {
     pub tcp_loopback_is_local: bool,
     /// The log filter (`info`, `ldmd=debug`, ...).
     pub log: String,
+    pub log_format: LogFormat,
+    /// The audit trail (log target `ldmd::audit`) is logged, whatever `log` says.
+    pub audit: bool,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
     /// Roles of local uids other than root (root always has write).
@@ -410,6 +431,8 @@ impl Config {
             domains,
             tcp_loopback_is_local: file.tcp_loopback_is_local.unwrap_or(true),
             log: file.log.unwrap_or_else(|| "info".to_owned()),
+            log_format: file.log_format.unwrap_or_default(),
+            audit: file.audit.unwrap_or(true),
             tls: TlsConfig {
                 cert_and_key,
                 allow_tls13: file.tls.allow_tls13.unwrap_or(false),
@@ -609,5 +632,94 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.event_queue_max"), "{err}");
+    }
+
+    /// The field names serde's derive knows for the struct `T`: it hands them to
+    /// `deserialize_struct`, where this deserializer records them and stops.
+    fn fields_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+        struct Fields(Option<&'static [&'static str]>);
+        #[derive(Debug)]
+        struct Stop;
+        impl std::fmt::Display for Stop {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("stop")
+            }
+        }
+        impl std::error::Error for Stop {}
+        impl serde::de::Error for Stop {
+            fn custom<M: std::fmt::Display>(_: M) -> Stop {
+                Stop
+            }
+        }
+        impl<'de> serde::Deserializer<'de> for &mut Fields {
+            type Error = Stop;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+                Err(Stop)
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Stop> {
+                self.0 = Some(fields);
+                Err(Stop)
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+                identifier ignored_any
+            }
+        }
+        let mut fields = Fields(None);
+        let _ = T::deserialize(&mut fields);
+        fields.0.expect("a struct")
+    }
+
+    #[test]
+    fn the_shipped_system_config_loads_and_names_every_key_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ldmd.toml");
+        let config = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(config.state_dir, PathBuf::from("/var/lib/ldmd"));
+        assert_eq!(config.socket, PathBuf::from(SYSTEM_SOCKET));
+        assert_eq!(config.listen, [DEFAULT_LISTEN.parse().unwrap()]);
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        // `key = value`, commented out (a default) or not.
+        let named = |key: &str| {
+            text.lines().any(|line| {
+                let line = line.trim_start_matches('#').trim();
+                line.strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            })
+        };
+        let sections: [(&str, &[&str]); 6] = [
+            ("tls", fields_of::<TlsFile>()),
+            ("auth", fields_of::<AuthFile>()),
+            ("memdr", fields_of::<MemDrFile>()),
+            ("migration", fields_of::<MigrationFile>()),
+            ("limits", fields_of::<LimitsFile>()),
+            (
+                "machine",
+                fields_of::<crate::registry::machine::MachineConfig>(),
+            ),
+        ];
+        let tables = ["local_users"];
+        for key in fields_of::<File>() {
+            if tables.contains(key) || sections.iter().any(|(s, _)| s == key) {
+                assert!(text.contains(&format!("\n[{key}]\n")), "no [{key}]");
+            } else {
+                assert!(named(key), "{key} is not in deploy/ldmd.toml");
+            }
+        }
+        for (section, keys) in sections {
+            for key in keys {
+                assert!(named(key), "{section}.{key} is not in deploy/ldmd.toml");
+            }
+        }
+        assert!(
+            fields_of::<LimitsFile>().len() > 25,
+            "every limit, not a few"
+        );
     }
 }

@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use zeroize::Zeroizing;
 
 use ldmd::auth::store::{StoreError, UserStore};
-use ldmd::config::{Config, Overrides, RuntimeChoice};
+use ldmd::config::{Config, LogFormat, Overrides, RuntimeChoice};
 use ldmd::ldm::Role;
 use ldmd::registry::actor::RegistryActor;
 use ldmd::registry::state::{MigrationSettings, RegistryLimits};
@@ -99,7 +99,16 @@ enum UserAction {
     },
     /// List users and their authorization.
     List,
-    /// Remove a user.
+    /// Change a user's password, read like `add`'s; the user's open sessions end.
+    Passwd { name: String },
+    /// Change what a user may do; the user's open sessions get it at once.
+    Set {
+        name: String,
+        /// read (list-*, events) or write (everything).
+        #[arg(long, value_parser = ["read", "write"])]
+        auth: String,
+    },
+    /// Remove a user; the user's open sessions end.
     Remove { name: String },
 }
 
@@ -245,16 +254,37 @@ fn open_registry(config: &Config) -> Result<RegistryActor, String> {
 }
 
 fn run(mut config: Config) -> Result<(), String> {
-    init_logging(&config.log);
+    init_logging(&config);
     // Before anything is created: an explicit io_uring that cannot work leaves nothing behind,
     // and `auto` says once why it falls back (the server then takes the runtime as given).
     let runtime = ldmd::server::runtime::resolve(config.runtime).map_err(|e| e.to_string())?;
     config.runtime = runtime.into();
     raise_file_limit(config.limits.connections_max + config.limits.unix_connections_max);
+    // A start that fails leaves no state directory it created behind (a typo in --state-dir
+    // must not leave a fresh certificate and database there).
+    let state_dir = config.state_dir.clone();
+    let fresh = !state_dir.exists();
+    let metrics_addr = config.metrics_listen;
+    let server = start(config).inspect_err(|_| {
+        if fresh {
+            let _ = std::fs::remove_dir_all(&state_dir);
+        }
+    })?;
+    announce(&server, metrics_addr);
+    wait_for_signal()?;
+    tracing::info!("shutting down");
+    // systemd: the stop has begun (the drain may take `limits.shutdown_drain_secs`).
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    server.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Everything a start creates and binds: the metrics listener, the registry, the server.
+fn start(config: Config) -> Result<Server, String> {
     if let Some(addr) = config.metrics_listen {
         ldmd::metrics::install_exporter(addr)?;
     }
-    let metrics_addr = config.metrics_listen;
     let mut registry = open_registry(&config)?;
     let resolvers = ldmd::auth::verifier::ResolverKey::default();
     registry.resolvers = resolvers.clone();
@@ -264,8 +294,13 @@ fn run(mut config: Config) -> Result<(), String> {
         config.limits.reply_bytes_in_flight_max,
     );
     registry.reads = Some(reads.clone());
-    let server = Server::start_with(config, Box::new(registry), resolvers, Some(reads))
-        .map_err(|e| e.to_string())?;
+    Server::start_with(config, Box::new(registry), resolvers, Some(reads))
+        .map_err(|e| e.to_string())
+}
+
+/// Says the daemon is ready: in the log, on stdout (one machine-readable line, for supervisors
+/// and tests), and to systemd when it started us (`Type=notify`).
+fn announce(server: &Server, metrics_addr: Option<std::net::SocketAddr>) {
     if server.certificate_generated {
         tracing::info!(fingerprint = %server.fingerprint, "generated a self-signed TLS certificate");
     }
@@ -276,7 +311,6 @@ fn run(mut config: Config) -> Result<(), String> {
         .collect::<Vec<_>>()
         .join(",");
     tracing::info!(xmpp = %xmpp, unix = %server.socket_path.display(), fingerprint = %server.fingerprint, runtime = %server.runtime, "ldmd ready");
-    // One machine-readable line on stdout, for supervisors and tests.
     let metrics = metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
     println!(
         "ldmd ready xmpp={} unix={} metrics={} fingerprint={} runtime={}",
@@ -287,11 +321,25 @@ fn run(mut config: Config) -> Result<(), String> {
         server.runtime
     );
     let _ = io::stdout().flush();
-    wait_for_signal()?;
-    tracing::info!("shutting down");
-    server.shutdown();
-    tracing::info!("stopped");
-    Ok(())
+    // Without NOTIFY_SOCKET (not started by systemd) this does nothing.
+    let status = format!(
+        "serving XMPP on {} and {}",
+        if xmpp.is_empty() {
+            "no TCP port"
+        } else {
+            &xmpp
+        },
+        server.socket_path.display()
+    );
+    if let Err(e) = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ],
+    ) {
+        tracing::warn!(error = %e, "cannot tell systemd that ldmd is ready");
+    }
 }
 
 /// Each connection is a descriptor: raise the soft limit to the hard one, and say so when even
@@ -338,14 +386,26 @@ fn wait_for_signal() -> Result<(), String> {
     })
 }
 
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+/// Logs go to stderr (the journal, under systemd): text, or one JSON object per line, with
+/// colours only on a terminal. The audit trail is logged at info whatever the filter says,
+/// unless `audit = false`.
+fn init_logging(config: &Config) {
+    let audit = if config.audit { "info" } else { "off" };
+    let log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let log = log.as_deref().unwrap_or(&config.log);
+    let directives = format!("{log},{}={audit}", ldmd::server::audit::TARGET);
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
-        .try_init();
+        .with_ansi(io::stderr().is_terminal());
+    let _ = match config.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 fn user(config: &Config, action: UserAction) -> Result<(), String> {
@@ -368,6 +428,23 @@ fn user(config: &Config, action: UserAction) -> Result<(), String> {
             for user in store.users() {
                 println!("{:<32} {}", user.name, user.auth);
             }
+        }
+        UserAction::Passwd { name } => {
+            if UserStore::load(&path)
+                .map_err(store_error)?
+                .get(&name)
+                .is_none()
+            {
+                return Err(store_error(StoreError::Missing(name)));
+            }
+            let password = read_password(&name)?;
+            UserStore::set_password(&path, &name, &password).map_err(store_error)?;
+            eprintln!("changed the password of {name}; its open sessions end");
+        }
+        UserAction::Set { name, auth } => {
+            let role: Role = auth.parse()?;
+            UserStore::set_role(&path, &name, role).map_err(store_error)?;
+            eprintln!("{name} is now {auth}");
         }
         UserAction::Remove { name } => {
             UserStore::remove(&path, &name).map_err(store_error)?;

@@ -89,6 +89,65 @@ fn read_only_user_is_refused_writes() {
 }
 
 #[test]
+fn passwd_ends_the_users_sessions_and_set_changes_its_authorization() {
+    let daemon = Daemon::start_with_users(REMOTE, &[("carol", "write", "old pw")]);
+    let state = daemon.state_dir();
+    let mut before = daemon.tcp();
+    before.secure();
+    before.login("carol", "old pw");
+
+    let out = run_cli(&state, &["user", "passwd", "carol"], Some("new pw"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The stream opened with the old password is ended; the new one logs in.
+    let ended = before.read_to_close();
+    assert!(
+        ended.contains("the account's password was changed"),
+        "{ended}"
+    );
+    let mut after = daemon.tcp();
+    after.secure();
+    after.login("carol", "new pw");
+    let reply = after.request(&add_domain("carol1"));
+    assert_eq!(document_status(&reply).0, "success", "{reply}");
+
+    let out = run_cli(&state, &["user", "set", "carol", "--auth", "read"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_cli(&state, &["user", "list"], None);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.split_whitespace().eq(["carol", "read"])),
+        "{listing}"
+    );
+    // The open stream is downgraded as soon as the daemon has read the store: its writes are
+    // refused (asked again until then, within a bound).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    for attempt in 0.. {
+        let reply = after.request(&add_domain(&format!("carol-try{attempt}")));
+        if document_status(&reply).0 == "failure" {
+            assert!(reply.contains("authorized"), "{reply}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never downgraded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Unknown users are a clear error.
+    let out = run_cli(&state, &["user", "passwd", "nobody"], Some("x pw"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user 'nobody'"));
+}
+
+#[test]
 fn user_added_while_running_can_log_in() {
     // The verifier re-reads the user store when it changes: no restart needed.
     let daemon = Daemon::start(REMOTE);

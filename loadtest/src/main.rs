@@ -48,6 +48,7 @@ use write::WriteArgs;
 #[derive(Parser)]
 #[command(
     name = "ldm-load",
+    version,
     about = "Load generator for ldmd and other XMPP servers"
 )]
 struct Cli {

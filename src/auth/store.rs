@@ -45,7 +45,9 @@ pub enum StoreError {
     Io(#[from] io::Error),
     #[error("{path}: {message}")]
     Corrupt { path: PathBuf, message: String },
-    #[error("user '{0}' already exists (remove it first to change its password or authorization)")]
+    #[error(
+        "user '{0}' already exists (`ldmd user passwd` changes its password, `ldmd user set` its authorization)"
+    )]
     Exists(String),
     #[error("no user '{0}'")]
     Missing(String),
@@ -105,6 +107,39 @@ impl UserStore {
         })
     }
 
+    /// Gives `name` a new password. The daemon then ends the streams opened with the old one.
+    pub fn set_password(path: &Path, name: &str, password: &str) -> Result<(), StoreError> {
+        check_password(password)?;
+        let hash = hash_password(password)?;
+        locked(path, |store| {
+            let user = store.get_mut(name)?;
+            user.hash = hash;
+            Ok(())
+        })
+    }
+
+    /// Gives `name` a new authorization. The daemon applies it to the user's open streams at
+    /// once (a stream downgraded to read has its next write refused).
+    pub fn set_role(path: &Path, name: &str, role: Role) -> Result<(), StoreError> {
+        if role == Role::None {
+            return Err(StoreError::Invalid(
+                "authorization must be read or write".into(),
+            ));
+        }
+        locked(path, |store| {
+            let user = store.get_mut(name)?;
+            user.auth = role.as_str().to_owned();
+            Ok(())
+        })
+    }
+
+    fn get_mut(&mut self, name: &str) -> Result<&mut UserRecord, StoreError> {
+        self.users
+            .iter_mut()
+            .find(|u| u.name == name)
+            .ok_or_else(|| StoreError::Missing(name.to_owned()))
+    }
+
     /// Removes a user under the store's lock and rewrites the file.
     pub fn remove(path: &Path, name: &str) -> Result<(), StoreError> {
         locked(path, |store| {
@@ -122,7 +157,8 @@ impl UserStore {
             users: self.users.clone(),
         })
         .map_err(io::Error::other)?;
-        let header = "# ldmd users: managed by `ldmd user add|remove`. Hashes are argon2id.\n";
+        let header =
+            "# ldmd users: managed by `ldmd user add|passwd|set|remove`. Hashes are argon2id.\n";
         write_atomically(path, format!("{header}{text}").as_bytes(), 0o600)
     }
 }

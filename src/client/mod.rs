@@ -112,7 +112,7 @@ pub struct Target {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing answers there (exit 3).
-    #[error("cannot reach ldmd at {at}: {reason} (is ldmd running? see --socket/--host)")]
+    #[error("cannot reach ldmd at {at}: {reason} ({hint})", hint = unreachable_hint(reason))]
     Unreachable { at: String, reason: String },
     /// The daemon refused the user's credentials (exit 4).
     #[error("authentication failed for {user} at {at}: {reason}")]
@@ -175,6 +175,16 @@ pub fn parse_fingerprint(text: &str) -> Result<Vec<u8>, String> {
 /// The colon-separated upper-case SHA-256 of a certificate, as ldmd prints it.
 pub fn fingerprint(cert: &[u8]) -> String {
     crate::server::certs::fingerprint(&CertificateDer::from(cert.to_vec()))
+}
+
+/// What an operator should look at when the daemon cannot be reached, by the reason.
+fn unreachable_hint(reason: &str) -> &'static str {
+    if reason == "permission denied" {
+        "this user may not open the socket or its directory: ldmd's system layout puts it in \
+         /run/ldmd, which every local user can reach; see --socket"
+    } else {
+        "is ldmd running? see --socket/--host"
+    }
 }
 
 #[cfg(test)]

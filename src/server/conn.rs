@@ -27,6 +27,7 @@ use crate::limits::Limit;
 use crate::metrics::Phase;
 use crate::registry::replica::is_replica_read;
 use crate::server::admission::Ticket;
+use crate::server::audit;
 use crate::server::dispatch::{ConnKey, ReplyTicket, Request, ToIo};
 use crate::server::io_thread::{BUFFER_BYTES, ConnShared, Inbound, ThreadCtx};
 use crate::server::nonblocking::{receive, send_now};
@@ -47,10 +48,10 @@ const EVENTS_PER_TRANSMIT_MAX: usize = 32;
 pub async fn run(
     ctx: Rc<ThreadCtx>,
     transport: Transport,
-    peer: Peer,
-    source: LoginSource,
+    client: audit::Client,
     admitted: Result<Ticket, StreamError>,
 ) {
+    let (peer, source) = (client.peer, client.source);
     let (ticket, refused) = match admitted {
         Ok(ticket) => (Some(ticket), None),
         Err(error) => (None, Some(error)),
@@ -76,6 +77,8 @@ pub async fn run(
         answered: Vec::new(),
         source,
         unwritten: Arc::default(),
+        client,
+        attempted_user: None,
     };
     if counted {
         actor.enter_phase(Phase::Negotiating);
@@ -107,8 +110,8 @@ struct Actor {
     unix: bool,
     /// The phase counted in `ldmd_connections_open`; `None` for a refused connection.
     phase: Option<Phase>,
-    /// When each unanswered document arrived, oldest first (replies come back in order).
-    received: VecDeque<Instant>,
+    /// Each unanswered document, oldest first (replies come back in order).
+    received: VecDeque<Received>,
     /// When the bytes being processed were read: the receipt time of the documents in them.
     last_read: Instant,
     /// Reading is paused at `requests_in_flight_max` (counted once per pause).
@@ -121,6 +124,10 @@ struct Actor {
     /// Bytes of replies to this connection the registry built and it has not written yet:
     /// the registry gives each connection a share of its own (see `ReplyTicket`).
     unwritten: Arc<AtomicUsize>,
+    /// Who this is, for the audit trail.
+    client: audit::Client,
+    /// The user name of the SASL login in progress, for its audit line.
+    attempted_user: Option<String>,
 }
 
 /// Why the loop stopped reading the socket.
@@ -284,7 +291,10 @@ impl Actor {
                     let alone = self.received.is_empty();
                     // Taken at the read, not now: an earlier document of the same read may have
                     // waited here for room in the registry's mailbox.
-                    self.received.push_back(self.last_read);
+                    self.received.push_back(Received {
+                        at: self.last_read,
+                        domains: audit::requested_domains(&document),
+                    });
                     let document = match self.answer_from_replica(alone, document, role).await {
                         Some(document) => document,
                         None => continue,
@@ -310,14 +320,39 @@ impl Actor {
                     metrics
                         .tls_handshake_seconds
                         .record(handshake.as_secs_f64());
+                    if let Some(suppressed) = self.ctx.audit_admits(self.client.source) {
+                        let version = self.core.tls_version().unwrap_or("unknown");
+                        audit::connection(&self.client, version, suppressed);
+                    }
+                    audit::local_login(&self.client);
                 }
                 Event::TlsFailed => metrics.tls_failed.increment(1),
-                Event::Authenticated => metrics.sasl_success.increment(1),
-                Event::AuthFailed(failure) => metrics.sasl_failure(failure).increment(1),
+                Event::Authenticated => {
+                    metrics.sasl_success.increment(1);
+                    let identity = self.core.identity();
+                    let user = identity.map(|i| i.user.as_str());
+                    let user = user.or(self.attempted_user.as_deref()).unwrap_or("");
+                    audit::sasl_login(&self.client, user, identity.map(|i| i.role), None);
+                    self.attempted_user = None;
+                }
+                Event::AuthFailed(failure) => {
+                    metrics.sasl_failure(failure).increment(1);
+                    let user = self.attempted_user.take().unwrap_or_default();
+                    audit::sasl_login(&self.client, &user, None, Some(failure.as_str()));
+                }
                 Event::StreamError(condition, limit) => {
                     metrics.stream_error(condition).increment(1);
                     if let Some(limit) = limit {
                         metrics.limit_hit(limit).increment(1);
+                    }
+                    // Ending streams at shutdown refuses nobody.
+                    let refused = condition != StreamErrorCondition::SystemShutdown;
+                    if let Some(suppressed) = refused
+                        .then(|| self.ctx.audit_admits(self.client.source))
+                        .flatten()
+                    {
+                        let limit = limit.map(Limit::key);
+                        audit::refusal(&self.client, condition.as_str(), limit, suppressed);
                     }
                 }
             }
@@ -378,15 +413,25 @@ impl Actor {
         metrics.answered(&response);
         debug_assert!(!self.received.is_empty(), "a reply to no document");
         if let Some(received) = self.received.pop_front() {
+            let actor = match (self.core.sasl_user(), self.client.peer) {
+                (Some(user), _) => Some(audit::Actor::User(user)),
+                (None, Peer::Local { uid, .. }) => Some(audit::Actor::Uid(uid)),
+                (None, Peer::Remote) => None,
+            };
+            if let Some(actor) = actor {
+                let latency = now - received.at;
+                audit::changes(actor, &self.client, &response, &received.domains, latency);
+            }
             let first = response.cmds.first().and_then(|c| c.action.as_ref());
             self.answered
-                .push((metrics.action(first), received, ticket));
+                .push((metrics.action(first), received.at, ticket));
         }
         self.core.handle_response(now, &response);
     }
 
     /// Sends a password check to the verifier pool; its verdict comes back through the mailbox.
     fn verify(&mut self, credentials: crate::xmpp::sasl::PlainCredentials) {
+        self.attempted_user = Some(credentials.authcid.clone());
         let mailbox = self.ctx.mailbox.clone();
         let key = self.key;
         let reply: Reply = Box::new(move |verdict| {
@@ -528,6 +573,14 @@ impl Actor {
             self.ctx.pool.borrow_mut().give(buffer);
         }
     }
+}
+
+/// A document waiting for its reply.
+struct Received {
+    /// When it was read: its latency runs from here.
+    at: Instant,
+    /// The domains each of its cmds names, for the audit trail (empty for a read).
+    domains: audit::Requested,
 }
 
 enum ReadOutcome {

@@ -37,12 +37,12 @@ use crate::ldm::event::{Event, SubscriptionChange};
 use crate::metrics::Metrics;
 use crate::registry::replica::{ReadPath, Replica};
 use crate::server::admission::Admission;
-use crate::server::conn;
 use crate::server::dispatch::{ConnKey, ReplyTicket, Request, ToIo};
 use crate::server::pool::BufferPool;
 use crate::server::runtime::Runtime;
 use crate::server::shell::{TcpAcceptor, UnixAcceptor};
 use crate::server::subscribers::{Offer, Subscription};
+use crate::server::{audit, conn};
 use crate::xmpp::connection::ConnectionConfig;
 use crate::xmpp::error::SaslFailure;
 use crate::xmpp::stream::{Identity, Peer};
@@ -132,6 +132,8 @@ pub struct ThreadCtx {
     pub accounts: RefCell<Option<Arc<crate::auth::Accounts>>>,
     /// The thread's copy of the registry's committed state, for reads (see `registry::replica`).
     pub replica: RefCell<Option<Box<Replica>>>,
+    /// The per-source rate limit of the thread's connection and refusal audit lines.
+    audit: RefCell<audit::Limiter>,
 }
 
 /// Runs the thread until shutdown has drained its connections. `started` hears, once, whether
@@ -162,6 +164,7 @@ pub fn run(setup: ThreadSetup, started: std::sync::mpsc::SyncSender<io::Result<(
             stop_accepting: Notify::new(),
             accounts: RefCell::new(None),
             replica: RefCell::new(None),
+            audit: RefCell::new(audit::Limiter::default()),
         });
         let acceptors = || -> io::Result<_> {
             let tcp = setup
@@ -299,6 +302,15 @@ fn handle(ctx: &Rc<ThreadCtx>, message: ToIo, drain_until: &mut Option<Instant>)
 }
 
 impl ThreadCtx {
+    /// Whether a connection or refusal audit line of `source` is logged now, and if so how
+    /// many of its lines were left out before it.
+    pub fn audit_admits(&self, source: LoginSource) -> Option<u64> {
+        match self.audit.borrow_mut().admit(source, Instant::now()) {
+            audit::Verdict::Log { suppressed } => Some(suppressed),
+            audit::Verdict::Suppress => None,
+        }
+    }
+
     fn deliver(&self, key: ConnKey, message: Inbound) {
         let slots = self.slots.borrow();
         if let Some(slot) = slots
@@ -479,8 +491,12 @@ async fn accept_tcp(ctx: Rc<ThreadCtx>, listener: TcpAcceptor) {
             (true, Some(local)) => ctx.tcp_peer(peer, local),
             _ => Peer::Remote,
         };
-        let source = LoginSource::Ip(Source::of(peer_addr.ip()));
-        tokio::task::spawn_local(conn::run(ctx.clone(), transport, peer, source, admitted));
+        let client = audit::Client {
+            addr: Some(peer_addr),
+            peer,
+            source: LoginSource::Ip(Source::of(peer_addr.ip())),
+        };
+        tokio::task::spawn_local(conn::run(ctx.clone(), transport, client, admitted));
     }
 }
 
@@ -515,12 +531,11 @@ async fn accept_unix(ctx: Rc<ThreadCtx>, listener: UnixAcceptor) {
                 shared.config.local_role(uid)
             },
         };
-        tokio::task::spawn_local(conn::run(
-            ctx.clone(),
-            transport,
+        let client = audit::Client {
+            addr: None,
             peer,
-            LoginSource::Uid(uid),
-            admitted,
-        ));
+            source: LoginSource::Uid(uid),
+        };
+        tokio::task::spawn_local(conn::run(ctx.clone(), transport, client, admitted));
     }
 }

@@ -1,6 +1,7 @@
 //! The I/O shell: listeners, connection actors, buffer pools, the handler thread, shutdown.
 
 pub mod admission;
+pub mod audit;
 pub mod certs;
 mod conn;
 pub mod dispatch;

@@ -390,6 +390,11 @@ impl Connection {
         self.tls.as_ref().is_some_and(|tls| tls.is_established())
     }
 
+    /// The TLS version negotiated (`TLSv1.2`, `TLSv1.3`), once established.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        self.tls.as_ref().and_then(|tls| tls.version())
+    }
+
     /// LDM documents handed out and not yet answered.
     pub fn requests_in_flight(&self) -> u32 {
         self.pipe.stream.in_flight()

@@ -47,6 +47,15 @@ impl Tls {
         self.established
     }
 
+    /// The negotiated version, once the handshake has chosen one.
+    pub fn version(&self) -> Option<&'static str> {
+        match self.conn.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+            rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+            _ => Some("other"),
+        }
+    }
+
     /// Processes every complete record in `incoming`: handshake records are answered into
     /// `outgoing`, and what happens is reported to `on_input` in order. Returns the number of
     /// bytes of `incoming` used; the caller drops them.

@@ -4,7 +4,8 @@
 //! Unix socket (the default), the first of: `--socket`; with `--config` and/or
 //! `--state-dir`, the socket ldmd itself would use with those flags (the config's `socket`,
 //! else `<state_dir>/ldmd.sock`, `--state-dir` overriding the config's `state_dir`);
-//! `LDMD_SOCKET`; `./ldmd-state/ldmd.sock` (ldmd's default). Its certificate: `tls.cert_file`
+//! `LDMD_SOCKET`; `./ldmd-state/ldmd.sock` (ldmd's default) if it exists; the system daemon's
+//! `/run/ldmd/ldmd.sock`. Its certificate: `tls.cert_file`
 //! of `--config`, else `tls-cert.pem` in the state directory (`--state-dir`, the config's
 //! `state_dir`, or the socket's directory). How far the socket and certificate are trusted
 //! is [`ldmd::client::local_trust`]'s rule.
@@ -22,7 +23,9 @@ use ldmd::cli::request::check_xml_text;
 use ldmd::client::{
     ClientError, Endpoint, Login, Target, Trust, local_certificate, local_trust, parse_fingerprint,
 };
-use ldmd::config::{Config, DEFAULT_PORT, DEFAULT_STATE_DIR, Overrides, SOCKET_NAME};
+use ldmd::config::{
+    Config, DEFAULT_PORT, DEFAULT_STATE_DIR, Overrides, SOCKET_NAME, SYSTEM_SOCKET,
+};
 
 use crate::args::Connection;
 
@@ -108,7 +111,7 @@ pub fn target(conn: &Connection) -> Result<Target, ClientError> {
         .or_else(|| config.as_ref().map(|c| c.socket.clone()))
         .or_else(|| conn.state_dir.as_ref().map(|d| d.join(SOCKET_NAME)))
         .or_else(|| std::env::var_os("LDMD_SOCKET").map(PathBuf::from))
-        .unwrap_or_else(|| Path::new(DEFAULT_STATE_DIR).join(SOCKET_NAME));
+        .unwrap_or_else(default_socket);
     let certificate = certificate.unwrap_or_else(|| {
         socket
             .parent()
@@ -127,6 +130,17 @@ pub fn target(conn: &Connection) -> Result<Target, ClientError> {
         connect_timeout: timeouts.0,
         reply_timeout: timeouts.1,
     })
+}
+
+/// Without any flag or `LDMD_SOCKET`: the development daemon's `./ldmd-state/ldmd.sock` when
+/// it is there, else the system daemon's `/run/ldmd/ldmd.sock`.
+fn default_socket() -> PathBuf {
+    let development = Path::new(DEFAULT_STATE_DIR).join(SOCKET_NAME);
+    if development.exists() {
+        development
+    } else {
+        PathBuf::from(SYSTEM_SOCKET)
+    }
 }
 
 fn explicit_trust(conn: &Connection) -> Result<Option<Trust>, ClientError> {
