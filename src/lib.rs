@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod docs;
 pub mod fault;
 #[doc(hidden)]
 pub mod fuzz;

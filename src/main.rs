@@ -36,23 +36,28 @@ const REGISTRY_FILE: &str = "registry.redb";
     about = "Logical Domains Manager daemon: the LDM XML interface over XMPP"
 )]
 struct Cli {
-    /// TOML configuration file (see README, "Configuration").
+    /// TOML configuration file (see README, "Configuration"; the system service reads
+    /// /etc/ldmd/ldmd.toml) [default: none: every key at its default]
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// XMPP listen address (repeatable); replaces `listen` from the file.
+    /// XMPP listen address (repeatable); replaces `listen` from the file [default:
+    /// 127.0.0.1:6482]
     #[arg(long, value_name = "ADDR")]
     listen: Vec<String>,
-    /// Path of the local Unix socket.
+    /// Path of the local Unix socket; replaces `socket` from the file [default:
+    /// <state-dir>/ldmd.sock]
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// Directory for the certificate, users and (later) the domain state.
+    /// Directory of the certificate, the users and the domain state; replaces `state_dir`
+    /// from the file [default: ./ldmd-state]
     #[arg(long, global = true, value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// Address of the Prometheus /metrics endpoint, or `off`.
+    /// Address of the Prometheus /metrics endpoint, or `off`; replaces `metrics_listen` from
+    /// the file [default: 127.0.0.1:9482]
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
     /// What the I/O threads run on: auto (io_uring where it works, else epoll), io_uring or
-    /// epoll; replaces `runtime` from the file.
+    /// epoll; replaces `runtime` from the file [default: auto]
     #[arg(long, value_name = "RUNTIME", value_parser = RuntimeChoice::parse)]
     runtime: Option<RuntimeChoice>,
     #[command(subcommand)]
@@ -139,7 +144,15 @@ static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
 
 fn main() -> ExitCode {
     crash_on_panic();
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(kind) = ldmd::docs::requested(&args) {
+        let command = <Cli as clap::CommandFactory>::command();
+        return match ldmd::docs::generate(command, &kind, "8", &mut io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => fail(message),
+        };
+    }
+    let cli = Cli::parse_from(args);
     let overrides = Overrides {
         listen: cli.listen.clone(),
         socket: cli.socket.clone(),

@@ -8,6 +8,7 @@ pub mod json;
 pub mod raw;
 pub mod request;
 pub mod stream;
+pub mod suggest;
 pub mod text;
 pub mod view;
 

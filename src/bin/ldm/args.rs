@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Args, Debug, Default)]
 pub struct Connection {
     /// The daemon's Unix socket [default: the one of --config/--state-dir, else env
-    /// LDMD_SOCKET, else ./ldmd-state/ldmd.sock].
+    /// LDMD_SOCKET, else ./ldmd-state/ldmd.sock if it exists, else /run/ldmd/ldmd.sock]
     #[arg(
         id = "conn_socket",
         long = "socket",
@@ -118,60 +118,74 @@ pub enum Command {
     /// List domains: the table, -l the long form, -p parseable, -e extended.
     #[command(name = "list-domain", visible_aliases = ["list", "ls", "ls-domain"])]
     ListDomain {
+        /// The long form: every resource, service and device of each domain
         #[arg(short = 'l', long)]
         long: bool,
+        /// Machine-readable output: one record per line, fields separated by | (as Oracle's ldm -p)
         #[arg(short = 'p', long)]
         parseable: bool,
         /// Extended: the long form with the devices Oracle's ldm sets up by itself (ldmd sets
         /// up none, so it is the long form).
         #[arg(short = 'e', long)]
         extended: bool,
+        /// The domains to list [default: all of them]
         domains: Vec<String>,
     },
     /// List domains with what each resource is bound to.
     #[command(name = "list-bindings", visible_alias = "ls-bindings")]
     ListBindings {
+        /// Machine-readable output: one record per line, fields separated by | (as Oracle's ldm -p)
         #[arg(short = 'p', long)]
         parseable: bool,
         /// Extended (accepted; ldmd sets up no devices by itself).
         #[arg(short = 'e', long)]
         extended: bool,
+        /// The domains to list [default: all of them]
         domains: Vec<String>,
     },
     /// List the constraints of domains; -x as the XML that recreates them (`ldm add-domain -i`).
     #[command(name = "list-constraints", visible_alias = "ls-constraints")]
     ListConstraints {
+        /// Machine-readable output: one record per line, fields separated by | (as Oracle's ldm -p)
         #[arg(short = 'p', long, conflicts_with = "xml")]
         parseable: bool,
+        /// The constraints as the XML that recreates them (ldm add-domain -i)
         #[arg(short = 'x', long)]
         xml: bool,
         /// Extended (accepted; ldmd sets up no devices by itself).
         #[arg(short = 'e', long)]
         extended: bool,
+        /// The domains to list [default: all of them]
         domains: Vec<String>,
     },
     /// List free resources and I/O devices, -a all of them with their owners
     /// (core, cpu, crypto, memory or mem, io).
     #[command(name = "list-devices", visible_alias = "ls-devices")]
     ListDevices {
+        /// Every resource and device, bound ones too, with its owner
         #[arg(short = 'a', long)]
         all: bool,
+        /// Machine-readable output: one record per line, fields separated by | (as Oracle's ldm -p)
         #[arg(short = 'p', long)]
         parseable: bool,
+        /// Which: core, cpu, crypto, memory (or mem), io [default: all of them]
         #[arg(value_parser = ["core", "cpu", "crypto", "memory", "mem", "io"])]
         classes: Vec<String>,
     },
     /// List every I/O device: its type, bus, owner and status.
     #[command(name = "list-io", visible_alias = "ls-io")]
     ListIo {
+        /// Machine-readable output: one record per line, fields separated by | (as Oracle's ldm -p)
         #[arg(short = 'p', long)]
         parseable: bool,
     },
     /// List virtual I/O services (VCC, VSW, VDS).
     #[command(name = "list-services", visible_alias = "ls-services")]
     ListServices {
+        /// Machine-readable output: one record per line, fields separated by | (as Oracle's ldm -p)
         #[arg(short = 'p', long)]
         parseable: bool,
+        /// The domains to list [default: all of them]
         domains: Vec<String>,
     },
     /// List SP configurations.
@@ -180,6 +194,7 @@ pub enum Command {
         visible_aliases = ["list-config", "ls-spconfig", "ls-config"]
     )]
     ListSpconfig {
+        /// Machine-readable output: one record per line, fields separated by | (as Oracle's ldm -p)
         #[arg(short = 'p', long)]
         parseable: bool,
     },
@@ -189,8 +204,10 @@ pub enum Command {
         visible_aliases = ["list-var", "ls-variable", "ls-var"]
     )]
     ListVariable {
+        /// Machine-readable output: one record per line, fields separated by | (as Oracle's ldm -p)
         #[arg(short = 'p', long)]
         parseable: bool,
+        /// Variable names to show (all of them without), then the domain
         #[arg(required = true, value_name = "[NAME...] DOMAIN")]
         operands: Vec<String>,
     },
@@ -205,6 +222,7 @@ pub enum Command {
             conflicts_with = "operands"
         )]
         input: Option<PathBuf>,
+        /// Properties (mac-addr=, hostid=, failure-policy=, master=), then the new domains' names
         #[arg(
             required_unless_present = "input",
             value_name = "[PROPERTY=VALUE...] NAME..."
@@ -214,46 +232,64 @@ pub enum Command {
     /// Change domain properties: PROPERTY=VALUE... NAME
     #[command(name = "set-domain")]
     SetDomain {
+        /// PROPERTY=VALUE pairs (mac-addr, hostid, failure-policy, master), then the domain
         #[arg(required = true, value_name = "PROPERTY=VALUE... NAME")]
         operands: Vec<String>,
     },
     /// Remove domains (inactive ones), or -a every domain but the control domain.
     #[command(name = "remove-domain", visible_aliases = ["rm-domain", "destroy"])]
     RemoveDomain {
+        /// Every domain but the control domain
         #[arg(short = 'a', long = "all", conflicts_with = "domains")]
         all: bool,
+        /// The domains to remove (inactive ones)
         #[arg(required_unless_present = "all")]
         domains: Vec<String>,
     },
     /// Bind a domain's resources.
     #[command(name = "bind-domain", visible_alias = "bind")]
-    BindDomain { domain: String },
+    BindDomain {
+        /// The domain to bind
+        domain: String,
+    },
     /// Release a bound domain's resources.
     #[command(name = "unbind-domain", visible_alias = "unbind")]
-    UnbindDomain { domain: String },
+    UnbindDomain {
+        /// The domain to unbind
+        domain: String,
+    },
     /// Start bound domains, or -a every bound domain.
     #[command(name = "start-domain", visible_alias = "start")]
     StartDomain {
+        /// Every bound domain
         #[arg(short = 'a', long = "all", conflicts_with = "domains")]
         all: bool,
+        /// The domains to start
         #[arg(required_unless_present = "all")]
         domains: Vec<String>,
     },
     /// Stop active domains (-f force, -r reboot), or -a every active domain.
     #[command(name = "stop-domain", visible_alias = "stop")]
     StopDomain {
+        /// Stop at once, without waiting for the guest to shut down
         #[arg(short = 'f', long = "force")]
         force: bool,
+        /// Reboot the domain instead of stopping it
         #[arg(short = 'r', long = "reboot")]
         reboot: bool,
+        /// Every active domain but the control domain
         #[arg(short = 'a', long = "all", conflicts_with = "domains")]
         all: bool,
+        /// The domains to stop
         #[arg(required_unless_present = "all")]
         domains: Vec<String>,
     },
     /// Panic a domain's guest.
     #[command(name = "panic-domain", visible_alias = "panic")]
-    PanicDomain { domain: String },
+    PanicDomain {
+        /// The domain whose guest panics
+        domain: String,
+    },
     #[command(name = "add-vcpu")]
     /// Add virtual CPUs: N DOMAIN (-c: whole cores).
     AddVcpu(Count),
@@ -292,15 +328,25 @@ pub enum Command {
     RemoveMemory(Size),
     /// Add a virtual disk service: SERVICE DOMAIN.
     #[command(name = "add-vds", visible_alias = "add-vdiskserver")]
-    AddVds { service: String, domain: String },
+    AddVds {
+        /// The new virtual disk service's name (as primary-vds0)
+        service: String,
+        /// The service domain that provides it
+        domain: String,
+    },
     /// Remove a virtual disk service: SERVICE.
     #[command(name = "remove-vds", visible_aliases = ["rm-vds", "remove-vdiskserver"])]
-    RemoveVds { service: String },
+    RemoveVds {
+        /// The virtual disk service to remove
+        service: String,
+    },
     /// Export a back end: [-f] [options=ro,slice,excl] [mpgroup=..] BACKEND VOLUME@SERVICE.
     #[command(name = "add-vdsdev", visible_alias = "add-vdiskserverdevice")]
     AddVdsdev {
+        /// Export the back end even if another volume exports it already
         #[arg(short = 'f', long = "force")]
         force: bool,
+        /// Properties (options=ro,slice,excl, mpgroup=), then BACKEND and VOLUME@SERVICE
         #[arg(
             required = true,
             value_name = "[PROPERTY=VALUE...] BACKEND VOLUME@SERVICE"
@@ -309,10 +355,14 @@ pub enum Command {
     },
     /// Remove an exported volume: VOLUME@SERVICE.
     #[command(name = "remove-vdsdev", visible_aliases = ["rm-vdsdev", "remove-vdiskserverdevice"])]
-    RemoveVdsdev { volume: String },
+    RemoveVdsdev {
+        /// The volume to remove, as VOLUME@SERVICE
+        volume: String,
+    },
     /// Add a virtual disk: [timeout=..] DISK VOLUME@SERVICE DOMAIN.
     #[command(name = "add-vdisk")]
     AddVdisk {
+        /// [timeout=SECONDS], then the disk's name, its VOLUME@SERVICE and the domain
         #[arg(
             required = true,
             value_name = "[timeout=SECONDS] DISK VOLUME@SERVICE DOMAIN"
@@ -321,27 +371,38 @@ pub enum Command {
     },
     /// Remove a virtual disk: DISK DOMAIN.
     #[command(name = "remove-vdisk", visible_alias = "rm-vdisk")]
-    RemoveVdisk { disk: String, domain: String },
+    RemoveVdisk {
+        /// The virtual disk's name
+        disk: String,
+        /// The domain it belongs to
+        domain: String,
+    },
     /// Add a virtual switch: [net-dev=.. mac-addr=.. pvid=.. vid=.. mtu=.. mode=.. linkprop=..
     /// inter-vnet-link=on|off] SERVICE DOMAIN.
     #[command(name = "add-vsw", visible_alias = "add-vswitch")]
     AddVsw {
+        /// Properties (net-dev=, mac-addr=, pvid=, vid=, mtu=, mode=, linkprop=, inter-vnet-link=), then the switch's name and its service domain
         #[arg(required = true, value_name = "[PROPERTY=VALUE...] SERVICE DOMAIN")]
         operands: Vec<String>,
     },
     /// Change a virtual switch: PROPERTY=VALUE... SERVICE.
     #[command(name = "set-vsw", visible_alias = "set-vswitch")]
     SetVsw {
+        /// PROPERTY=VALUE pairs, as add-vsw takes them, then the switch's name
         #[arg(required = true, value_name = "PROPERTY=VALUE... SERVICE")]
         operands: Vec<String>,
     },
     /// Remove a virtual switch: SERVICE.
     #[command(name = "remove-vsw", visible_aliases = ["rm-vsw", "remove-vswitch"])]
-    RemoveVsw { service: String },
+    RemoveVsw {
+        /// The virtual switch to remove
+        service: String,
+    },
     /// Add a virtual network device: [mac-addr=.. pvid=.. vid=.. mode=.. linkprop=..] NAME
     /// SERVICE DOMAIN.
     #[command(name = "add-vnet")]
     AddVnet {
+        /// Properties (mac-addr=, pvid=, vid=, mode=, linkprop=), then the device's name, its switch and the domain
         #[arg(
             required = true,
             value_name = "[PROPERTY=VALUE...] NAME SERVICE DOMAIN"
@@ -351,71 +412,114 @@ pub enum Command {
     /// Change a virtual network device: PROPERTY=VALUE... NAME DOMAIN.
     #[command(name = "set-vnet")]
     SetVnet {
+        /// PROPERTY=VALUE pairs, as add-vnet takes them, then the device's name and the domain
         #[arg(required = true, value_name = "PROPERTY=VALUE... NAME DOMAIN")]
         operands: Vec<String>,
     },
     /// Remove a virtual network device: NAME DOMAIN.
     #[command(name = "remove-vnet", visible_alias = "rm-vnet")]
-    RemoveVnet { name: String, domain: String },
+    RemoveVnet {
+        /// The virtual network device's name
+        name: String,
+        /// The domain it belongs to
+        domain: String,
+    },
     /// Add a console concentrator: port-range=MIN-MAX SERVICE DOMAIN.
     #[command(name = "add-vcc", visible_alias = "add-vconscon")]
     AddVcc {
+        /// The console ports it hands out: port-range=MIN-MAX
         port_range: String,
+        /// The new console concentrator's name (as primary-vcc0)
         service: String,
+        /// The service domain that provides it
         domain: String,
     },
     /// Change a console concentrator's ports: port-range=MIN-MAX SERVICE.
     #[command(name = "set-vcc", visible_alias = "set-vconscon")]
-    SetVcc { port_range: String, service: String },
+    SetVcc {
+        /// The new console ports: port-range=MIN-MAX
+        port_range: String,
+        /// The console concentrator to change
+        service: String,
+    },
     /// Remove a console concentrator: SERVICE.
     #[command(name = "remove-vcc", visible_aliases = ["rm-vcc", "remove-vconscon"])]
-    RemoveVcc { service: String },
+    RemoveVcc {
+        /// The console concentrator to remove
+        service: String,
+    },
     /// Change a domain's console: [port=..] [group=..] [service=..] [log=on|off] DOMAIN.
     #[command(name = "set-vcons", visible_alias = "set-vconsole")]
     SetVcons {
+        /// [port=N] [group=NAME] [service=VCC] [log=on|off], then the domain
         #[arg(required = true, value_name = "PROPERTY=VALUE... DOMAIN")]
         operands: Vec<String>,
     },
     /// Add variables: NAME=VALUE... DOMAIN.
     #[command(name = "add-variable", visible_alias = "add-var")]
     AddVariable {
+        /// NAME=VALUE pairs, then the domain
         #[arg(required = true, value_name = "NAME=VALUE... DOMAIN")]
         operands: Vec<String>,
     },
     /// Set variables: NAME=VALUE... DOMAIN.
     #[command(name = "set-variable", visible_alias = "set-var")]
     SetVariable {
+        /// NAME=VALUE pairs, then the domain
         #[arg(required = true, value_name = "NAME=VALUE... DOMAIN")]
         operands: Vec<String>,
     },
     /// Remove variables: NAME... DOMAIN.
     #[command(name = "remove-variable", visible_aliases = ["rm-variable", "rm-var", "remove-var"])]
     RemoveVariable {
+        /// Variable names, then the domain
         #[arg(required = true, value_name = "NAME... DOMAIN")]
         operands: Vec<String>,
     },
     /// Give a physical I/O device to a domain: DEVICE DOMAIN.
     #[command(name = "add-io")]
-    AddIo { device: String, domain: String },
+    AddIo {
+        /// The device, by its path (pci@300) or alias (pci_0, /SYS/MB/PCIE0)
+        device: String,
+        /// The domain that gets it
+        domain: String,
+    },
     /// Take a physical I/O device from a domain: DEVICE DOMAIN.
     #[command(name = "remove-io", visible_alias = "rm-io")]
-    RemoveIo { device: String, domain: String },
+    RemoveIo {
+        /// The device, by its path (pci@300) or alias (pci_0, /SYS/MB/PCIE0)
+        device: String,
+        /// The domain that has it
+        domain: String,
+    },
     /// Save the current configuration on the SP: NAME.
     #[command(name = "add-spconfig", visible_alias = "add-config")]
-    AddSpconfig { name: String },
+    AddSpconfig {
+        /// The new SP configuration's name
+        name: String,
+    },
     /// Select the SP configuration for the next power-on: NAME.
     #[command(name = "set-spconfig", visible_alias = "set-config")]
-    SetSpconfig { name: String },
+    SetSpconfig {
+        /// The SP configuration to power on with next
+        name: String,
+    },
     /// Remove a saved SP configuration: NAME.
     #[command(name = "remove-spconfig", visible_aliases = ["rm-spconfig", "remove-config", "rm-config"])]
-    RemoveSpconfig { name: String },
+    RemoveSpconfig {
+        /// The SP configuration to remove
+        name: String,
+    },
     /// Cancel a long operation: migration|reconf|memdr DOMAIN. With -f and migration: restore
     /// an in-doubt migration here without asking the target (only when it is gone for good).
     #[command(name = "cancel-operation", visible_alias = "cancel-op")]
     CancelOperation {
+        /// With migration: restore an in-doubt migration here without asking the target (only when it is gone for good)
         #[arg(short = 'f', long = "force")]
         force: bool,
+        /// migration, reconf or memdr
         operation: String,
+        /// The domain whose operation ends
         domain: String,
     },
     /// Migrate a domain to another ldmd: [-f] [-n] [-p FILE] SOURCE [USER@]HOST[:NAME].
@@ -436,13 +540,17 @@ pub enum Command {
         /// The target daemon's XMPP port.
         #[arg(long = "target-port", value_name = "PORT", default_value_t = 6482)]
         target_port: u16,
+        /// The domain to migrate
         source: String,
         /// [USER@]HOST[:NAME]: the target host, its user, and the domain's name there.
         target: String,
     },
     /// Discard the control domain's delayed reconfiguration: DOMAIN.
     #[command(name = "cancel-reconf", visible_alias = "remove-reconf")]
-    CancelReconf { domain: String },
+    CancelReconf {
+        /// The domain whose delayed reconfiguration is discarded
+        domain: String,
+    },
     /// Subscribe to events and print one line per event until interrupted.
     Events {
         /// all, domain, resource or hardware.
@@ -453,7 +561,10 @@ pub enum Command {
         count: Option<u64>,
     },
     /// Send a raw LDM_interface document (FILE, or - for stdin) and print the reply.
-    Xml { file: String },
+    Xml {
+        /// The document to send: a file, or - for stdin
+        file: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -461,7 +572,9 @@ pub struct Count {
     /// Whole cores instead of virtual CPUs (add-/set-/remove-vcpu only).
     #[arg(short = 'c', long = "cores")]
     pub cores: bool,
+    /// How many virtual CPUs, cores or crypto units (with -c on the vcpu commands: whole cores)
     pub number: String,
+    /// The domain
     pub domain: String,
 }
 
@@ -470,6 +583,8 @@ pub struct Size {
     /// Round a memory DR's size to 256M instead of refusing it.
     #[arg(long = "auto-adj")]
     pub auto_adj: bool,
+    /// Memory with a unit: 4G, 512M, 1T (K, M, G, T; multiples of 256M unless --auto-adj)
     pub size: String,
+    /// The domain
     pub domain: String,
 }

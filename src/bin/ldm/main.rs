@@ -139,7 +139,20 @@ fn main() -> ExitCode {
         print_out(&banner());
         return ExitCode::SUCCESS;
     }
-    let cli = Cli::parse_from(args);
+    if let Some(kind) = ldmd::docs::requested(&args) {
+        let command = <Cli as clap::CommandFactory>::command();
+        return match ldmd::docs::generate(command, &kind, "1", &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("ldm: {message}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Refused) => ExitCode::from(1),
@@ -152,6 +165,28 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// clap's message, except for a mistyped subcommand: the few nearest names, nearest first.
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let typo = match (error.kind(), error.get(ContextKind::InvalidSubcommand)) {
+        (ErrorKind::InvalidSubcommand, Some(ContextValue::String(typo))) => typo.clone(),
+        _ => error.exit(),
+    };
+    let command = <Cli as clap::CommandFactory>::command();
+    let names = command
+        .get_subcommands()
+        .flat_map(|sub| std::iter::once(sub.get_name()).chain(sub.get_visible_aliases()));
+    let near = ldmd::cli::suggest::closest(&typo, names);
+    eprintln!("ldm: unknown subcommand '{typo}'");
+    match near.as_slice() {
+        [] => {}
+        [only] => eprintln!("  did you mean {only}?"),
+        [first @ .., last] => eprintln!("  did you mean {} or {last}?", first.join(", ")),
+    }
+    eprintln!("\nUsage: ldm [OPTIONS] <COMMAND>\n\nFor the list of subcommands, try 'ldm --help'.");
+    ExitCode::from(2)
 }
 
 /// `-o SECTIONS` shapes the long listing only; elsewhere it would be silently ignored.

@@ -203,3 +203,30 @@ fn output_formats_and_list_sections_are_checked() {
     assert_eq!(cli.conn.socket.as_deref(), Some(std::path::Path::new("/s")));
     assert_eq!(cli.output.as_deref(), Some("json"));
 }
+
+/// Every flag and operand of every subcommand explains itself in `--help` (and so in the man
+/// page, which is generated from the same definitions).
+#[test]
+fn every_flag_has_help() {
+    fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if ["help", "version"].contains(&id) || arg.is_hide_set() {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} {id}"));
+            }
+        }
+        for sub in command.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let mut missing = Vec::new();
+    walk(
+        &<Cli as clap::CommandFactory>::command(),
+        "ldm",
+        &mut missing,
+    );
+    assert!(missing.is_empty(), "no help for:\n{}", missing.join("\n"));
+}

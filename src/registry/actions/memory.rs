@@ -258,13 +258,25 @@ pub(super) fn start_memdr(reg: &mut Registry, ctx: &Ctx<'_>, name: &str, target:
         Some(growth) => (MemDrKind::Add, growth),
         None => (MemDrKind::Remove, bound.saturating_sub(target)),
     };
+    let set = ctx.change() == Change::Set;
+    if set && asked == 0 {
+        // Already that size, as set-vcpu to the current count: nothing to do, and no DR.
+        return Ok(Applied::default());
+    }
+    // The size the operator typed: the domain's new size for set-memory, the change for
+    // add-memory and remove-memory.
+    let typed = |change: u64| match (set, kind) {
+        (false, _) => change,
+        (true, MemDrKind::Add) => bound.saturating_add(change),
+        (true, MemDrKind::Remove) => bound.saturating_sub(change),
+    };
     let mut bytes = asked;
     let mut warning = None;
     if bytes % MEMDR_GRANULE != 0 {
         if !adjust {
             return Err(format!(
                 "Memory size {} is not a multiple of 256M: a memory dynamic reconfiguration moves memory in 256M units (use the auto-adj option to round it)",
-                format_size(asked)
+                format_size(typed(asked))
             ));
         }
         bytes = match kind {
@@ -274,15 +286,22 @@ pub(super) fn start_memdr(reg: &mut Registry, ctx: &Ctx<'_>, name: &str, target:
         };
         warning = Some(format!(
             "The size was adjusted from {} to {} to a 256M boundary",
-            format_size(asked),
-            format_size(bytes)
+            format_size(typed(asked)),
+            format_size(typed(bytes))
         ));
     }
     if bytes < MEMDR_GRANULE {
-        return Err(format!(
-            "The smallest memory dynamic reconfiguration is 256M; {} was asked",
-            format_size(asked)
-        ));
+        return Err(match set {
+            true => format!(
+                "Memory size {} is within 256M of the {} {name} has: a memory dynamic reconfiguration moves at least 256M",
+                format_size(target),
+                format_size(bound)
+            ),
+            false => format!(
+                "The smallest memory dynamic reconfiguration is 256M; {} was asked",
+                format_size(asked)
+            ),
+        });
     }
     if kind == MemDrKind::Remove && bytes.saturating_add(MEMDR_GRANULE) > bound {
         return Err(format!(

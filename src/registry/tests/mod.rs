@@ -242,6 +242,45 @@ fn an_interrupted_memory_dr_is_rolled_back_on_restore() {
 }
 
 #[test]
+fn set_memory_of_an_active_domain_names_the_size_typed_and_accepts_its_own_size() {
+    let mut reg = registry();
+    active_guest(&mut reg, "g");
+    // Its own size: nothing to do, as set-vcpu to the current count (it used to be refused as
+    // a DR of 0).
+    reg.take_effects();
+    ok(&mut reg, &cmd("set-memory", "g", &units("memory", "4G")));
+    assert!(
+        !reg.take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::StartMemDr { .. })),
+        "no DR starts"
+    );
+    assert_eq!(reg.domain("g").unwrap().memory, 4 << 30);
+    // What was typed, not the difference to the current size.
+    let refusal = refused(&mut reg, &cmd("set-memory", "g", &units("memory", "3")));
+    assert!(refusal.contains("Memory size 3 is not"), "{refusal}");
+    let refusal = refused(&mut reg, &cmd("set-memory", "g", &units("memory", "4200M")));
+    assert!(refusal.contains("Memory size 4200M is not"), "{refusal}");
+    let adjusted = cmd("set-memory", "g", &units("memory", "4200M"))
+        .replace("</action>", "</action><options>auto-adj</options>");
+    let (progress, _) = run(&mut reg, &adjusted);
+    let Progress::Waiting(operation) = progress else {
+        panic!("{progress:?}")
+    };
+    let memdr = reg.domain("g").unwrap().memdr.clone().unwrap();
+    assert_eq!(
+        memdr.warning.as_deref(),
+        Some("The size was adjusted from 4200M to 4352M to a 256M boundary")
+    );
+    let (end, _) = actions::finish_memdr(&mut reg, operation, 256 << 20).unwrap();
+    assert_eq!(end, MemDrEnd::Completed);
+    assert_eq!(reg.domain("g").unwrap().memory, 4352 << 20);
+    // add-memory still names the change.
+    let refusal = refused(&mut reg, &cmd("add-memory", "g", &units("memory", "300M")));
+    assert!(refusal.contains("Memory size 300M is not"), "{refusal}");
+}
+
+#[test]
 fn memory_dr_rules_of_section_6() {
     let mut reg = registry();
     active_guest(&mut reg, "g");
