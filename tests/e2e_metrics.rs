@@ -22,13 +22,13 @@ struct Exposition {
 impl Exposition {
     fn parse(body: &str) -> Exposition {
         let script = format!("{}/tests/interop/prom_parse.py", env!("CARGO_MANIFEST_DIR"));
-        let mut child = Command::new("python3")
+        let mut child = Command::new(python())
             .arg(script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("python3 (with prometheus-client) is needed: {e}"));
+            .unwrap_or_else(|e| panic!("the test venv's python3: {e}"));
         child
             .stdin
             .take()
@@ -364,10 +364,43 @@ fn idle_authenticated_sessions_hold_no_pooled_buffer() {
     );
 }
 
-/// `promtool`: from `$PROMTOOL`, or on the PATH (`.ci/run` unpacks it from Debian's package).
+/// Where `promtool` is: `$PROMTOOL`, else on the PATH, else unpacked (once, no root needed)
+/// from Debian's `prometheus` package into the target directory, as `.ci/run` does.
+fn promtool_program() -> &'static str {
+    static PROGRAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        if let Ok(program) = std::env::var("PROMTOOL") {
+            return program;
+        }
+        if Command::new("promtool").arg("--version").output().is_ok() {
+            return "promtool".into();
+        }
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("promtool");
+        let program = dir.join("unpacked/usr/bin/promtool");
+        if !program.exists() {
+            let fetch = "rm -rf unpacked prometheus_*.deb && apt-get download -qq prometheus \
+                         && dpkg-deb -x prometheus_*.deb unpacked";
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = Command::new("sh")
+                .args(["-c", fetch])
+                .current_dir(&dir)
+                .output();
+            let fetched = out.as_ref().is_ok_and(|o| o.status.success()) && program.exists();
+            assert!(
+                fetched,
+                "promtool is needed: set PROMTOOL, put it on the PATH (Debian: apt-get install \
+                 prometheus), or let this test unpack it with `apt-get download prometheus`, \
+                 which failed: {out:?}"
+            );
+        }
+        program.to_string_lossy().into_owned()
+    })
+}
+
+/// Runs `promtool` (see [`promtool_program`]).
 fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let program = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    let mut child = Command::new(&program)
+    let program = promtool_program();
+    let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -194,3 +194,42 @@ fn ldm_reaches_a_system_mode_daemon_from_the_root_directory() {
     // The state is private, the socket's directory open to every local user, the socket too.
     assert_eq!(read("modes"), "700 0\n755 0\n666 0\n");
 }
+
+#[test]
+fn man_pages_and_completions_come_from_the_command_lines() {
+    let generate = |binary: &str, kind: &str| {
+        let out = Command::new(binary)
+            .args(["--generate", kind])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let daemon_page = generate(BIN, "man");
+    assert!(daemon_page.contains(".TH ldmd 8"), "{daemon_page}");
+    for option in [
+        "\\-\\-runtime",
+        "\\-\\-state\\-dir",
+        "default: 127.0.0.1:6482",
+    ] {
+        assert!(daemon_page.contains(option), "{option} not in ldmd.8");
+    }
+    let ldm_page = generate(LDM, "man");
+    assert!(ldm_page.contains(".TH ldm 1"), "{ldm_page}");
+    assert!(ldm_page.contains("list\\-domain"), "{ldm_page}");
+    assert!(generate(LDM, "bash").contains("_ldm()"));
+    assert!(generate(LDM, "bash").contains("list-domain"));
+    assert!(generate(LDM, "zsh").starts_with("#compdef ldm"));
+    assert!(generate(LDM, "fish").contains("complete -c ldm"));
+    assert!(generate(BIN, "bash").contains("_ldmd()"));
+    let out = Command::new(BIN)
+        .args(["--generate", "html"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected one of man, bash, zsh, fish"));
+}

@@ -8,13 +8,13 @@ use std::process::Command;
 
 use support::*;
 
-fn python(script: &str, args: &[&str]) -> (bool, String) {
+fn run_script(script: &str, args: &[&str]) -> (bool, String) {
     let path = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
+    let out = Command::new(python())
         .arg(&path)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("python3 is needed for the interop tests: {e}"));
+        .unwrap_or_else(|e| panic!("the test venv's python3: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out.status.success(), format!("{stdout}{stderr}"))
@@ -40,7 +40,7 @@ fn fma_client_legacy_handshake_byte_for_byte() {
     // §1.2: the exact bytes the illumos client sends, and what it must read back, read by read.
     let daemon = Daemon::start("");
     let port = daemon.xmpp.unwrap().port().to_string();
-    let (_, out) = python("fma_client.py", &[&port]);
+    let (_, out) = run_script("fma_client.py", &[&port]);
     let transcript: serde_json::Value =
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     let reads: Vec<String> = transcript["reads"]
@@ -76,11 +76,11 @@ fn fma_client_receives_domain_events_one_document_per_read() {
     let daemon = Daemon::start("");
     let port = daemon.xmpp.unwrap().port().to_string();
     let script = format!("{}/tests/interop/fma_client.py", env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new("python3")
+    let mut child = Command::new(python())
         .args([script.as_str(), &port, "2"])
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .expect("python3");
+        .expect("the test venv's python3");
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
@@ -121,7 +121,7 @@ fn slixmpp_connects_with_starttls_and_sasl_plain_binds_and_pings() {
     );
     let addr = daemon.xmpp.unwrap();
     let ca = daemon.state_dir().join("tls-cert.pem");
-    let (ok, out) = python(
+    let (ok, out) = run_script(
         "slixmpp_ping.py",
         &[
             &addr.ip().to_string(),
