@@ -401,7 +401,8 @@ pub fn run_cli(state: &Path, args: &[&str], stdin: Option<&str>) -> std::process
         .unwrap();
     let mut input = child.stdin.take().unwrap();
     if let Some(text) = stdin {
-        writeln!(input, "{text}").unwrap();
+        // A command that refuses before it reads (an unknown user) closes its stdin first.
+        let _ = writeln!(input, "{text}");
     }
     drop(input);
     child.wait_with_output().unwrap()

@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Args, Debug, Default)]
 pub struct Connection {
     /// The daemon's Unix socket [default: the one of --config/--state-dir, else env
-    /// LDMD_SOCKET, else ./ldmd-state/ldmd.sock if it exists, else /run/ldmd/ldmd.sock]
+    /// LDMD_SOCKET, else ./ldmd-state/ldmd.sock if ./ldmd-state exists, else /run/ldmd/ldmd.sock]
     #[arg(
         id = "conn_socket",
         long = "socket",

@@ -4,7 +4,7 @@
 //! Unix socket (the default), the first of: `--socket`; with `--config` and/or
 //! `--state-dir`, the socket ldmd itself would use with those flags (the config's `socket`,
 //! else `<state_dir>/ldmd.sock`, `--state-dir` overriding the config's `state_dir`);
-//! `LDMD_SOCKET`; `./ldmd-state/ldmd.sock` (ldmd's default) if it exists; the system daemon's
+//! `LDMD_SOCKET`; `./ldmd-state/ldmd.sock` (ldmd's default) if `./ldmd-state` exists; the system daemon's
 //! `/run/ldmd/ldmd.sock`. Its certificate: `tls.cert_file`
 //! of `--config`, else `tls-cert.pem` in the state directory (`--state-dir`, the config's
 //! `state_dir`, or the socket's directory). How far the socket and certificate are trusted
@@ -133,11 +133,12 @@ pub fn target(conn: &Connection) -> Result<Target, ClientError> {
 }
 
 /// Without any flag or `LDMD_SOCKET`: the development daemon's `./ldmd-state/ldmd.sock` when
-/// it is there, else the system daemon's `/run/ldmd/ldmd.sock`.
+/// its state directory is here (a stopped daemon is then reported as such, and a directory
+/// planted by another user is refused by the trust rule), else the system daemon's
+/// `/run/ldmd/ldmd.sock`.
 fn default_socket() -> PathBuf {
-    let development = Path::new(DEFAULT_STATE_DIR).join(SOCKET_NAME);
-    if development.exists() {
-        development
+    if Path::new(DEFAULT_STATE_DIR).is_dir() {
+        Path::new(DEFAULT_STATE_DIR).join(SOCKET_NAME)
     } else {
         PathBuf::from(SYSTEM_SOCKET)
     }
