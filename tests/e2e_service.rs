@@ -54,26 +54,24 @@ fn a_start_that_fails_leaves_no_state_directory_behind() {
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("typo-state");
-    let out = Command::new(BIN)
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--listen", &addr, "--metrics-listen", "off"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
+    // On a port another process holds, so that the start fails after the state was made.
+    let start_on_the_busy_port = || {
+        let out = Command::new(BIN)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--listen", &addr, "--metrics-listen", "off"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
+    };
+    start_on_the_busy_port();
     assert!(!state.exists(), "the failed start left {}", state.display());
 
     // A state directory that was there before is left alone, contents and all.
     std::fs::create_dir(&state).unwrap();
     std::fs::write(state.join("keep"), "x").unwrap();
-    let out = Command::new(BIN)
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--listen", &addr, "--metrics-listen", "off"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    start_on_the_busy_port();
     assert!(state.join("keep").exists());
 }
 
