@@ -193,6 +193,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_unreachable_daemon_gets_the_hint_its_reason_calls_for() {
+        let error = |reason: &str| {
+            ClientError::Unreachable {
+                at: "/run/ldmd/ldmd.sock".into(),
+                reason: reason.into(),
+            }
+            .to_string()
+        };
+        assert!(error("no such file").ends_with("(is ldmd running? see --socket/--host)"));
+        let denied = error("permission denied");
+        assert!(
+            denied.contains("may not open the socket or its directory"),
+            "{denied}"
+        );
+        assert!(!denied.contains("is ldmd running"), "{denied}");
+    }
+
+    #[test]
     fn fingerprints_parse_as_ldmd_prints_them_or_as_plain_hex() {
         let printed = (0..32)
             .map(|b| format!("{b:02X}"))
