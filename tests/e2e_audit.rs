@@ -141,3 +141,27 @@ fn audit_false_turns_the_trail_off() {
     let log = daemon.stderr_so_far.lock().unwrap().clone();
     assert!(!log.contains("ldmd::audit"), "{log}");
 }
+
+#[test]
+fn a_hostile_user_name_cannot_forge_or_split_an_audit_line() {
+    use base64::Engine as _;
+    let daemon = Daemon::start_with_users(REMOTE, USERS);
+    let mut client = daemon.tcp();
+    client.secure();
+    // A user name that, written raw, would end the line and forge a successful write.
+    let forged = "x\n2026-12-07T00:00:00Z  INFO ldmd::audit: write event=\"write\" user=\"root\"";
+    let message = base64::engine::general_purpose::STANDARD.encode(format!("\0{forged}\0pw"));
+    client.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{message}</auth>"
+    ));
+    assert!(client.read_until("/>").contains("not-authorized"));
+    let failed = lines_with(&daemon, &["ldmd::audit", "outcome=\"failure\""], 1);
+    // The name stays inside its quoted field, its newline escaped: one line, no forged write.
+    assert!(failed[0].contains("user=\"x\\n2026"), "{}", failed[0]);
+    let log = daemon.stderr_so_far.lock().unwrap().clone();
+    assert!(!log.contains("user=\"root\""), "a forged field:\n{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-12-07T00:00:00Z")),
+        "a forged line:\n{log}"
+    );
+}

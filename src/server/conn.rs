@@ -20,7 +20,6 @@ use std::time::Instant;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use crate::auth::guard::LoginSource;
 use crate::auth::verifier::{Immediate, Reply, VerifyRequest};
 use crate::ldm::{Document, Response, Role};
 use crate::limits::Limit;
@@ -51,7 +50,7 @@ pub async fn run(
     client: audit::Client,
     admitted: Result<Ticket, StreamError>,
 ) {
-    let (peer, source) = (client.peer, client.source);
+    let peer = client.peer;
     let (ticket, refused) = match admitted {
         Ok(ticket) => (Some(ticket), None),
         Err(error) => (None, Some(error)),
@@ -75,10 +74,8 @@ pub async fn run(
         last_read: Instant::now(),
         in_flight_full: false,
         answered: Vec::new(),
-        source,
         unwritten: Arc::default(),
         client,
-        attempted_user: None,
     };
     if counted {
         actor.enter_phase(Phase::Negotiating);
@@ -119,15 +116,11 @@ struct Actor {
     /// Replies handed to the connection and not yet written: their action label, arrival, and
     /// count in the replies in flight (released when written).
     answered: Vec<(usize, Instant, Option<ReplyTicket>)>,
-    /// Where logins on this connection come from, for the failed-login limits.
-    source: LoginSource,
     /// Bytes of replies to this connection the registry built and it has not written yet:
     /// the registry gives each connection a share of its own (see `ReplyTicket`).
     unwritten: Arc<AtomicUsize>,
-    /// Who this is, for the audit trail.
+    /// Who this is: for the audit trail, and the source its failed logins count against.
     client: audit::Client,
-    /// The user name of the SASL login in progress, for its audit line.
-    attempted_user: Option<String>,
 }
 
 /// Why the loop stopped reading the socket.
@@ -330,14 +323,12 @@ impl Actor {
                 Event::Authenticated => {
                     metrics.sasl_success.increment(1);
                     let identity = self.core.identity();
-                    let user = identity.map(|i| i.user.as_str());
-                    let user = user.or(self.attempted_user.as_deref()).unwrap_or("");
+                    let user = identity.map_or("", |i| i.user.as_str());
                     audit::sasl_login(&self.client, user, identity.map(|i| i.role), None);
-                    self.attempted_user = None;
                 }
-                Event::AuthFailed(failure) => {
+                Event::AuthFailed { failure, user } => {
                     metrics.sasl_failure(failure).increment(1);
-                    let user = self.attempted_user.take().unwrap_or_default();
+                    let user = user.unwrap_or_default();
                     audit::sasl_login(&self.client, &user, None, Some(failure.as_str()));
                 }
                 Event::StreamError(condition, limit) => {
@@ -431,7 +422,6 @@ impl Actor {
 
     /// Sends a password check to the verifier pool; its verdict comes back through the mailbox.
     fn verify(&mut self, credentials: crate::xmpp::sasl::PlainCredentials) {
-        self.attempted_user = Some(credentials.authcid.clone());
         let mailbox = self.ctx.mailbox.clone();
         let key = self.key;
         let reply: Reply = Box::new(move |verdict| {
@@ -439,7 +429,7 @@ impl Actor {
         });
         let request = VerifyRequest {
             credentials,
-            source: self.source,
+            source: self.client.source,
             reply,
         };
         if let Err(Immediate { verdict, limit }) = self.ctx.shared.verifier.submit(request) {

@@ -62,7 +62,12 @@ pub enum Event {
     },
     TlsFailed,
     Authenticated,
-    AuthFailed(SaslFailure),
+    /// A SASL failure was sent, decided by the verifier or by the stream (a malformed
+    /// message, an invalid user name), with the user name the client gave, if it got that far.
+    AuthFailed {
+        failure: SaslFailure,
+        user: Option<String>,
+    },
     /// A stream error was sent (and the limit behind it, if any).
     StreamError(StreamErrorCondition, Option<Limit>),
 }
@@ -209,10 +214,9 @@ impl Connection {
 
     /// The verifier's answer to an [`Event::Verify`].
     pub fn handle_auth_result(&mut self, _now: Instant, result: Result<Identity, SaslFailure>) {
-        self.pipe.events.push_back(match &result {
-            Ok(_) => Event::Authenticated,
-            Err(failure) => Event::AuthFailed(*failure),
-        });
+        if result.is_ok() {
+            self.pipe.events.push_back(Event::Authenticated);
+        }
         let step = self
             .pipe
             .stream
@@ -549,6 +553,10 @@ impl Pipeline {
 
     /// Acts on a step. `end` is where the triggering frame ended in a buffer of `len` bytes.
     fn apply(&mut self, step: Result<Step, StreamError>, end: usize, len: usize) {
+        // Before the step's own events: a failure that also ended the stream comes first.
+        if let Some((failure, user)) = self.stream.take_sasl_failure() {
+            self.events.push_back(Event::AuthFailed { failure, user });
+        }
         match step {
             Ok(Step::Continue | Step::Defer) => {}
 

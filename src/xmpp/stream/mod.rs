@@ -144,6 +144,10 @@ pub struct Stream {
     /// Namespaces in scope for the stream's stanzas.
     scope: Arc<NamespaceScope>,
     sasl_failures: u32,
+    /// The user name of the SASL login in progress, as the client sent it.
+    attempted_user: Option<String>,
+    /// The last SASL failure sent, and the user name it was for, until the caller takes it.
+    failure_to_report: Option<(SaslFailure, Option<String>)>,
     /// `temporary-auth-failure` answers, limited by the same number as failures.
     temporary_failures: u32,
     in_flight: u32,
@@ -170,6 +174,8 @@ impl Stream {
             legacy: false,
             scope: NamespaceScope::shared_client(),
             sasl_failures: 0,
+            attempted_user: None,
+            failure_to_report: None,
             temporary_failures: 0,
             in_flight: 0,
             shutting_down: false,
@@ -247,6 +253,12 @@ impl Stream {
             .domains
             .get(self.domain)
             .map_or("", String::as_str)
+    }
+
+    /// The SASL failure this stream sent last, whether the verifier or the stream itself
+    /// decided it, with the user name the client gave when it got that far (reported once).
+    pub fn take_sasl_failure(&mut self) -> Option<(SaslFailure, Option<String>)> {
+        self.failure_to_report.take()
     }
 
     /// The user this stream authenticated as with SASL, if it did.
@@ -443,6 +455,7 @@ impl Stream {
                 out.writer().empty("success", &[("xmlns", Namespace::SASL)]);
                 out.end_message();
                 self.identity = Some(identity);
+                self.attempted_user = None;
                 self.restart();
                 Ok(Step::Restart)
             }
@@ -578,6 +591,7 @@ impl Stream {
             Ok(credentials) => credentials,
             Err(failure) => return self.sasl_failure(failure, out),
         };
+        self.attempted_user = Some(credentials.authcid.clone());
         let domain = self.domain_name();
         // The authcid is a user name; accept `user@<this domain>` too.
         if let Some((local, at_domain)) = credentials.authcid.split_once('@') {
@@ -610,6 +624,7 @@ impl Stream {
     ) -> Result<Step, StreamError> {
         failure.write(&mut out.writer());
         out.end_message();
+        self.failure_to_report = Some((failure, self.attempted_user.take()));
         // The server being busy is not the client's attempt to spend, but it is counted apart:
         // a client that retries without end would otherwise hold the stream forever.
         if failure == SaslFailure::TemporaryAuthFailure {
